@@ -1,0 +1,147 @@
+//! The netlink verbs the rest of the crate may use, as a trait, and the link facts they return.
+//!
+//! [`super::rtnl::RtNetlink`] implements them over rtnetlink; [`super::fake::FakeNetlink`]
+//! records calls and plays scripted failures for unit tests.
+
+use std::net::Ipv4Addr;
+
+use async_trait::async_trait;
+
+use super::SysResult;
+use crate::model::Ipv4Cidr;
+
+/// What kind of device a link is, with the attributes we check for VXLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A Linux bridge.
+    Bridge,
+    /// A VXLAN device.
+    Vxlan(VxlanAttrs),
+    /// One end of a veth pair.
+    Veth,
+    /// Anything else, by its kernel kind name (`dummy`, `""` for physical devices).
+    Other(String),
+}
+
+impl LinkKind {
+    /// The kernel's name for the kind, for messages.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Vxlan(_) => "vxlan",
+            Self::Veth => "veth",
+            Self::Other(k) if k.is_empty() => "device",
+            Self::Other(k) => k,
+        }
+    }
+}
+
+/// The VXLAN attributes that decide whether two servers can talk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanAttrs {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Multicast group used for flooding, if any.
+    pub group: Option<Ipv4Addr>,
+    /// UDP destination port (4789 is IANA's; the kernel default 8472 is Linux's legacy one).
+    pub port: u16,
+    /// Index of the underlay device, if bound to one.
+    pub underlay: Option<u32>,
+}
+
+/// One network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Device kind.
+    pub kind: LinkKind,
+    /// MTU in bytes.
+    pub mtu: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Index of the bridge it is a port of.
+    pub master: Option<u32>,
+}
+
+/// A VXLAN device to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    /// Interface name.
+    pub name: String,
+    /// The attributes it must have.
+    pub attrs: VxlanAttrs,
+    /// MTU in bytes.
+    pub mtu: u32,
+}
+
+/// A veth pair whose peer is created directly inside another network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethSpec {
+    /// Name of the end that stays here.
+    pub host_name: String,
+    /// Name of the end created in the other namespace.
+    pub peer_name: String,
+    /// A process in the namespace that receives the peer (the container's init).
+    pub peer_netns_pid: u32,
+    /// Bridge the host end is attached to.
+    pub master: u32,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// Netlink verbs, in one network namespace.
+///
+/// Errors carry the object and action, with errno mapped (see [`super::SysError`]).
+#[async_trait]
+pub trait Netlink: Send + Sync {
+    /// Every link in the namespace.
+    async fn links(&self) -> SysResult<Vec<LinkState>>;
+
+    /// The link called `name`, or `None`.
+    async fn link(&self, name: &str) -> SysResult<Option<LinkState>>;
+
+    /// Creates a bridge with this MTU, down, with multicast snooping off (VXLAN floods unknown
+    /// destinations by multicast and snooping would starve ports that never sent an IGMP report).
+    async fn create_bridge(&self, name: &str, mtu: u32) -> SysResult<()>;
+
+    /// Creates a VXLAN device, down.
+    async fn create_vxlan(&self, spec: &VxlanSpec) -> SysResult<()>;
+
+    /// Creates a veth pair in one request: the host end attached to its bridge and up, the peer
+    /// born inside the other namespace (no move afterwards).
+    async fn create_veth(&self, spec: &VethSpec) -> SysResult<()>;
+
+    /// Deletes a link (and, for a veth, its peer).
+    async fn delete_link(&self, index: u32) -> SysResult<()>;
+
+    /// Sets IFF_UP.
+    async fn set_up(&self, index: u32) -> SysResult<()>;
+
+    /// Sets the MTU.
+    async fn set_mtu(&self, index: u32, mtu: u32) -> SysResult<()>;
+
+    /// Makes the link a port of `master`, or detaches it with `None`.
+    async fn set_master(&self, index: u32, master: Option<u32>) -> SysResult<()>;
+
+    /// IPv4 addresses on a link.
+    async fn addresses(&self, index: u32) -> SysResult<Vec<Ipv4Cidr>>;
+
+    /// Adds an IPv4 address.
+    async fn add_address(&self, index: u32, addr: Ipv4Cidr) -> SysResult<()>;
+
+    /// Removes an IPv4 address.
+    async fn delete_address(&self, index: u32, addr: Ipv4Cidr) -> SysResult<()>;
+
+    /// Adds the IPv4 default route via `gateway`.
+    async fn add_default_route(&self, gateway: Ipv4Addr) -> SysResult<()>;
+}
+
+/// Opens netlink handles in other network namespaces, such as a container's.
+#[async_trait]
+pub trait NetnsOpener: Send + Sync {
+    /// A netlink handle inside the network namespace of process `pid`.
+    async fn open_netns_of(&self, pid: u32) -> SysResult<Box<dyn Netlink>>;
+}
