@@ -138,6 +138,26 @@ impl FakeNetlink {
         edit(link);
     }
 
+    /// Records a call made by another fake (such as [`super::fake_lxc::FakeLxc`]) in the shared
+    /// log, and plays a scripted failure if one matches.
+    ///
+    /// # Errors
+    /// The scripted failure.
+    pub fn record(&self, line: String) -> SysResult<()> {
+        let label = "host".to_string();
+        let mut w = self.world();
+        w.log.push(format!("{label}: {line}"));
+        if let Some(pos) = w
+            .failures
+            .iter()
+            .position(|(p, _)| line.starts_with(p.as_str()))
+        {
+            let (_, errno) = w.failures.remove(pos);
+            return Err(SysError::from_errno(line, errno));
+        }
+        Ok(())
+    }
+
     /// Records `line` and plays a scripted failure if one matches.
     fn call(&self, line: String) -> SysResult<MutexGuard<'_, World>> {
         let mut w = self.world();
@@ -379,5 +399,9 @@ impl NetnsOpener for FakeNetlink {
         }
         drop(w);
         Ok(Box::new(self.netns_of(pid)))
+    }
+
+    async fn has_own_netns(&self, pid: u32) -> SysResult<bool> {
+        Ok(self.world().namespaces.contains_key(&pid))
     }
 }

@@ -4,14 +4,22 @@
 //!
 //! - [`netlink`]: the [`Netlink`] and [`NetnsOpener`] traits and the link facts they return;
 //! - [`rtnl`]: their real implementation over rtnetlink;
-//! - [`fake`]: an in-memory implementation that records calls and plays scripted failures;
+//! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
+//! - [`fake`] and [`fake_lxc`]: in-memory implementations that record calls in one log and play
+//!   scripted failures;
+//! - [`host`]: the bundle of all three that the engine is given;
 //! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything.
 
 pub mod error;
 pub mod fake;
+pub mod fake_lxc;
+pub mod host;
+pub mod lxc;
 pub mod netlink;
 pub mod privilege;
 pub mod rtnl;
 
 pub use error::{SysError, SysResult};
+pub use host::Host;
+pub use lxc::{ContainerStatus, Lxc};
 pub use netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};

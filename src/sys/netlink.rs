@@ -144,4 +144,8 @@ pub trait Netlink: Send + Sync {
 pub trait NetnsOpener: Send + Sync {
     /// A netlink handle inside the network namespace of process `pid`.
     async fn open_netns_of(&self, pid: u32) -> SysResult<Box<dyn Netlink>>;
+
+    /// Whether process `pid` already lives in a network namespace of its own. A container's
+    /// init PID is visible before LXC has finished moving it into its namespace.
+    async fn has_own_netns(&self, pid: u32) -> SysResult<bool>;
 }

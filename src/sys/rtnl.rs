@@ -338,4 +338,20 @@ impl NetnsOpener for RtNetnsOpener {
     async fn open_netns_of(&self, pid: u32) -> SysResult<Box<dyn Netlink>> {
         Ok(Box::new(RtNetlink::connect_netns_of(pid).await?))
     }
+
+    async fn has_own_netns(&self, pid: u32) -> SysResult<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let what = format!("read the network namespace of pid {pid}");
+        let theirs = match tokio::fs::metadata(format!("/proc/{pid}/ns/net")).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SysError::NotFound { what })
+            }
+            Err(source) => return Err(SysError::Io { what, source }),
+        };
+        let ours = tokio::fs::metadata("/proc/self/ns/net")
+            .await
+            .map_err(|source| SysError::Io { what, source })?;
+        Ok((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()))
+    }
 }

@@ -1,0 +1,220 @@
+//! The provisioning engine: validates a request against the limits and the host, then runs the
+//! create steps with rollback; destroys containers; reports what the host shows of one.
+
+use crate::fabric::FabricConfig;
+use crate::model::ContainerId;
+use crate::steps::{
+    create_steps, run_steps, undo_steps, CreateError, CreateSpec, Progress, StepCtx, StepError,
+};
+use crate::sys::{Host, LinkKind, SysError};
+
+/// A bridge holds at most 1024 ports (BR_MAX_PORTS in net/bridge/br_private.h); one is the
+/// VXLAN uplink, and we keep one spare so the kernel limit is never what stops a create.
+pub const MAX_CONTAINERS_PER_VLAN: usize = 1022;
+
+/// Why the engine refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request can never work (bad VLAN, address, gateway).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request clashes with what exists (container or interface already there, VLAN full).
+    #[error("{0}")]
+    Conflict(String),
+    /// A step failed; the rollback result is inside.
+    #[error(transparent)]
+    Create(Box<CreateError>),
+    /// The host could not be read or changed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+}
+
+impl From<CreateError> for EngineError {
+    fn from(e: CreateError) -> Self {
+        Self::Create(Box::new(e))
+    }
+}
+
+/// What the host shows of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFacts {
+    /// LXC's state, such as `RUNNING`.
+    pub state: String,
+    /// Init PID while running.
+    pub pid: Option<u32>,
+    /// The host veth, when present.
+    pub host_veth: Option<String>,
+    /// MTU of the host veth (equal to the container's eth0).
+    pub mtu: Option<u32>,
+}
+
+/// Creates and destroys containers on one host.
+#[derive(Clone)]
+pub struct Engine {
+    host: Host,
+    fabric: FabricConfig,
+}
+
+impl Engine {
+    /// An engine acting on `host`, whose fabric is `fabric`.
+    pub fn new(host: Host, fabric: FabricConfig) -> Self {
+        Self { host, fabric }
+    }
+
+    /// The fabric served.
+    pub fn fabric(&self) -> &FabricConfig {
+        &self.fabric
+    }
+
+    /// The host acted on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Checks what can be checked without the host: VLAN served, address usable and not the
+    /// host's own, gateway inside the prefix.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field and what is allowed.
+    pub fn check_request(&self, spec: &CreateSpec) -> Result<(), EngineError> {
+        let vlans = &self.fabric.vlans;
+        if !vlans.contains(&spec.vlan) {
+            let served: Vec<String> = vlans.iter().map(ToString::to_string).collect();
+            return Err(EngineError::Invalid(format!(
+                "vlan {} is not served here; allowed: {}",
+                spec.vlan,
+                served.join(", ")
+            )));
+        }
+        spec.ip
+            .check_host()
+            .map_err(|e| EngineError::Invalid(format!("ip: {e}")))?;
+        if spec.ip.addr == spec.vlan.host_address(self.fabric.host_id).addr {
+            return Err(EngineError::Invalid(format!(
+                "ip: {} is this server's own address on {}",
+                spec.ip.addr,
+                spec.vlan.bridge_name()
+            )));
+        }
+        if let Some(gw) = spec.gateway {
+            if !spec.ip.contains(gw) || gw == spec.ip.addr {
+                return Err(EngineError::Invalid(format!(
+                    "gateway: {gw} must be another address inside {}/{}",
+                    spec.ip.network(),
+                    spec.ip.prefix
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the host: the names are free, the bridge exists and has room.
+    ///
+    /// # Errors
+    /// [`EngineError::Conflict`] when a name is taken or the VLAN is full.
+    pub async fn check_host(&self, spec: &CreateSpec) -> Result<(), EngineError> {
+        let name = spec.id.container_name();
+        if self.host.lxc.exists(&name).await? {
+            return Err(EngineError::Conflict(format!(
+                "container {name} already exists"
+            )));
+        }
+        let veth = spec.id.host_veth();
+        if self.host.net.link(&veth).await?.is_some() {
+            return Err(EngineError::Conflict(format!(
+                "interface {veth} already exists"
+            )));
+        }
+        let bridge = spec.vlan.bridge_name();
+        let links = self.host.net.links().await?;
+        let Some(br) = links
+            .iter()
+            .find(|l| l.name == bridge && l.kind == LinkKind::Bridge)
+        else {
+            return Err(EngineError::Conflict(format!(
+                "bridge {bridge} is missing; run `creepy-meow setup`"
+            )));
+        };
+        let ports = links
+            .iter()
+            .filter(|l| l.master == Some(br.index) && !matches!(l.kind, LinkKind::Vxlan(_)))
+            .count();
+        if ports >= MAX_CONTAINERS_PER_VLAN {
+            return Err(EngineError::Conflict(format!(
+                "vlan {} is full: {bridge} has {ports} containers, the most a bridge can hold alongside its uplink",
+                spec.vlan
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates, then creates `container<ID>` with its network, rolling back on failure.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`]/[`EngineError::Conflict`] before any change;
+    /// [`EngineError::Create`] after a failed step, once rolled back.
+    pub async fn create(
+        &self,
+        spec: &CreateSpec,
+        progress: &mut dyn Progress,
+    ) -> Result<(), EngineError> {
+        self.check_request(spec)?;
+        self.check_host(spec).await?;
+        let steps = create_steps();
+        let mut ctx = StepCtx::new(&self.host, spec);
+        run_steps(&steps, &mut ctx, progress).await?;
+        Ok(())
+    }
+
+    /// Undoes every create step for `spec`, whatever state an interrupted attempt left.
+    pub async fn roll_back(
+        &self,
+        spec: &CreateSpec,
+        progress: &mut dyn Progress,
+    ) -> Vec<(&'static str, StepError)> {
+        let steps = create_steps();
+        let mut ctx = StepCtx::new(&self.host, spec);
+        undo_steps(&steps, &mut ctx, progress).await
+    }
+
+    /// Stops and destroys `container<ID>` and removes its host veth. Returns whether there was
+    /// anything to destroy; destroying twice succeeds.
+    ///
+    /// # Errors
+    /// When LXC or the kernel refuses.
+    pub async fn destroy(&self, id: ContainerId) -> Result<bool, EngineError> {
+        let name = id.container_name();
+        let existed = self.host.lxc.exists(&name).await?;
+        self.host.lxc.stop(&name).await?;
+        let veth = self.host.net.link(&id.host_veth()).await?;
+        if let Some(link) = &veth {
+            match self.host.net.delete_link(link.index).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        self.host.lxc.destroy(&name).await?;
+        Ok(existed || veth.is_some())
+    }
+
+    /// What the host shows of `container<ID>`, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// When LXC or the kernel cannot be asked.
+    pub async fn inspect(&self, id: ContainerId) -> Result<Option<ContainerFacts>, EngineError> {
+        let Some(status) = self.host.lxc.status(&id.container_name()).await? else {
+            return Ok(None);
+        };
+        let veth = self.host.net.link(&id.host_veth()).await?;
+        Ok(Some(ContainerFacts {
+            state: status.state,
+            pid: status.pid,
+            mtu: veth.as_ref().map(|l| l.mtu),
+            host_veth: veth.map(|l| l.name),
+        }))
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

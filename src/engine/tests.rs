@@ -1,0 +1,140 @@
+use super::*;
+use crate::fabric::ensure_fabric;
+use crate::model::{parse_vlan_list, HostId, VlanId};
+use crate::steps::NoProgress;
+use crate::sys::fake::FakeNetlink;
+use crate::sys::Netlink;
+
+fn fabric() -> FabricConfig {
+    FabricConfig {
+        host_id: HostId::new(1).unwrap(),
+        underlay: "eth1".into(),
+        vlans: parse_vlan_list("2,3").unwrap(),
+        mtu: None,
+    }
+}
+
+async fn engine() -> (Engine, FakeNetlink) {
+    let (host, net, _) = Host::fake();
+    ensure_fabric(&net, &fabric()).await.unwrap();
+    (Engine::new(host, fabric()), net)
+}
+
+fn spec(id: u64, vlan: u64, ip: &str) -> CreateSpec {
+    CreateSpec {
+        id: ContainerId::new(id).unwrap(),
+        vlan: VlanId::new(vlan).unwrap(),
+        ip: ip.parse().unwrap(),
+        gateway: None,
+    }
+}
+
+#[tokio::test]
+async fn requests_are_checked_before_any_work() {
+    let (engine, net) = engine().await;
+    net.clear_calls();
+    let cases = [
+        (
+            spec(5, 4, "192.168.4.5/24"),
+            "vlan 4 is not served here; allowed: 2, 3",
+        ),
+        (spec(5, 2, "192.168.2.0/24"), "network address"),
+        (spec(5, 2, "192.168.2.255/24"), "broadcast address"),
+        (
+            spec(5, 2, "192.168.2.1/24"),
+            "this server's own address on br2",
+        ),
+        (
+            CreateSpec {
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                ..spec(5, 2, "192.168.2.5/24")
+            },
+            "gateway: 10.0.0.1 must be another address inside 192.168.2.0/24",
+        ),
+    ];
+    for (s, want) in cases {
+        let err = engine.create(&s, &mut NoProgress).await.unwrap_err();
+        assert!(matches!(err, EngineError::Invalid(_)), "{err}");
+        assert!(
+            err.to_string().contains(want),
+            "{err} should contain {want}"
+        );
+    }
+    assert!(
+        net.calls().is_empty(),
+        "validation touched the host: {:?}",
+        net.calls()
+    );
+}
+
+#[tokio::test]
+async fn existing_names_conflict_and_nothing_of_theirs_is_touched() {
+    let (engine, net) = engine().await;
+    engine
+        .create(&spec(5, 2, "192.168.2.5/24"), &mut NoProgress)
+        .await
+        .unwrap();
+    let err = engine
+        .create(&spec(5, 3, "192.168.3.5/24"), &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Conflict(_)), "{err}");
+    assert!(
+        net.link("vethc_br5").await.unwrap().is_some(),
+        "the first container's veth survived"
+    );
+    net.add_device("vethc_br6", 1500);
+    let err = engine
+        .create(&spec(6, 2, "192.168.2.6/24"), &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "interface vethc_br6 already exists");
+}
+
+#[tokio::test]
+async fn the_1023rd_container_on_a_vlan_is_refused_as_full() {
+    let (engine, net) = engine().await;
+    let br2 = net.link("br2").await.unwrap().unwrap().index;
+    for i in 0..MAX_CONTAINERS_PER_VLAN {
+        let name = format!("port{i}");
+        net.add_device(&name, 1450);
+        net.edit_link(&name, |l| l.master = Some(br2));
+    }
+    let err = engine
+        .create(&spec(7, 2, "192.168.2.7/24"), &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("vlan 2 is full"), "{err}");
+    engine
+        .create(&spec(7, 3, "192.168.3.7/24"), &mut NoProgress)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn destroy_removes_everything_and_is_idempotent() {
+    let (engine, net) = engine().await;
+    let id = ContainerId::new(9_999_999).unwrap();
+    engine
+        .create(&spec(9_999_999, 2, "192.168.2.9/24"), &mut NoProgress)
+        .await
+        .unwrap();
+    let facts = engine.inspect(id).await.unwrap().unwrap();
+    assert_eq!(facts.state, "RUNNING");
+    assert_eq!(facts.host_veth.as_deref(), Some("vethc_br9999999"));
+    assert_eq!(facts.mtu, Some(1450));
+    assert!(engine.destroy(id).await.unwrap());
+    assert!(!engine.destroy(id).await.unwrap());
+    assert!(engine.inspect(id).await.unwrap().is_none());
+    assert!(net.link("vethc_br9999999").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn roll_back_cleans_up_a_create_interrupted_anywhere() {
+    let (engine, net) = engine().await;
+    let s = spec(5, 2, "192.168.2.5/24");
+    engine.create(&s, &mut NoProgress).await.unwrap();
+    assert!(engine.roll_back(&s, &mut NoProgress).await.is_empty());
+    assert!(engine.inspect(s.id).await.unwrap().is_none());
+    assert!(net.link("vethc_br5").await.unwrap().is_none());
+}

@@ -1,0 +1,83 @@
+//! The LXC steps: create the container, start it and wait for its network namespace.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{Step, StepCtx, StepError};
+
+/// How long a started container may take to have its own network namespace.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `lxc-create` from the template, with `lxc.net.0.type = empty`.
+pub struct CreateContainer;
+
+#[async_trait]
+impl Step for CreateContainer {
+    fn name(&self) -> &'static str {
+        "create_container"
+    }
+
+    async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        Ok(ctx.host.lxc.create(&ctx.spec.id.container_name()).await?)
+    }
+
+    async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        Ok(ctx.host.lxc.destroy(&ctx.spec.id.container_name()).await?)
+    }
+}
+
+/// `lxc-start -d`, then wait until the init process lives in its own network namespace.
+pub struct StartContainer;
+
+#[async_trait]
+impl Step for StartContainer {
+    fn name(&self) -> &'static str {
+        "start_container"
+    }
+
+    async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        let name = ctx.spec.id.container_name();
+        ctx.host.lxc.start(&name).await?;
+        ctx.pid = Some(wait_for_netns(ctx, &name).await?);
+        Ok(())
+    }
+
+    async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        ctx.host.lxc.stop(&ctx.spec.id.container_name()).await?;
+        ctx.pid = None;
+        Ok(())
+    }
+}
+
+/// Polls, with a growing interval, until the container runs and its init has left our network
+/// namespace; bounded by [`START_TIMEOUT`].
+async fn wait_for_netns(ctx: &StepCtx<'_>, name: &str) -> Result<u32, StepError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    let mut last = String::from("no status yet");
+    loop {
+        if let Some(status) = ctx.host.lxc.status(name).await? {
+            last = status.state.clone();
+            if let Some(pid) = status.pid.filter(|_| status.state == "RUNNING") {
+                match ctx.host.netns.has_own_netns(pid).await {
+                    Ok(true) => return Ok(pid),
+                    Ok(false) => {
+                        last =
+                            format!("RUNNING as pid {pid}, still in the host's network namespace")
+                    }
+                    Err(e) if e.is_not_found() => last = format!("pid {pid} exited"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::Other(format!(
+                "container {name} did not get its own network namespace within {}s (last seen: {last})",
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

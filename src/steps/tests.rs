@@ -1,0 +1,211 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::fabric::{ensure_fabric, FabricConfig};
+use crate::model::{parse_vlan_list, HostId};
+use crate::sys::fake::FakeNetlink;
+use crate::sys::fake_lxc::FakeLxc;
+use crate::sys::Netlink;
+
+fn spec() -> CreateSpec {
+    CreateSpec {
+        id: ContainerId::new(5).unwrap(),
+        vlan: VlanId::new(2).unwrap(),
+        ip: "192.168.2.5/24".parse().unwrap(),
+        gateway: Some("192.168.2.1".parse().unwrap()),
+    }
+}
+
+async fn host() -> (Host, FakeNetlink, FakeLxc) {
+    let (host, net, lxc) = Host::fake();
+    let cfg = FabricConfig {
+        host_id: HostId::new(1).unwrap(),
+        underlay: "eth1".into(),
+        vlans: parse_vlan_list("2").unwrap(),
+        mtu: None,
+    };
+    ensure_fabric(&net, &cfg).await.unwrap();
+    net.clear_calls();
+    (host, net, lxc)
+}
+
+/// Records events as `step:event`, and can fail one step's `Started` or `Done`.
+#[derive(Default, Clone)]
+struct Recorder {
+    events: Arc<Mutex<Vec<String>>>,
+    fail: Option<(&'static str, StepEvent<'static>)>,
+}
+
+#[async_trait]
+impl Progress for Recorder {
+    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+        let name = match event {
+            StepEvent::Started => "started",
+            StepEvent::Done => "done",
+            StepEvent::Failed(_) => "failed",
+            StepEvent::Undoing => "undoing",
+            StepEvent::Undone => "undone",
+            StepEvent::UndoFailed(_) => "undo_failed",
+        };
+        self.events.lock().unwrap().push(format!("{step}:{name}"));
+        match self.fail {
+            Some((s, e)) if s == step && e == event => {
+                Err(format!("forced failure at {step} {name}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Everything on the fake host other than the fabric: links beyond eth1/br2/vxlan2,
+/// containers, and namespaces' links.
+async fn leftovers(net: &FakeNetlink, lxc: &FakeLxc) -> Vec<String> {
+    let mut out: Vec<String> = net
+        .links()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| !["eth1", "br2", "vxlan2"].contains(&n.as_str()))
+        .collect();
+    out.extend(lxc.names());
+    out
+}
+
+#[tokio::test]
+async fn create_applies_the_steps_in_order_and_plumbs_the_container() {
+    let (host, net, lxc) = host().await;
+    let mut rec = Recorder::default();
+    let s = spec();
+    let mut ctx = StepCtx::new(&host, &s);
+    run_steps(&create_steps(), &mut ctx, &mut rec)
+        .await
+        .unwrap();
+    let events = rec.events.lock().unwrap().clone();
+    let expected: Vec<String> = CREATE_STEPS
+        .iter()
+        .flat_map(|s| [format!("{s}:started"), format!("{s}:done")])
+        .collect();
+    assert_eq!(events, expected);
+
+    let pid = ctx.pid.unwrap();
+    let inside = net.netns_of(pid);
+    let eth0 = inside.link("eth0").await.unwrap().unwrap();
+    assert!(eth0.up);
+    assert_eq!(eth0.mtu, 1450, "eth0 must carry the bridge's MTU, not 1500");
+    assert!(
+        inside.link("lo").await.unwrap().unwrap().up,
+        "lo must be up"
+    );
+    assert_eq!(inside.addresses(eth0.index).await.unwrap(), [spec().ip]);
+    assert_eq!(inside.default_gateway(), spec().gateway);
+    let host_end = net.link("vethc_br5").await.unwrap().unwrap();
+    let br2 = net.link("br2").await.unwrap().unwrap();
+    assert_eq!(host_end.master, Some(br2.index));
+    assert!(host_end.up);
+    assert_eq!(lxc.names(), ["container5"]);
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_undoes_newest_first_and_leaves_nothing() {
+    for (i, failing) in CREATE_STEPS.iter().enumerate() {
+        for when in [StepEvent::Started, StepEvent::Done] {
+            let (host, net, lxc) = host().await;
+            let mut rec = Recorder {
+                fail: Some((failing, when)),
+                ..Recorder::default()
+            };
+            let s = spec();
+            let mut ctx = StepCtx::new(&host, &s);
+            let err = run_steps(&create_steps(), &mut ctx, &mut rec)
+                .await
+                .unwrap_err();
+            assert_eq!(err.step, *failing);
+            assert!(err.undo_errors.is_empty(), "{err}");
+            assert!(err.to_string().contains("rolled back"), "{err}");
+            let undone: Vec<String> = rec
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.ends_with(":undone"))
+                .cloned()
+                .collect();
+            let expected: Vec<String> = CREATE_STEPS[..=i]
+                .iter()
+                .rev()
+                .map(|s| format!("{s}:undone"))
+                .collect();
+            assert_eq!(undone, expected, "failing {failing} at {when:?}");
+            assert!(
+                leftovers(&net, &lxc).await.is_empty(),
+                "failing {failing} at {when:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn kernel_failures_roll_back_too() {
+    for call in [
+        "lxc-create",
+        "lxc-start",
+        "create_veth",
+        "add_address",
+        "add_default_route",
+    ] {
+        let (host, net, lxc) = host().await;
+        net.fail_next(call, libc::EBUSY);
+        let s = spec();
+        let mut ctx = StepCtx::new(&host, &s);
+        let err = run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("busy"), "{err}");
+        assert!(
+            leftovers(&net, &lxc).await.is_empty(),
+            "after failing {call}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn undo_errors_are_collected_and_undo_goes_on() {
+    let (host, net, lxc) = host().await;
+    let s = spec();
+    let mut ctx = StepCtx::new(&host, &s);
+    run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+        .await
+        .unwrap();
+    net.fail_next("lxc-stop", libc::EIO);
+    let errors = undo_steps(&create_steps(), &mut ctx, &mut NoProgress).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, "start_container");
+    let calls = net.calls();
+    assert!(
+        calls.iter().any(|c| c.contains("lxc-destroy container5")),
+        "undo went on past the error"
+    );
+    assert!(lxc.names().is_empty());
+}
+
+#[tokio::test]
+async fn undo_of_nothing_succeeds_and_is_idempotent() {
+    let (host, net, lxc) = host().await;
+    let s = spec();
+    let mut ctx = StepCtx::new(&host, &s);
+    assert!(undo_steps(&create_steps(), &mut ctx, &mut NoProgress)
+        .await
+        .is_empty());
+    run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+        .await
+        .unwrap();
+    let mut fresh = StepCtx::new(&host, &s);
+    assert!(undo_steps(&create_steps(), &mut fresh, &mut NoProgress)
+        .await
+        .is_empty());
+    assert!(undo_steps(&create_steps(), &mut fresh, &mut NoProgress)
+        .await
+        .is_empty());
+    assert!(leftovers(&net, &lxc).await.is_empty());
+}

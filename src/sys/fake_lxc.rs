@@ -1,0 +1,121 @@
+//! In-memory [`Lxc`] for tests, tied to a [`FakeNetlink`] world: starting a container gives it
+//! a fresh PID and network namespace, stopping it removes both (and so its veth peers).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::fake::FakeNetlink;
+use super::lxc::{ContainerStatus, Lxc};
+use super::{SysError, SysResult};
+
+#[derive(Default)]
+struct State {
+    /// name -> PID of its init while running.
+    containers: BTreeMap<String, Option<u32>>,
+    next_pid: u32,
+}
+
+/// A fake LXC. Calls go to the shared log of its [`FakeNetlink`] as `lxc-<verb> <name>`.
+#[derive(Clone)]
+pub struct FakeLxc {
+    net: FakeNetlink,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeLxc {
+    /// A fake LXC with no containers, whose namespaces live in `net`'s world.
+    pub fn new(net: &FakeNetlink) -> Self {
+        let state = State {
+            next_pid: 1000,
+            ..State::default()
+        };
+        Self {
+            net: net.clone(),
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names of existing containers.
+    pub fn names(&self) -> Vec<String> {
+        self.state().containers.keys().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl Lxc for FakeLxc {
+    async fn exists(&self, name: &str) -> SysResult<bool> {
+        Ok(self.state().containers.contains_key(name))
+    }
+
+    async fn create(&self, name: &str) -> SysResult<()> {
+        self.net.record(format!("lxc-create {name}"))?;
+        let mut s = self.state();
+        if s.containers.contains_key(name) {
+            return Err(SysError::AlreadyExists {
+                what: format!("create container {name}"),
+            });
+        }
+        s.containers.insert(name.into(), None);
+        Ok(())
+    }
+
+    async fn start(&self, name: &str) -> SysResult<()> {
+        self.net.record(format!("lxc-start {name}"))?;
+        let mut s = self.state();
+        let pid = s.next_pid;
+        match s.containers.get_mut(name) {
+            None => Err(SysError::NotFound {
+                what: format!("start container {name}"),
+            }),
+            Some(Some(_)) => Ok(()),
+            Some(slot) => {
+                *slot = Some(pid);
+                s.next_pid += 1;
+                // A new network namespace holds only `lo`, and it is down (as LXC leaves it).
+                let ns = self.net.netns_of(pid);
+                ns.add_device("lo", 65536);
+                ns.edit_link("lo", |l| l.up = false);
+                Ok(())
+            }
+        }
+    }
+
+    async fn status(&self, name: &str) -> SysResult<Option<ContainerStatus>> {
+        Ok(self
+            .state()
+            .containers
+            .get(name)
+            .map(|pid| ContainerStatus {
+                state: if pid.is_some() { "RUNNING" } else { "STOPPED" }.into(),
+                pid: *pid,
+            }))
+    }
+
+    async fn stop(&self, name: &str) -> SysResult<()> {
+        self.net.record(format!("lxc-stop {name}"))?;
+        let pid = self.state().containers.get_mut(name).and_then(Option::take);
+        if let Some(pid) = pid {
+            self.net.drop_netns(pid);
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, name: &str) -> SysResult<()> {
+        self.net.record(format!("lxc-destroy {name}"))?;
+        let removed = self.state().containers.remove(name);
+        if let Some(Some(pid)) = removed {
+            self.net.drop_netns(pid);
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> SysResult<Vec<String>> {
+        Ok(self.names())
+    }
+}

@@ -1,0 +1,259 @@
+//! LXC through its command-line tools, as the [`Lxc`] trait.
+//!
+//! The tools run with `tokio::process`, arguments as a vector (no shell ever sees user input),
+//! and their stderr is kept in the error. The liblxc bindings were tried and rejected: they
+//! fork inside the daemon and leak cgroups.
+//!
+//! LXC keeps a container's command socket in the network namespace that started it, so every
+//! tool for a container must run from the daemon's own namespace (from elsewhere
+//! `lxc-destroy` deletes a running container's rootfs).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::process::Command;
+
+use super::{SysError, SysResult};
+
+/// What LXC says of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// `RUNNING`, `STOPPED`, `STARTING`, ... as `lxc-info` prints it.
+    pub state: String,
+    /// PID of the container's init, while it runs.
+    pub pid: Option<u32>,
+}
+
+/// The LXC verbs the engine uses.
+#[async_trait]
+pub trait Lxc: Send + Sync {
+    /// Whether a container of this name exists (has a config).
+    async fn exists(&self, name: &str) -> SysResult<bool>;
+    /// Creates the container from the template, with networking left to us.
+    async fn create(&self, name: &str) -> SysResult<()>;
+    /// Starts it in the background.
+    async fn start(&self, name: &str) -> SysResult<()>;
+    /// Its state and init PID, or `None` when it does not exist.
+    async fn status(&self, name: &str) -> SysResult<Option<ContainerStatus>>;
+    /// Stops it at once (SIGKILL); stopping a stopped container succeeds.
+    async fn stop(&self, name: &str) -> SysResult<()>;
+    /// Destroys it and its rootfs; destroying an absent container succeeds.
+    async fn destroy(&self, name: &str) -> SysResult<()>;
+    /// Names of every container under the LXC path.
+    async fn list(&self) -> SysResult<Vec<String>>;
+}
+
+/// The container configuration every container gets: no network from LXC (`empty` gives the
+/// container a namespace with only `lo`); the engine plumbs `eth0` itself.
+const NET_CONFIG: &str =
+    "# written by creepy-meow: networking is plumbed by the daemon\nlxc.net.0.type = empty\n";
+
+/// How long an `lxc-*` tool may take before we give up on it.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The real [`Lxc`], running `lxc-*` tools against one LXC path.
+#[derive(Debug, Clone)]
+pub struct LxcTools {
+    path: PathBuf,
+    template: String,
+    template_args: Vec<String>,
+    config_file: PathBuf,
+}
+
+impl LxcTools {
+    /// Uses LXC path `path` (created if missing) and `template` with `template_args`.
+    ///
+    /// # Errors
+    /// When the path or the network config file cannot be written.
+    pub fn new(path: &Path, template: &str, template_args: Vec<String>) -> SysResult<Self> {
+        let io = |what: String| move |source| SysError::Io { what, source };
+        std::fs::create_dir_all(path).map_err(io(format!("create LXC path {}", path.display())))?;
+        let config_file = path.join(".creepy-meow-net.conf");
+        std::fs::write(&config_file, NET_CONFIG)
+            .map_err(io(format!("write {}", config_file.display())))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            template: template.into(),
+            template_args,
+            config_file,
+        })
+    }
+
+    /// The LXC path containers live under.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `program args` and returns its stdout, or the error with stderr.
+    async fn tool(&self, what: String, program: &str, args: &[&str]) -> SysResult<String> {
+        let mut cmd = Command::new(program);
+        cmd.arg("-P").arg(&self.path).args(args).kill_on_drop(true);
+        let command = format!("{program} -P {} {}", self.path.display(), args.join(" "));
+        let output = match tokio::time::timeout(TOOL_TIMEOUT, cmd.output()).await {
+            Err(_) => {
+                return Err(SysError::Command {
+                    what,
+                    command,
+                    status: "timeout".into(),
+                    stderr: format!("no answer within {}s", TOOL_TIMEOUT.as_secs()),
+                })
+            }
+            Ok(Err(source)) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SysError::Io {
+                    what: format!("{what}: {program} is not installed (apt-get install lxc)"),
+                    source,
+                })
+            }
+            Ok(Err(source)) => return Err(SysError::Io { what, source }),
+            Ok(Ok(o)) => o,
+        };
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        Err(SysError::Command {
+            what,
+            command,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Parses `lxc-info -s -p` output (with or without labels).
+fn parse_info(out: &str) -> ContainerStatus {
+    let mut status = ContainerStatus {
+        state: "UNKNOWN".into(),
+        pid: None,
+    };
+    for line in out.lines() {
+        let (key, value) = line.split_once(':').unwrap_or(("", line));
+        let value = value.trim();
+        match key.trim() {
+            "State" => status.state = value.to_string(),
+            "PID" => status.pid = value.parse().ok(),
+            _ => {}
+        }
+    }
+    status
+}
+
+#[async_trait]
+impl Lxc for LxcTools {
+    async fn exists(&self, name: &str) -> SysResult<bool> {
+        Ok(tokio::fs::try_exists(self.path.join(name).join("config"))
+            .await
+            .unwrap_or(false))
+    }
+
+    async fn create(&self, name: &str) -> SysResult<()> {
+        let config = self.config_file.to_string_lossy().into_owned();
+        let mut args = vec!["-n", name, "-t", &self.template, "-f", &config];
+        if !self.template_args.is_empty() {
+            args.push("--");
+            args.extend(self.template_args.iter().map(String::as_str));
+        }
+        self.tool(format!("create container {name}"), "lxc-create", &args)
+            .await
+            .map(drop)
+    }
+
+    async fn start(&self, name: &str) -> SysResult<()> {
+        self.tool(
+            format!("start container {name}"),
+            "lxc-start",
+            &["-n", name, "-d"],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn status(&self, name: &str) -> SysResult<Option<ContainerStatus>> {
+        if !self.exists(name).await? {
+            return Ok(None);
+        }
+        let out = self
+            .tool(
+                format!("query container {name}"),
+                "lxc-info",
+                &["-n", name, "-s", "-p"],
+            )
+            .await?;
+        Ok(Some(parse_info(&out)))
+    }
+
+    async fn stop(&self, name: &str) -> SysResult<()> {
+        match self.status(name).await? {
+            Some(s) if s.state != "STOPPED" => self
+                .tool(
+                    format!("stop container {name}"),
+                    "lxc-stop",
+                    &["-n", name, "-k"],
+                )
+                .await
+                .map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    async fn destroy(&self, name: &str) -> SysResult<()> {
+        let dir = self.path.join(name);
+        if self.exists(name).await? {
+            self.tool(
+                format!("destroy container {name}"),
+                "lxc-destroy",
+                &["-n", name, "-f"],
+            )
+            .await?;
+        }
+        // lxc-create that failed midway can leave a directory with no config: remove it too.
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SysError::Io {
+                what: format!("remove {}", dir.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self) -> SysResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut dir = match tokio::fs::read_dir(&self.path).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(source) => {
+                return Err(SysError::Io {
+                    what: format!("list {}", self.path.display()),
+                    source,
+                })
+            }
+        };
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            if entry.path().join("config").exists() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_output_is_parsed_with_or_without_labels() {
+        let s = parse_info("State:          RUNNING\nPID:            12156\n");
+        assert_eq!(
+            s,
+            ContainerStatus {
+                state: "RUNNING".into(),
+                pid: Some(12156)
+            }
+        );
+        let s = parse_info("State:          STOPPED\n");
+        assert_eq!(s.pid, None);
+        assert_eq!(s.state, "STOPPED");
+    }
+}
