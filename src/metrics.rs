@@ -1,0 +1,85 @@
+//! Counters for `GET /metrics`, in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use crate::queue::JobState;
+
+/// Every job state, so a scrape shows zeros too.
+const ALL_STATES: [JobState; 5] = [
+    JobState::Queued,
+    JobState::Running,
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::Cancelled,
+];
+
+/// Step durations observed by the worker.
+#[derive(Default)]
+pub struct Metrics {
+    /// step name -> (count, total seconds).
+    steps: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+}
+
+/// What the store says at the moment of a scrape.
+pub struct Snapshot {
+    /// Jobs by state.
+    pub jobs: BTreeMap<JobState, usize>,
+    /// Jobs waiting.
+    pub queued: usize,
+    /// Whether the worker is paused.
+    pub paused: bool,
+}
+
+impl Metrics {
+    /// Records that `step` took `seconds` to apply.
+    pub fn observe_step(&self, step: &'static str, seconds: f64) {
+        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = steps.entry(step).or_default();
+        entry.0 += 1;
+        entry.1 += seconds;
+    }
+
+    /// The exposition text.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP creepy_meow_jobs Jobs in the store by state.");
+        let _ = writeln!(out, "# TYPE creepy_meow_jobs gauge");
+        for state in ALL_STATES {
+            let n = snap.jobs.get(&state).copied().unwrap_or(0);
+            let name = serde_json::to_value(state).ok();
+            let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+            let _ = writeln!(out, "creepy_meow_jobs{{state=\"{name}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP creepy_meow_queue_depth Jobs waiting for the worker."
+        );
+        let _ = writeln!(out, "# TYPE creepy_meow_queue_depth gauge");
+        let _ = writeln!(out, "creepy_meow_queue_depth {}", snap.queued);
+        let _ = writeln!(
+            out,
+            "# HELP creepy_meow_queue_paused 1 while the worker is paused."
+        );
+        let _ = writeln!(out, "# TYPE creepy_meow_queue_paused gauge");
+        let _ = writeln!(out, "creepy_meow_queue_paused {}", u8::from(snap.paused));
+        let _ = writeln!(
+            out,
+            "# HELP creepy_meow_step_duration_seconds Time to apply each provisioning step."
+        );
+        let _ = writeln!(out, "# TYPE creepy_meow_step_duration_seconds summary");
+        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        for (step, (count, sum)) in steps.iter() {
+            let _ = writeln!(
+                out,
+                "creepy_meow_step_duration_seconds_sum{{step=\"{step}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "creepy_meow_step_duration_seconds_count{{step=\"{step}\"}} {count}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,75 @@
+//! Step progress into the job store: each event is flushed before the runner goes on, so the
+//! store always says what may have been done to the host.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::QueueControl;
+use crate::metrics::Metrics;
+use crate::queue::JobStore;
+use crate::steps::{Progress, StepEvent};
+
+/// Progress of one job, recorded in the store.
+pub struct StoreProgress<'a> {
+    store: &'a JobStore,
+    job: Uuid,
+    control: &'a QueueControl,
+    metrics: &'a Metrics,
+    shutdown: &'a CancellationToken,
+    step_started: Option<Instant>,
+    interrupted: bool,
+}
+
+impl<'a> StoreProgress<'a> {
+    /// Progress of job `job`.
+    pub fn new(
+        store: &'a JobStore,
+        job: Uuid,
+        control: &'a QueueControl,
+        metrics: &'a Metrics,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            job,
+            control,
+            metrics,
+            shutdown,
+            step_started: None,
+            interrupted: false,
+        }
+    }
+
+    /// Whether a step was refused because the daemon is shutting down.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+}
+
+#[async_trait]
+impl Progress for StoreProgress<'_> {
+    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+        if event == StepEvent::Started && self.shutdown.is_cancelled() {
+            self.interrupted = true;
+            return Err("the daemon is shutting down".into());
+        }
+        self.store
+            .record_step(self.job, step, event)
+            .await
+            .map_err(|e| format!("cannot record step {step}: {e}"))?;
+        match event {
+            StepEvent::Started => self.step_started = Some(Instant::now()),
+            StepEvent::Done => {
+                if let Some(t) = self.step_started.take() {
+                    self.metrics.observe_step(step, t.elapsed().as_secs_f64());
+                }
+            }
+            _ => {}
+        }
+        self.control.job_changed();
+        Ok(())
+    }
+}
