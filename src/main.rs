@@ -7,7 +7,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = creepy_meow::cli::Cli::parse();
-    creepy_meow::logging::init();
     match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(creepy_meow::commands::run(cli)),
         Err(e) => {

@@ -4,7 +4,8 @@
 use crate::fabric::FabricConfig;
 use crate::model::ContainerId;
 use crate::steps::{
-    create_steps, run_steps, undo_steps, CreateError, CreateSpec, Progress, StepCtx, StepError,
+    create_steps, run_steps, undo_steps, CreateError, CreateSpec, NoProgress, Progress, StepCtx,
+    StepError, StepEvent,
 };
 use crate::sys::{Host, LinkKind, SysError};
 
@@ -183,17 +184,34 @@ impl Engine {
     /// # Errors
     /// When LXC or the kernel refuses.
     pub async fn destroy(&self, id: ContainerId) -> Result<bool, EngineError> {
+        self.destroy_recorded(id, &mut NoProgress).await
+    }
+
+    /// [`Self::destroy`], recording each of [`DESTROY_STEPS`] in `progress`.
+    ///
+    /// # Errors
+    /// When LXC or the kernel refuses, or a progress record fails.
+    pub async fn destroy_recorded(
+        &self,
+        id: ContainerId,
+        progress: &mut dyn Progress,
+    ) -> Result<bool, EngineError> {
         let name = id.container_name();
         let existed = self.host.lxc.exists(&name).await?;
-        self.host.lxc.stop(&name).await?;
+        let [stop, delete_veth, destroy] = DESTROY_STEPS;
+        recorded(progress, stop, self.host.lxc.stop(&name)).await?;
         let veth = self.host.net.link(&id.host_veth()).await?;
-        if let Some(link) = &veth {
-            match self.host.net.delete_link(link.index).await {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => {}
+        recorded(progress, delete_veth, async {
+            match &veth {
+                Some(link) => match self.host.net.delete_link(link.index).await {
+                    Err(e) if !e.is_not_found() => Err(e),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
             }
-        }
-        self.host.lxc.destroy(&name).await?;
+        })
+        .await?;
+        recorded(progress, destroy, self.host.lxc.destroy(&name)).await?;
         Ok(existed || veth.is_some())
     }
 
@@ -213,6 +231,38 @@ impl Engine {
             host_veth: veth.map(|l| l.name),
         }))
     }
+}
+
+/// Names of the destroy steps, in order.
+pub const DESTROY_STEPS: [&str; 3] = ["stop_container", "delete_veth", "destroy_container"];
+
+/// Runs `action` between `Started` and `Done`/`Failed` records of `step`.
+async fn recorded(
+    progress: &mut dyn Progress,
+    step: &'static str,
+    action: impl std::future::Future<Output = Result<(), SysError>>,
+) -> Result<(), EngineError> {
+    progress
+        .record(step, StepEvent::Started)
+        .await
+        .map_err(|e| {
+            EngineError::Sys(SysError::Unexpected {
+                what: step.into(),
+                detail: e,
+            })
+        })?;
+    if let Err(e) = action.await {
+        let _ = progress
+            .record(step, StepEvent::Failed(&e.to_string()))
+            .await;
+        return Err(e.into());
+    }
+    progress.record(step, StepEvent::Done).await.map_err(|e| {
+        EngineError::Sys(SysError::Unexpected {
+            what: step.into(),
+            detail: e,
+        })
+    })
 }
 
 #[cfg(test)]

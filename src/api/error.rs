@@ -1,0 +1,118 @@
+//! API errors: one type, one JSON shape (`{"error": sentence, "code": word, ...}`), and the
+//! status each kind earns. A client's mistake is never a 500.
+
+use serde_json::json;
+use warp::http::{header, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::engine::EngineError;
+use crate::queue::QueueError;
+
+/// An error answered to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable word.
+    pub code: &'static str,
+    /// A sentence for a person.
+    pub message: String,
+    /// The request field at fault, if one is.
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with no field.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400 for a bad value of `field`.
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_field", message)
+        }
+    }
+
+    /// 400 for a malformed request.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500 for our own faults (storage, host), logged.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(error = %message, "internal error answered with 500");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            QueueError::NotFound(m) => Self::not_found(m),
+            QueueError::QueueFull { max } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_full",
+                format!("the queue is full ({max} jobs waiting); retry later"),
+            ),
+            e @ QueueError::NotCancellable { .. } => {
+                Self::new(StatusCode::CONFLICT, "not_cancellable", e.to_string())
+            }
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => {
+                let field = ["vlan", "ip", "gateway"]
+                    .into_iter()
+                    .find(|f| m.starts_with(f));
+                Self {
+                    field,
+                    ..Self::bad_request("invalid_field", m)
+                }
+            }
+            EngineError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `/api/jobs*`, `/api/queue*` and `/metrics`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use super::error::ApiError;
+use super::{json_reply, AppState, Request};
+use crate::metrics::Snapshot;
+use crate::queue::JobState;
+
+/// Longest `wait` a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// `wait` without `?timeout=`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// `GET /api/jobs` without `?limit=`.
+const DEFAULT_LIMIT: usize = 100;
+
+fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::invalid_field("job_id", format!("{raw:?} is not a job ID (a UUID)")))
+}
+
+fn job_json(state: &AppState, id: Uuid) -> Result<(serde_json::Value, bool), ApiError> {
+    let job = state
+        .store
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} does not exist")))?;
+    let done = job.state.is_terminal();
+    let value = serde_json::to_value(&job).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((value, done))
+}
+
+/// `GET /api/jobs/<id>`.
+pub fn get(state: &AppState, raw: &str) -> Result<Response, ApiError> {
+    let (job, _) = job_json(state, parse_job_id(raw)?)?;
+    Ok(json_reply(StatusCode::OK, &job))
+}
+
+/// `GET /api/jobs/<id>/wait?timeout=S`: answers when the job finishes or the timeout passes.
+pub async fn wait(state: &AppState, raw: &str, req: &Request) -> Result<Response, ApiError> {
+    let id = parse_job_id(raw)?;
+    let timeout = match req.params()?.get("timeout") {
+        None => DEFAULT_WAIT,
+        Some(t) => Duration::from_secs_f64(
+            t.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "timeout",
+                        format!("timeout {t:?} is not a number of seconds"),
+                    )
+                })?,
+        ),
+    }
+    .min(MAX_WAIT);
+    let mut changes = state.control.changes();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        changes.borrow_and_update();
+        let (job, done) = job_json(state, id)?;
+        if done {
+            return Ok(json_reply(StatusCode::OK, &job));
+        }
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return Ok(json_reply(StatusCode::OK, &job));
+        }
+    }
+}
+
+/// `GET /api/jobs?state=S&limit=N`, newest first.
+pub fn list(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+    let params = req.params()?;
+    let filter = match params.get("state") {
+        None => None,
+        Some(s) => Some(serde_json::from_value::<JobState>(json!(s)).map_err(|_| {
+            ApiError::invalid_field(
+                "state",
+                format!("state {s:?} is not one of queued, running, succeeded, failed, cancelled"),
+            )
+        })?),
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "limit",
+                    format!("limit {l:?} must be a whole number from 1 to 10000"),
+                )
+            })?,
+    };
+    let jobs = state.store.list(filter, limit)?;
+    Ok(json_reply(StatusCode::OK, &json!({ "jobs": jobs })))
+}
+
+/// `DELETE /api/jobs/<id>`: cancels a job that has not started.
+pub async fn cancel(state: &AppState, raw: &str) -> Result<Response, ApiError> {
+    let job = state.store.cancel(parse_job_id(raw)?).await?;
+    state.control.job_changed();
+    let value = serde_json::to_value(&job).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_reply(StatusCode::OK, &value))
+}
+
+/// `GET /api/queue` (and the answer of pause/resume).
+pub fn queue_status(state: &AppState) -> Result<Response, ApiError> {
+    let body = json!({
+        "paused": state.control.is_paused(),
+        "queued": state.store.queued_count(),
+        "running": state.store.running()?.len(),
+    });
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// `GET /metrics`.
+pub fn metrics(state: &AppState) -> Result<Response, ApiError> {
+    let snap = Snapshot {
+        jobs: state.store.counts_by_state()?,
+        queued: state.store.queued_count(),
+        paused: state.control.is_paused(),
+    };
+    let text = state.metrics.render(&snap);
+    Ok(warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
+}

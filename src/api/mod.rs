@@ -1,0 +1,209 @@
+//! The HTTP API on warp: validate, enqueue, answer `202` with the job; read jobs, containers,
+//! queue state and metrics. Handlers never block: the only slow thing a create waits for is
+//! the group-committed flush, which runs on its own thread.
+//!
+//! Routing is one match over method and path segments ([`dispatch`]), so every answer — also
+//! for unknown paths, wrong methods and oversized bodies — is the same JSON error shape.
+
+pub mod auth;
+mod containers;
+pub mod error;
+mod jobs;
+pub mod request;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::queue::JobStore;
+use crate::worker::QueueControl;
+use error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The durable job store.
+    pub store: JobStore,
+    /// The engine, for validation and for reading the host.
+    pub engine: Engine,
+    /// Pause/resume and change signals.
+    pub control: QueueControl,
+    /// Bearer token every endpoint but `/healthz` needs, when set.
+    pub token: Option<String>,
+    /// Step timings.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves the API on `listener` until `shutdown` fires.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) {
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+}
+
+/// The whole API as one filter.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method, path: warp::path::FullPath, query, headers, body| {
+                let state = state.clone();
+                async move {
+                    let req = Request {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        headers,
+                    };
+                    match dispatch(&state, &req, Box::pin(body)).await {
+                        Ok(resp) => resp,
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        )
+        .or_else(|_| async {
+            Ok::<_, Infallible>((ApiError::not_found("no such endpoint").into_response(),))
+        })
+}
+
+/// The parts of a request the handlers read.
+pub struct Request {
+    /// HTTP method.
+    pub method: Method,
+    /// Path, without the query.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+impl Request {
+    /// The query parameters.
+    ///
+    /// # Errors
+    /// 400 for a query that cannot be decoded.
+    pub fn params(&self) -> Result<HashMap<String, String>, ApiError> {
+        serde_urlencoded::from_str(&self.query).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_query",
+                format!("the query string cannot be read: {e}"),
+            )
+        })
+    }
+}
+
+type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
+
+/// Reads the body, refusing more than [`MAX_BODY`] bytes whatever Content-Length claims.
+async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("malformed_body", format!("the body cannot be read: {e}"))
+        })?;
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is over {} KiB", MAX_BODY / 1024),
+            ));
+        }
+        out.extend_from_slice(chunk.chunk());
+    }
+    Ok(out)
+}
+
+/// JSON with a status.
+pub fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+async fn dispatch(
+    state: &AppState,
+    req: &Request,
+    body: impl Stream<Item = Result<impl Buf + Send, warp::Error>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let body: Body = Box::pin(body.map(|r| r.map(|mut b| b.copy_to_bytes(b.remaining()))));
+    let path = req.path.trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let m = &req.method;
+    if (m, segs.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
+        return Ok(json_reply(StatusCode::OK, &json!({"status": "ok"})));
+    }
+    auth::check(state.token.as_deref(), &req.headers)?;
+    match (m.clone(), segs.as_slice()) {
+        (Method::POST, ["api", "container", "create"]) => {
+            let format = request::BodyFormat::from_content_type(
+                req.headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
+            )?;
+            let bytes = read_body(body).await?;
+            containers::create(state, format, &bytes).await
+        }
+        (Method::GET, ["api", "container", "list"]) => containers::list(state),
+        (Method::GET, ["api", "container", "info", id]) => containers::info(state, id).await,
+        (Method::DELETE, ["api", "container", id]) => containers::destroy(state, id).await,
+        (Method::GET, ["api", "jobs"]) => jobs::list(state, req),
+        (Method::GET, ["api", "jobs", id]) => jobs::get(state, id),
+        (Method::GET, ["api", "jobs", id, "wait"]) => jobs::wait(state, id, req).await,
+        (Method::DELETE, ["api", "jobs", id]) => jobs::cancel(state, id).await,
+        (Method::GET, ["api", "queue"]) => jobs::queue_status(state),
+        (Method::POST, ["api", "queue", "pause"]) => {
+            state.control.pause();
+            jobs::queue_status(state)
+        }
+        (Method::POST, ["api", "queue", "resume"]) => {
+            state.control.resume();
+            jobs::queue_status(state)
+        }
+        (Method::GET, ["metrics"]) => jobs::metrics(state),
+        (_, segs) if known_path(segs) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{m} is not allowed on {}", req.path),
+        )),
+        _ => Err(ApiError::not_found(format!("no endpoint at {}", req.path))),
+    }
+}
+
+fn known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        ["healthz"]
+            | ["metrics"]
+            | ["api", "container", "create" | "list"]
+            | ["api", "container", "info", _]
+            | ["api", "container", _]
+            | ["api", "jobs"]
+            | ["api", "jobs", _]
+            | ["api", "jobs", _, "wait"]
+            | ["api", "queue"]
+            | ["api", "queue", "pause" | "resume"]
+    )
+}

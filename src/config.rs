@@ -1,0 +1,183 @@
+//! The daemon's configuration: command-line flags over an optional TOML file over defaults,
+//! checked as a whole before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::{FabricArgs, LogFormat, ServeArgs, VlanList};
+use crate::fabric::FabricConfig;
+use crate::model::{HostId, VlanId};
+use crate::queue::StoreOptions;
+
+/// Default listen address: loopback only, so an unconfigured daemon is not open to the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/creepy-meow";
+/// Default LXC path.
+pub const DEFAULT_LXC_PATH: &str = "/var/lib/lxc";
+/// Default LXC template (works offline).
+pub const DEFAULT_TEMPLATE: &str = "busybox";
+
+/// The TOML file: every key optional, named as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    host_id: Option<u64>,
+    underlay: Option<String>,
+    vlans: Option<Vec<u64>>,
+    mtu: Option<u32>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    lxc_path: Option<PathBuf>,
+    template: Option<String>,
+    template_args: Option<Vec<String>>,
+    token_file: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    paused: Option<bool>,
+    insecure_no_auth: Option<bool>,
+    max_queued: Option<usize>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// A sentence naming the file and what is wrong in it.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+}
+
+/// Everything the daemon needs, resolved.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The fabric to ensure.
+    pub fabric: FabricConfig,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Job store directory.
+    pub data_dir: PathBuf,
+    /// LXC path.
+    pub lxc_path: PathBuf,
+    /// LXC template.
+    pub template: String,
+    /// Template arguments.
+    pub template_args: Vec<String>,
+    /// Bearer token, if any.
+    pub token: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Start paused.
+    pub paused: bool,
+    /// Store limits.
+    pub store: StoreOptions,
+}
+
+/// Reads a token file: the first line, trimmed, not empty.
+///
+/// # Errors
+/// When the file cannot be read or holds no token.
+pub fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(format!("token file {} is empty", path.display()));
+    }
+    Ok(token)
+}
+
+impl DaemonConfig {
+    /// Resolves flags over the config file over defaults, and checks the result.
+    ///
+    /// # Errors
+    /// A sentence for the operator (exit code 2).
+    pub fn resolve(args: &ServeArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let vlans = match (&args.fabric.vlans, &file.vlans) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(list)) => Some(VlanList(
+                list.iter()
+                    .map(|&v| VlanId::new(v).map_err(|e| format!("config vlans: {e}")))
+                    .collect::<Result<_, _>>()?,
+            )),
+            (None, None) => None,
+        };
+        let host_id = match (args.fabric.host_id, file.host_id) {
+            (Some(h), _) => Some(h),
+            (None, Some(h)) => Some(HostId::new(h).map_err(|e| format!("config host-id: {e}"))?),
+            (None, None) => None,
+        };
+        let fabric = FabricArgs {
+            host_id,
+            underlay: args.fabric.underlay.clone().or(file.underlay),
+            vlans,
+            mtu: args.fabric.mtu.or(file.mtu),
+        }
+        .config()?;
+        let token_file = args.token_file.clone().or(file.token_file);
+        let token = token_file.as_deref().map(read_token).transpose()?;
+        let listen = match args.listen.or(file.listen) {
+            Some(l) => l,
+            None => DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address is valid"),
+        };
+        let insecure = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
+        if !listen.ip().is_loopback() && token.is_none() && !insecure {
+            return Err(format!(
+                "refusing to listen on {listen} without authentication: pass --token-file FILE (or --insecure-no-auth)"
+            ));
+        }
+        let mut store = StoreOptions::default();
+        if let Some(n) = args.max_queued.or(file.max_queued) {
+            if n == 0 {
+                return Err("--max-queued must be at least 1".into());
+            }
+            store.max_queued = n;
+        }
+        let template_args = if args.template_args.is_empty() {
+            file.template_args.unwrap_or_default()
+        } else {
+            args.template_args.clone()
+        };
+        Ok(Self {
+            fabric,
+            listen,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            lxc_path: args
+                .lxc_path
+                .clone()
+                .or(file.lxc_path)
+                .unwrap_or_else(|| DEFAULT_LXC_PATH.into()),
+            template: args
+                .template
+                .clone()
+                .or(file.template)
+                .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
+            template_args,
+            token,
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            paused: args.paused || file.paused.unwrap_or(false),
+            store,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,84 @@
+use clap::Parser;
+
+use super::*;
+use crate::cli::{Cli, Command};
+
+fn serve_args(argv: &[&str]) -> ServeArgs {
+    let mut full = vec!["creepy-meow", "serve"];
+    full.extend_from_slice(argv);
+    match Cli::try_parse_from(full).unwrap().command {
+        Command::Serve(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cm-config-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn defaults_are_safe() {
+    let c = DaemonConfig::resolve(&serve_args(&["--host-id", "3"])).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.fabric.underlay, "eth1");
+    assert_eq!(c.fabric.vlans.len(), 3);
+    assert_eq!(c.template, "busybox");
+    assert!(c.token.is_none());
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let cfg = temp_file(
+        "a.toml",
+        "host-id = 4\nvlans = [2, 5]\nunderlay = \"ens4\"\ntemplate = \"download\"\n",
+    );
+    let c = DaemonConfig::resolve(&serve_args(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--underlay",
+        "eth9",
+    ]))
+    .unwrap();
+    assert_eq!(c.fabric.host_id.get(), 4);
+    assert_eq!(c.fabric.underlay, "eth9");
+    assert_eq!(
+        c.fabric.vlans.iter().map(|v| v.get()).collect::<Vec<_>>(),
+        [2, 5]
+    );
+    assert_eq!(c.template, "download");
+}
+
+#[test]
+fn bad_files_and_open_listeners_are_refused() {
+    let cfg = temp_file("b.toml", "host-id = 4\ncolour = \"red\"\n");
+    let e = DaemonConfig::resolve(&serve_args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
+    assert!(e.contains("unknown field"), "{e}");
+    let e = DaemonConfig::resolve(&serve_args(&["--host-id", "1", "--listen", "0.0.0.0:80"]))
+        .unwrap_err();
+    assert!(e.contains("without authentication"), "{e}");
+    let ok = DaemonConfig::resolve(&serve_args(&[
+        "--host-id",
+        "1",
+        "--listen",
+        "0.0.0.0:80",
+        "--insecure-no-auth",
+    ]));
+    assert!(ok.is_ok());
+    let token = temp_file("token", "s3cret\n");
+    let c = DaemonConfig::resolve(&serve_args(&[
+        "--host-id",
+        "1",
+        "--listen",
+        "0.0.0.0:80",
+        "--token-file",
+        token.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(c.token.as_deref(), Some("s3cret"));
+    let e = DaemonConfig::resolve(&serve_args(&["--listen", "127.0.0.1:1"])).unwrap_err();
+    assert!(e.contains("--host-id is required"), "{e}");
+}

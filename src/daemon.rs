@@ -1,0 +1,118 @@
+//! The daemon's start-up order and its life until shutdown, for any [`Host`] (the real one in
+//! `serve`, a fake one in the API tests).
+//!
+//! Order matters: the store is opened first (a locked or corrupt one stops us before we touch
+//! the host), then the fabric is ensured, interrupted jobs are reconciled, and only then does
+//! the API accept requests and the worker take jobs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::DaemonConfig;
+use crate::engine::Engine;
+use crate::fabric::{ensure_fabric, FabricError};
+use crate::metrics::Metrics;
+use crate::queue::{JobStore, QueueError};
+use crate::sys::Host;
+use crate::worker::{QueueControl, Worker};
+
+/// How often finished jobs are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The job store.
+    #[error("{0}")]
+    Store(#[from] QueueError),
+    /// The fabric.
+    #[error("fabric: {0}")]
+    Fabric(#[from] FabricError),
+    /// The listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// True when the operator must fix something before a restart can help (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Self::Fabric(f) => f.is_usage(),
+            Self::Store(QueueError::InUse(_)) | Self::Listen { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Runs the daemon on `host` until `shutdown` fires. `ready` receives the bound address once
+/// the API is accepting requests.
+///
+/// # Errors
+/// When the store cannot be opened, the fabric cannot be ensured, or the address is taken.
+pub async fn run(
+    cfg: DaemonConfig,
+    host: Host,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), DaemonError> {
+    let store = JobStore::open(&cfg.data_dir, cfg.store.clone())?;
+    let actions = ensure_fabric(host.net.as_ref(), &cfg.fabric).await?;
+    for action in &actions {
+        tracing::info!(%action, "fabric repaired");
+    }
+    let engine = Engine::new(host, cfg.fabric.clone());
+    let control = QueueControl::new(cfg.paused);
+    let metrics = Arc::new(Metrics::default());
+    let worker = Worker {
+        store: store.clone(),
+        engine: engine.clone(),
+        control: control.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let recovered = worker.recover().await?;
+    if recovered > 0 {
+        tracing::warn!(
+            jobs = recovered,
+            "reconciled jobs interrupted by the last stop"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
+    let worker_task = tokio::spawn(worker.run());
+    let state = Arc::new(AppState {
+        store,
+        engine,
+        control,
+        token: cfg.token.clone(),
+        metrics,
+    });
+    tracing::info!(%addr, paused = cfg.paused, "serving");
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    api::serve(state, listener, shutdown).await;
+    let _ = worker_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
