@@ -20,6 +20,115 @@ pub enum Command {
     /// Build (or repair) this server's host fabric: vxlanV + brV per VLAN. Run once per boot;
     /// running it again on a correct fabric changes nothing.
     Setup(SetupArgs),
+    /// Run the provisioning daemon: ensure the fabric, recover interrupted jobs, serve the HTTP
+    /// API and run queued jobs one at a time.
+    Serve(ServeArgs),
+    /// Ask a server to create a container and follow the job (exit 0 once it runs).
+    Create(CreateArgs),
+    /// Ask a server to destroy a container and follow the job.
+    Destroy(DestroyArgs),
+    /// List the containers of a server.
+    List(ClientArgs),
+    /// Show one container: its VLAN, address, LXC state, PID, MTU, host veth.
+    Info(InfoArgs),
+    /// List jobs, newest first.
+    Jobs(JobsArgs),
+    /// Show one job, or wait for it with --wait.
+    Job(JobArgs),
+}
+
+/// How the client reaches its server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's API.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CREEPY_MEOW_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// File holding the bearer token (or set CREEPY_MEOW_TOKEN to the token itself).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Print the API's JSON instead of tables, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Container ID, 1..=9999999 (the container is named container<ID>).
+    #[arg(long)]
+    pub id: u64,
+    /// VLAN to join (one the server serves).
+    #[arg(long)]
+    pub vlan: u64,
+    /// The container's address with prefix, like 192.168.2.5/24.
+    #[arg(long)]
+    pub ip: String,
+    /// Default gateway inside the container.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Print the accepted job and return at once instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Container ID.
+    pub id: u64,
+    /// Return at once instead of following the job.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Container ID.
+    pub id: u64,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state (queued, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `job`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Job ID.
+    pub job_id: String,
+    /// Follow the job until it ends.
+    #[arg(long)]
+    pub wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// The fabric options, shared by `setup` and `serve`.
@@ -29,13 +138,13 @@ pub struct FabricArgs {
     #[arg(long, value_name = "N")]
     pub host_id: Option<HostId>,
 
-    /// The underlay interface VXLAN traffic leaves by.
-    #[arg(long, value_name = "IFACE", default_value = "eth1")]
-    pub underlay: String,
+    /// The underlay interface VXLAN traffic leaves by [default: eth1].
+    #[arg(long, value_name = "IFACE")]
+    pub underlay: Option<String>,
 
-    /// The VLANs this server serves, comma-separated; each gets vxlanV and brV.
-    #[arg(long, value_name = "LIST", default_value = "2,3,4", value_parser = parse_vlans)]
-    pub vlans: VlanList,
+    /// The VLANs this server serves, comma-separated; each gets vxlanV and brV [default: 2,3,4].
+    #[arg(long, value_name = "LIST", value_parser = parse_vlans)]
+    pub vlans: Option<VlanList>,
 
     /// Overlay MTU [default: the underlay's MTU minus 50, the VXLAN-over-IPv4 overhead].
     #[arg(long, value_name = "BYTES")]
@@ -50,7 +159,20 @@ fn parse_vlans(s: &str) -> Result<VlanList, String> {
     parse_vlan_list(s).map(VlanList).map_err(|e| e.to_string())
 }
 
+/// Default underlay interface.
+pub const DEFAULT_UNDERLAY: &str = "eth1";
+/// Default VLANs.
+pub const DEFAULT_VLANS: &str = "2,3,4";
+
 impl FabricArgs {
+    /// The VLANs asked for, or the default list.
+    pub fn vlans_or_default(&self) -> Vec<VlanId> {
+        match &self.vlans {
+            Some(v) => v.0.clone(),
+            None => parse_vlan_list(DEFAULT_VLANS).expect("the default VLAN list is valid"),
+        }
+    }
+
     /// The fabric configuration, once a host ID is known.
     ///
     /// # Errors
@@ -61,8 +183,11 @@ impl FabricArgs {
             .ok_or("--host-id is required: give this server's unique ID, 1 to 254")?;
         Ok(FabricConfig {
             host_id,
-            underlay: self.underlay.clone(),
-            vlans: self.vlans.0.clone(),
+            underlay: self
+                .underlay
+                .clone()
+                .unwrap_or_else(|| DEFAULT_UNDERLAY.into()),
+            vlans: self.vlans_or_default(),
             mtu: self.mtu,
         })
     }
@@ -82,4 +207,69 @@ pub struct SetupArgs {
     /// With --remove: delete bridges even while containers are still attached to them.
     #[arg(long, requires = "remove")]
     pub force: bool,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `serve`. Every option can also come from `--config FILE` (TOML, same names);
+/// a flag given on the command line wins over the file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The fabric to ensure at start.
+    #[command(flatten)]
+    pub fabric: FabricArgs,
+
+    /// Address to listen on [default: 127.0.0.1:8080]. Anything but loopback needs --token-file
+    /// (or --insecure-no-auth).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Where jobs and reservations are stored [default: /var/lib/creepy-meow].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// LXC path containers live under [default: /var/lib/lxc].
+    #[arg(long, value_name = "DIR")]
+    pub lxc_path: Option<std::path::PathBuf>,
+
+    /// LXC template [default: busybox, which works offline; `download` needs the internet].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+
+    /// An argument passed to the template after `--` (repeat for several), e.g. for
+    /// `--template download`: `--template-arg=-d --template-arg=ubuntu ...`.
+    #[arg(long = "template-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub template_args: Vec<String>,
+
+    /// File holding the bearer token clients must send (`Authorization: Bearer <token>`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// TOML file with any of these options (keys as the flags: `host-id = 1`, `vlans = [2, 3]`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Log format [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Start with the worker paused: jobs are accepted and wait (resume with POST /api/queue/resume).
+    #[arg(long)]
+    pub paused: bool,
+
+    /// Allow listening on a non-loopback address without a token.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+
+    /// Most jobs that may wait at once; past it creates get 503 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_queued: Option<usize>,
 }

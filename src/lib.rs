@@ -16,11 +16,18 @@
 //! Data flows one way: a command validates its input into [`model`] values, decides what to do
 //! from what [`sys`] reports, then acts through [`sys`].
 
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod commands;
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod fabric;
 pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod queue;
 pub mod steps;
 pub mod sys;
+pub mod worker;

@@ -1,5 +1,7 @@
-//! One file per subcommand; each returns the process exit code.
+//! One file per subcommand (the client ones share `client.rs`); each returns the exit code.
 
+pub mod client;
+pub mod serve;
 pub mod setup;
 
 use std::process::ExitCode;
@@ -11,8 +13,19 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Runs the subcommand `cli` names.
 pub async fn run(cli: Cli) -> ExitCode {
+    // The daemon sets up its own logging once its configuration (log format) is known.
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::logging::init_command();
+    }
     match cli.command {
-        Command::Setup(args) => setup::run(args).await,
+        Command::Setup(a) => setup::run(a).await,
+        Command::Serve(a) => serve::run(a).await,
+        Command::Create(a) => client::create(a).await,
+        Command::Destroy(a) => client::destroy(a).await,
+        Command::List(a) => client::list(a).await,
+        Command::Info(a) => client::info(a).await,
+        Command::Jobs(a) => client::jobs(a).await,
+        Command::Job(a) => client::job(a).await,
     }
 }
 

@@ -20,7 +20,7 @@ pub async fn run(args: SetupArgs) -> ExitCode {
         Ok(nl) => nl,
         Err(e) => return fail(1, e),
     };
-    let vlans = &args.fabric.vlans.0;
+    let vlans = &args.fabric.vlans_or_default();
     let result = if args.remove {
         remove_fabric(&nl, vlans, args.force).await
     } else {

@@ -1,0 +1,231 @@
+//! The HTTP client behind the `create`, `destroy`, `list`, `info`, `jobs` and `job`
+//! subcommands: one sentence for every way a call can fail, never a stack trace.
+
+pub mod render;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why a call failed, worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens there.
+    #[error("cannot reach the creepy-meow server at {0}: is `creepy-meow serve` running? (set --server or CREEPY_MEOW_SERVER)")]
+    Unreachable(String),
+    /// No answer in time.
+    #[error("the server at {0} did not answer in time")]
+    Timeout(String),
+    /// 401.
+    #[error("the server refused the token: {0} (pass --token-file or set CREEPY_MEOW_TOKEN)")]
+    Unauthorized(String),
+    /// Any other 4xx/5xx, with the server's sentence.
+    #[error("{message} (HTTP {status}, {code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's machine word.
+        code: String,
+        /// The server's sentence.
+        message: String,
+    },
+    /// Anything else (bad URL, unreadable answer).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A step as the API reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepView {
+    /// Step name.
+    pub name: String,
+    /// pending, running, done, failed, undone.
+    pub state: String,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub finished_at: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Why its undo failed.
+    pub undo_error: Option<String>,
+}
+
+/// A job as the API reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobView {
+    /// Job ID.
+    pub id: String,
+    /// create or destroy.
+    pub kind: String,
+    /// The container.
+    pub container_id: u64,
+    /// queued, running, succeeded, failed, cancelled.
+    pub state: String,
+    /// The steps.
+    #[serde(default)]
+    pub steps: Vec<StepView>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl JobView {
+    /// Whether the job has ended.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+/// A client of one server.
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// A client for `base` (such as `http://127.0.0.1:8080`), sending `token` if given.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ClientError::Other(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                ClientError::Unreachable(self.base.clone())
+            } else if e.is_timeout() {
+                ClientError::Timeout(self.base.clone())
+            } else {
+                ClientError::Other(format!("request to {} failed: {e}", self.base))
+            }
+        })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| {
+            ClientError::Other(format!("the server sent an answer that is not JSON: {e}"))
+        })?;
+        if status.is_success() {
+            return serde_json::from_value(body).map_err(|e| {
+                ClientError::Other(format!("unexpected answer from the server: {e}"))
+            });
+        }
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized(text("error")));
+        }
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: text("code"),
+            message: text("error"),
+        })
+    }
+
+    /// `POST /api/container/create` (form-encoded, as the original tool's clients send it).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn create(
+        &self,
+        id: u64,
+        vlan: u64,
+        ip: &str,
+        gateway: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut form = vec![
+            ("id", id.to_string()),
+            ("vlan", vlan.to_string()),
+            ("ip", ip.to_string()),
+        ];
+        if let Some(g) = gateway {
+            form.push(("gateway", g.to_string()));
+        }
+        self.send(
+            self.request(reqwest::Method::POST, "/api/container/create")
+                .form(&form),
+        )
+        .await
+    }
+
+    /// `DELETE /api/container/<ID>`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn destroy(&self, id: u64) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::DELETE, &format!("/api/container/{id}")))
+            .await
+    }
+
+    /// `GET` of any API path, as JSON.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// `GET /api/jobs/<id>` as a [`JobView`].
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/jobs/{id}")))
+            .await
+    }
+
+    /// Polls a job until it ends, calling `on_change` whenever it changed.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn follow(
+        &self,
+        id: &str,
+        mut on_change: impl FnMut(&JobView),
+    ) -> Result<JobView, ClientError> {
+        let mut last: Option<String> = None;
+        loop {
+            let job = self.job(id).await?;
+            let fingerprint = format!(
+                "{}{:?}",
+                job.state,
+                job.steps.iter().map(|s| &s.state).collect::<Vec<_>>()
+            );
+            if last.as_ref() != Some(&fingerprint) {
+                on_change(&job);
+                last = Some(fingerprint);
+            }
+            if job.is_finished() {
+                return Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

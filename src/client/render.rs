@@ -1,0 +1,196 @@
+//! How the client shows things: a live step display on a terminal, plain lines otherwise, and
+//! small tables.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{JobView, StepView};
+
+/// Milliseconds a step took, from its timestamps.
+fn step_ms(step: &StepView) -> Option<f64> {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
+    let (a, b) = (parse(&step.started_at)?, parse(&step.finished_at)?);
+    Some((b - a).as_seconds_f64() * 1000.0)
+}
+
+fn describe(step: &StepView) -> String {
+    let took = step_ms(step)
+        .map(|ms| format!(" ({ms:.0} ms)"))
+        .unwrap_or_default();
+    match step.state.as_str() {
+        "done" => format!("✓ {}{took}", step.name),
+        "failed" => format!(
+            "✗ {}: {}",
+            step.name,
+            step.error.as_deref().unwrap_or("failed")
+        ),
+        "undone" => match &step.undo_error {
+            Some(e) => format!("! {} could not be undone: {e}", step.name),
+            None => format!("↺ {} undone", step.name),
+        },
+        "running" => format!("… {}", step.name),
+        other => format!("  {} {other}", step.name),
+    }
+}
+
+/// Shows a job's steps as they change.
+pub struct Follower {
+    tty: bool,
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    shown: HashMap<String, String>,
+}
+
+impl Default for Follower {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Follower {
+    /// A display suited to stdout: live on a terminal, plain lines otherwise.
+    pub fn new() -> Self {
+        Self {
+            tty: std::io::stdout().is_terminal(),
+            multi: MultiProgress::new(),
+            bars: HashMap::new(),
+            shown: HashMap::new(),
+        }
+    }
+
+    /// Updates the display with the job's current state.
+    pub fn update(&mut self, job: &JobView) {
+        for step in job.steps.iter().filter(|s| s.state != "pending") {
+            if self.shown.get(&step.name) == Some(&step.state) {
+                continue;
+            }
+            self.shown.insert(step.name.clone(), step.state.clone());
+            if self.tty {
+                self.update_bar(step);
+            } else {
+                println!("{}", describe(step));
+            }
+        }
+    }
+
+    fn update_bar(&mut self, step: &StepView) {
+        let bar = self.bars.entry(step.name.clone()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(80));
+            b
+        });
+        if step.state == "running" {
+            bar.set_message(step.name.clone());
+        } else {
+            bar.set_style(
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.finish_with_message(describe(step));
+        }
+    }
+
+    /// Ends the display.
+    pub fn finish(&self) {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.finish();
+            }
+        }
+    }
+}
+
+/// One line per job.
+pub fn jobs_table(jobs: &[Value]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<7}  {:>9}  {:<9}  {}\n",
+        "JOB", "KIND", "CONTAINER", "STATE", "CREATED"
+    );
+    for j in jobs {
+        let s = |k: &str| {
+            j.get(k)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .unwrap_or_default()
+        };
+        out.push_str(&format!(
+            "{:<36}  {:<7}  {:>9}  {:<9}  {}\n",
+            s("id"),
+            s("kind"),
+            s("container_id"),
+            s("state"),
+            s("created_at")
+        ));
+    }
+    out
+}
+
+/// `key: value` lines of a JSON object, in the order given, skipping nulls.
+pub fn fields(obj: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .filter_map(|k| {
+            let v = obj.get(*k).filter(|v| !v.is_null())?;
+            Some(format!(
+                "{k:<12} {}\n",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            ))
+        })
+        .collect()
+}
+
+/// A job's outcome as lines, including what rollback did.
+pub fn outcome(job: &JobView) -> String {
+    let mut out = format!("job {} {}", job.id, job.state);
+    if let Some(e) = &job.error {
+        out.push_str(&format!(": {e}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(state: &str) -> StepView {
+        StepView {
+            name: "create_veth".into(),
+            state: state.into(),
+            started_at: Some("2026-11-28T10:00:00Z".into()),
+            finished_at: Some("2026-11-28T10:00:00.002Z".into()),
+            error: Some("boom".into()),
+            undo_error: None,
+        }
+    }
+
+    #[test]
+    fn steps_read_as_sentences_with_their_time() {
+        assert_eq!(describe(&step("done")), "✓ create_veth (2 ms)");
+        assert_eq!(describe(&step("failed")), "✗ create_veth: boom");
+        assert_eq!(describe(&step("undone")), "↺ create_veth undone");
+    }
+
+    #[test]
+    fn tables_and_fields() {
+        let jobs = vec![
+            serde_json::json!({"id": "j1", "kind": "create", "container_id": 5, "state": "queued", "created_at": "t"}),
+        ];
+        assert!(jobs_table(&jobs).lines().nth(1).unwrap().contains("create"));
+        let f = fields(
+            &serde_json::json!({"id": 5, "pid": null, "name": "container5"}),
+            &["id", "name", "pid"],
+        );
+        assert_eq!(f, "id           5\nname         container5\n");
+    }
+}

@@ -1,0 +1,253 @@
+//! The client subcommands: talk to a server's HTTP API, show progress, exit non-zero on failure.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::{fail, EXIT_USAGE};
+use crate::cli::{ClientArgs, CreateArgs, DestroyArgs, InfoArgs, JobArgs, JobsArgs};
+use crate::client::render::{fields, jobs_table, outcome, Follower};
+use crate::client::{ApiClient, ClientError, JobView};
+use crate::config::read_token;
+
+/// Exit code of a job that ended failed or cancelled.
+const EXIT_JOB_FAILED: u8 = 1;
+
+fn connect(args: &ClientArgs) -> Result<ApiClient, ExitCode> {
+    let token = match (&args.token_file, std::env::var("CREEPY_MEOW_TOKEN")) {
+        (Some(path), _) => Some(read_token(path).map_err(|e| fail(EXIT_USAGE, e))?),
+        (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        _ => None,
+    };
+    ApiClient::new(&args.server, token).map_err(|e| fail(1, e))
+}
+
+fn api_fail(e: ClientError) -> ExitCode {
+    let code = match &e {
+        ClientError::Api { status, .. } if (400..500).contains(status) => EXIT_USAGE,
+        _ => 1,
+    };
+    fail(code, e)
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Follows job `id` to its end, live; exit 0 only if it succeeded.
+async fn follow(client: &ApiClient, id: &str, json: bool) -> ExitCode {
+    let mut display = Follower::new();
+    let result = client
+        .follow(id, |job| {
+            if !json {
+                display.update(job);
+            }
+        })
+        .await;
+    display.finish();
+    let job: JobView = match result {
+        Ok(j) => j,
+        Err(e) => return api_fail(e),
+    };
+    if json {
+        match client.get(&format!("/api/jobs/{id}")).await {
+            Ok(v) => print_json(&v),
+            Err(e) => return api_fail(e),
+        }
+    } else {
+        println!("{}", outcome(&job));
+    }
+    if job.state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_JOB_FAILED)
+    }
+}
+
+/// `creepy-meow create`.
+pub async fn create(args: CreateArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let accepted = match client
+        .create(args.id, args.vlan, &args.ip, args.gateway.as_deref())
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return api_fail(e),
+    };
+    accepted_then_follow(&client, &accepted, args.no_wait, args.client.json).await
+}
+
+async fn accepted_then_follow(
+    client: &ApiClient,
+    accepted: &Value,
+    no_wait: bool,
+    json: bool,
+) -> ExitCode {
+    let job_id = accepted
+        .get("job_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if no_wait {
+        if json {
+            print_json(accepted);
+        } else {
+            println!("accepted: job {job_id}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !json {
+        println!("accepted: job {job_id}");
+    }
+    follow(client, &job_id, json).await
+}
+
+/// `creepy-meow destroy`.
+pub async fn destroy(args: DestroyArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.destroy(args.id).await {
+        Ok(v) => accepted_then_follow(&client, &v, args.no_wait, args.client.json).await,
+        Err(e) => api_fail(e),
+    }
+}
+
+/// `creepy-meow list`.
+pub async fn list(args: ClientArgs) -> ExitCode {
+    let client = match connect(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.get("/api/container/list").await {
+        Ok(v) if args.json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let ids = v
+                .get("containers_id")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if ids.is_empty() {
+                println!("no containers");
+            }
+            for id in ids {
+                println!("container{id}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => api_fail(e),
+    }
+}
+
+/// `creepy-meow info`.
+pub async fn info(args: InfoArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client
+        .get(&format!("/api/container/info/{}", args.id))
+        .await
+    {
+        Ok(v) if args.client.json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let keys = [
+                "name",
+                "id",
+                "state",
+                "vlan",
+                "ip",
+                "gateway",
+                "bridge",
+                "host_veth",
+                "mtu",
+                "pid",
+                "record_state",
+            ];
+            print!("{}", fields(&v, &keys));
+            ExitCode::SUCCESS
+        }
+        Err(e) => api_fail(e),
+    }
+}
+
+/// `creepy-meow jobs`.
+pub async fn jobs(args: JobsArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut path = format!("/api/jobs?limit={}", args.limit);
+    if let Some(s) = &args.state {
+        path.push_str(&format!("&state={s}"));
+    }
+    match client.get(&path).await {
+        Ok(v) if args.client.json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let jobs = v
+                .get("jobs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            print!("{}", jobs_table(&jobs));
+            ExitCode::SUCCESS
+        }
+        Err(e) => api_fail(e),
+    }
+}
+
+/// `creepy-meow job`.
+pub async fn job(args: JobArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if args.wait {
+        return follow(&client, &args.job_id, args.client.json).await;
+    }
+    match client.get(&format!("/api/jobs/{}", args.job_id)).await {
+        Ok(v) if args.client.json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!(
+                "{}",
+                fields(
+                    &v,
+                    &[
+                        "id",
+                        "kind",
+                        "container_id",
+                        "state",
+                        "error",
+                        "created_at",
+                        "started_at",
+                        "finished_at"
+                    ]
+                )
+            );
+            let job: Result<JobView, _> = serde_json::from_value(v);
+            if let Ok(job) = job {
+                let mut display = Follower::new();
+                display.update(&job);
+                display.finish();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => api_fail(e),
+    }
+}
