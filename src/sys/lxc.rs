@@ -138,6 +138,35 @@ fn parse_info(out: &str) -> ContainerStatus {
     status
 }
 
+impl LxcTools {
+    /// The busybox template's `rcS` runs `udhcpc` on eth0, whose "deconfig" flushes every
+    /// address of eth0 when it starts: it races with the address we set, and wins sometimes.
+    /// The network is ours to configure, so the DHCP client goes.
+    async fn disable_dhcp_client(&self, name: &str) -> SysResult<()> {
+        let rcs = self.path.join(name).join("rootfs/etc/init.d/rcS");
+        let what = format!("disable the DHCP client in {}", rcs.display());
+        let text = match tokio::fs::read_to_string(&rcs).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(SysError::Io { what, source }),
+        };
+        let kept: String = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("/bin/udhcpc") {
+                    "# udhcpc disabled: creepy-meow configures eth0"
+                } else {
+                    l
+                }
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        tokio::fs::write(&rcs, kept)
+            .await
+            .map_err(|source| SysError::Io { what, source })
+    }
+}
+
 #[async_trait]
 impl Lxc for LxcTools {
     async fn exists(&self, name: &str) -> SysResult<bool> {
@@ -154,8 +183,11 @@ impl Lxc for LxcTools {
             args.extend(self.template_args.iter().map(String::as_str));
         }
         self.tool(format!("create container {name}"), "lxc-create", &args)
-            .await
-            .map(drop)
+            .await?;
+        if self.template == "busybox" {
+            self.disable_dhcp_client(name).await?;
+        }
+        Ok(())
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {

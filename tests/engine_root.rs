@@ -1,0 +1,290 @@
+//! Root tests of the provisioning engine with real LXC (busybox template) and the real kernel,
+//! on simulated servers in namespaces the lab creates and removes.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::on_server::on_server;
+use common::{Lab, Server};
+use creepy_meow::engine::Engine;
+use creepy_meow::fabric::FabricConfig;
+use creepy_meow::model::{parse_vlan_list, ContainerId, HostId, VlanId};
+use creepy_meow::steps::{CreateSpec, NoProgress, Progress, StepEvent, CREATE_STEPS};
+use creepy_meow::sys::lxc::LxcTools;
+use creepy_meow::sys::rtnl::{RtNetlink, RtNetnsOpener};
+use creepy_meow::sys::Host;
+
+const BIN: &str = env!("CARGO_BIN_EXE_creepy-meow");
+
+fn lxc_path(server: &Server) -> PathBuf {
+    server.dir.join("lxc")
+}
+
+/// Builds the fabric (VLAN 2 only, to keep it quick) on every server.
+fn fabric(lab: &Lab) {
+    for s in lab.servers() {
+        s.run_ok(
+            BIN,
+            ["setup", "--host-id", &s.host_id.to_string(), "--vlans", "2"],
+        );
+    }
+}
+
+/// An engine for `server`; must be called inside [`on_server`].
+fn engine(host_id: u8, lxc: PathBuf) -> Engine {
+    let host = Host {
+        net: Arc::new(RtNetlink::connect().expect("netlink")),
+        netns: Arc::new(RtNetnsOpener),
+        lxc: Arc::new(LxcTools::new(&lxc, "busybox", vec![]).expect("lxc path")),
+    };
+    let cfg = FabricConfig {
+        host_id: HostId::new(u64::from(host_id)).unwrap(),
+        underlay: "eth1".into(),
+        vlans: parse_vlan_list("2").unwrap(),
+        mtu: None,
+    };
+    Engine::new(host, cfg)
+}
+
+fn spec(id: u64, ip: &str) -> CreateSpec {
+    CreateSpec {
+        id: ContainerId::new(id).unwrap(),
+        vlan: VlanId::new(2).unwrap(),
+        ip: ip.parse().unwrap(),
+        gateway: None,
+    }
+}
+
+fn create(server: &Server, s: CreateSpec) {
+    let (host_id, lxc) = (server.host_id, lxc_path(server));
+    on_server(server, move || async move {
+        engine(host_id, lxc)
+            .create(&s, &mut NoProgress)
+            .await
+            .unwrap_or_else(|e| panic!("create: {e}"));
+    });
+}
+
+fn pid_of(server: &Server, name: &str) -> String {
+    let lxc = lxc_path(server);
+    let out = server.run_ok(
+        "lxc-info",
+        ["-P", lxc.to_str().unwrap(), "-n", name, "-p", "-H"],
+    );
+    out.trim().to_string()
+}
+
+/// Runs a host tool inside the container's network namespace (iputils ping has -M do, busybox's
+/// does not).
+fn in_container(server: &Server, name: &str, program: &str, args: &[&str]) -> std::process::Output {
+    let pid = pid_of(server, name);
+    let mut all = vec![
+        format!("--net=/proc/{pid}/ns/net"),
+        "--".into(),
+        program.into(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    server.run("nsenter", &all)
+}
+
+/// What a create could leave behind on `server`: containers, rootfs dirs, vethc_* links,
+/// bridge ports other than the VXLAN uplink.
+fn leftovers(server: &Server) -> Vec<String> {
+    let mut out = Vec::new();
+    let lxc = lxc_path(server);
+    if let Ok(dir) = std::fs::read_dir(&lxc) {
+        for e in dir.flatten() {
+            if e.path().is_dir() {
+                out.push(format!("dir {}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    let ls = server.run_ok("lxc-ls", ["-P", lxc.to_str().unwrap()]);
+    out.extend(ls.split_whitespace().map(|n| format!("container {n}")));
+    let links = server.run_ok("ip", ["-br", "link"]);
+    out.extend(
+        links
+            .lines()
+            .filter(|l| l.starts_with("vethc"))
+            .map(|l| format!("link {l}")),
+    );
+    let all = server.run_ok("ip", ["-o", "link", "show"]);
+    out.extend(
+        all.lines()
+            .filter(|l| l.contains(" master br2 ") && !l.contains(": vxlan2:"))
+            .map(|l| format!("port {l}")),
+    );
+    out
+}
+
+#[test]
+fn containers_on_two_servers_reach_each_other_with_full_mtu() {
+    let lab = Lab::new(2);
+    fabric(&lab);
+    let (s1, s2) = (lab.server(1), lab.server(2));
+    create(s1, spec(5, "192.168.2.5/24"));
+    create(s2, spec(6, "192.168.2.6/24"));
+
+    let lxc1 = lxc_path(s1);
+    let attach = s1.run(
+        "lxc-attach",
+        [
+            "-P",
+            lxc1.to_str().unwrap(),
+            "-n",
+            "container5",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "192.168.2.6",
+        ],
+    );
+    assert!(
+        attach.status.success(),
+        "container5 cannot ping container6: {attach:?}"
+    );
+
+    let link = in_container(s1, "container5", "ip", &["-o", "link", "show"]);
+    let link = String::from_utf8_lossy(&link.stdout).into_owned();
+    assert!(
+        link.contains("eth0") && link.contains("mtu 1450"),
+        "eth0 must have the overlay MTU: {link}"
+    );
+    assert!(link.contains("lo: <LOOPBACK,UP"), "lo must be up: {link}");
+
+    let full = in_container(
+        s1,
+        "container5",
+        "ping",
+        &[
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1422",
+            "192.168.2.6",
+        ],
+    );
+    assert!(
+        full.status.success(),
+        "a full-MTU packet with DF did not cross: {full:?}"
+    );
+    let over = in_container(
+        s1,
+        "container5",
+        "ping",
+        &[
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1423",
+            "192.168.2.6",
+        ],
+    );
+    assert!(
+        !over.status.success(),
+        "a packet over the overlay MTU must be refused at eth0"
+    );
+
+    let veth = s1.run_ok("ip", ["-d", "link", "show", "vethc_br5"]);
+    assert!(
+        veth.contains("master br2") && veth.contains("mtu 1450") && veth.contains("state UP"),
+        "{veth}"
+    );
+}
+
+/// Fails one step, before or after its apply.
+struct FailAt(&'static str, StepEvent<'static>);
+
+#[async_trait]
+impl Progress for FailAt {
+    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+        if step == self.0 && event == self.1 {
+            return Err(format!("forced failure at {step} {event:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failure_forced_at_each_step_leaves_nothing_behind() {
+    let lab = Lab::new(1);
+    fabric(&lab);
+    let s = lab.server(1);
+    assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
+    for step in CREATE_STEPS {
+        for when in [StepEvent::Started, StepEvent::Done] {
+            let lxc = lxc_path(s);
+            let err = on_server(s, move || async move {
+                let e = engine(1, lxc);
+                let err = e
+                    .create(&spec(7, "192.168.2.7/24"), &mut FailAt(step, when))
+                    .await
+                    .unwrap_err();
+                err.to_string()
+            });
+            assert!(err.contains(&format!("step {step} failed")), "{err}");
+            assert!(err.contains("nothing left behind"), "{err}");
+            assert_eq!(
+                leftovers(s),
+                Vec::<String>::new(),
+                "after failing {step} at {when:?}"
+            );
+        }
+    }
+    // A real broken precondition: the bridge is gone.
+    s.run_ok("ip", ["link", "del", "br2"]);
+    let lxc = lxc_path(s);
+    let err = on_server(s, move || async move {
+        engine(1, lxc)
+            .create(&spec(8, "192.168.2.8/24"), &mut NoProgress)
+            .await
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(err.contains("bridge br2 is missing"), "{err}");
+    assert!(leftovers(s).is_empty());
+}
+
+#[test]
+fn the_largest_id_works_and_destroy_leaves_nothing() {
+    let lab = Lab::new(1);
+    fabric(&lab);
+    let s = lab.server(1);
+    create(s, spec(9_999_999, "192.168.2.99/24"));
+    let rcs = lxc_path(s).join("container9999999/rootfs/etc/init.d/rcS");
+    let rcs = std::fs::read_to_string(&rcs).unwrap();
+    assert!(
+        !rcs.lines().any(|l| l.starts_with("/bin/udhcpc")),
+        "the template's DHCP client would flush eth0's address: {rcs}"
+    );
+    assert!(
+        s.ping(Ipv4Addr::new(192, 168, 2, 99)),
+        "the host cannot reach container9999999"
+    );
+    let lxc = lxc_path(s);
+    let (first, second) = on_server(s, move || async move {
+        let e = engine(1, lxc);
+        let id = ContainerId::new(9_999_999).unwrap();
+        (e.destroy(id).await.unwrap(), e.destroy(id).await.unwrap())
+    });
+    assert!(
+        first && !second,
+        "destroy must report what it did and be idempotent"
+    );
+    assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
+}
