@@ -78,6 +78,7 @@ pub async fn run(
         control: control.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        step_pause: crate::worker::step_pause_from_env(),
     };
     let recovered = worker.recover().await?;
     if recovered > 0 {

@@ -89,6 +89,18 @@ impl LxcTools {
     async fn tool(&self, what: String, program: &str, args: &[&str]) -> SysResult<String> {
         let mut cmd = Command::new(program);
         cmd.arg("-P").arg(&self.path).args(args).kill_on_drop(true);
+        // If the daemon dies (kill -9, OOM), a half-run tool must die with it rather than go on
+        // changing the host while the restarted daemon rolls the job back. (`lxc-start -d`
+        // forks its monitor away first, so the container itself is not affected.)
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let command = format!("{program} -P {} {}", self.path.display(), args.join(" "));
         let output = match tokio::time::timeout(TOOL_TIMEOUT, cmd.output()).await {
             Err(_) => {

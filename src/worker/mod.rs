@@ -41,6 +41,22 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Fires on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
+    /// Test hook: a pause on both sides of every step's action (see [`STEP_PAUSE_ENV`]).
+    pub step_pause: Option<Duration>,
+}
+
+/// Environment variable naming milliseconds to pause before and after every step's action.
+/// Only for tests that must land a SIGKILL inside a step; never set it in production.
+pub const STEP_PAUSE_ENV: &str = "CREEPY_MEOW_TEST_STEP_PAUSE_MS";
+
+/// The step pause asked for by [`STEP_PAUSE_ENV`], if any.
+pub fn step_pause_from_env() -> Option<Duration> {
+    let ms: u64 = std::env::var(STEP_PAUSE_ENV).ok()?.parse().ok()?;
+    tracing::warn!(
+        ms,
+        "{STEP_PAUSE_ENV} is set: every step is slowed down (test hook)"
+    );
+    Some(Duration::from_millis(ms))
 }
 
 impl Worker {
@@ -126,6 +142,7 @@ impl Worker {
             &self.control,
             &self.metrics,
             &self.shutdown,
+            self.step_pause,
         );
         let outcome = match &job.request {
             JobRequest::Create(spec) => self.engine.create(spec, &mut progress).await,

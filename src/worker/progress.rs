@@ -21,6 +21,7 @@ pub struct StoreProgress<'a> {
     shutdown: &'a CancellationToken,
     step_started: Option<Instant>,
     interrupted: bool,
+    pause: Option<std::time::Duration>,
 }
 
 impl<'a> StoreProgress<'a> {
@@ -31,6 +32,7 @@ impl<'a> StoreProgress<'a> {
         control: &'a QueueControl,
         metrics: &'a Metrics,
         shutdown: &'a CancellationToken,
+        pause: Option<std::time::Duration>,
     ) -> Self {
         Self {
             store,
@@ -40,6 +42,7 @@ impl<'a> StoreProgress<'a> {
             shutdown,
             step_started: None,
             interrupted: false,
+            pause,
         }
     }
 
@@ -56,10 +59,18 @@ impl Progress for StoreProgress<'_> {
             self.interrupted = true;
             return Err("the daemon is shutting down".into());
         }
+        // The crash tests' hook: widen the window between "started" and "done" on both sides
+        // of the step's action, so a SIGKILL can land inside every step.
+        if let (Some(p), StepEvent::Done) = (self.pause, event) {
+            tokio::time::sleep(p).await;
+        }
         self.store
             .record_step(self.job, step, event)
             .await
             .map_err(|e| format!("cannot record step {step}: {e}"))?;
+        if let (Some(p), StepEvent::Started) = (self.pause, event) {
+            tokio::time::sleep(p).await;
+        }
         match event {
             StepEvent::Started => self.step_started = Some(Instant::now()),
             StepEvent::Done => {
