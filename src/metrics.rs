@@ -6,15 +6,6 @@ use std::sync::Mutex;
 
 use crate::queue::JobState;
 
-/// Every job state, so a scrape shows zeros too.
-const ALL_STATES: [JobState; 5] = [
-    JobState::Queued,
-    JobState::Running,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Cancelled,
-];
-
 /// Step durations observed by the worker.
 #[derive(Default)]
 pub struct Metrics {
@@ -46,11 +37,9 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP creepy_meow_jobs Jobs in the store by state.");
         let _ = writeln!(out, "# TYPE creepy_meow_jobs gauge");
-        for state in ALL_STATES {
+        for state in JobState::ALL {
             let n = snap.jobs.get(&state).copied().unwrap_or(0);
-            let name = serde_json::to_value(state).ok();
-            let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
-            let _ = writeln!(out, "creepy_meow_jobs{{state=\"{name}\"}} {n}");
+            let _ = writeln!(out, "creepy_meow_jobs{{state=\"{}\"}} {n}", state.as_str());
         }
         let _ = writeln!(
             out,

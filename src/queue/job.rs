@@ -1,26 +1,33 @@
-//! Jobs, their steps, and the one place their state transitions are decided.
+//! What the store keeps: jobs with their steps, the job lifecycle as one state machine, and the
+//! container records that reserve an ID and an address while a job works on them.
+//!
+//! Everything here is plain data with serde (stored as JSON) and pure functions, so it is unit
+//! tested without a store.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::engine::DESTROY_STEPS;
 use crate::model::{ContainerId, Ipv4Cidr, VlanId};
 use crate::steps::{CreateSpec, StepEvent, CREATE_STEPS};
 
+/// Names of a destroy job's steps, in order (the engine runs them).
+pub use crate::engine::DESTROY_STEPS;
+
 /// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
-    /// Create a container.
+    /// Creates a container.
     Create,
-    /// Destroy a container.
+    /// Destroys a container.
     Destroy,
 }
 
-/// What was asked for.
+/// What was asked, kept whole so a job can run (or be rolled back) after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobRequest {
@@ -33,44 +40,68 @@ pub enum JobRequest {
     },
 }
 
-/// A job's state.
+impl JobRequest {
+    /// The kind of job this request makes.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Self::Create(_) => JobKind::Create,
+            Self::Destroy { .. } => JobKind::Destroy,
+        }
+    }
+
+    /// The container the request is about.
+    pub fn container_id(&self) -> ContainerId {
+        match self {
+            Self::Create(spec) => spec.id,
+            Self::Destroy { id } => *id,
+        }
+    }
+
+    /// Names of the steps a job of this request runs, in order.
+    pub fn step_names(&self) -> &'static [&'static str] {
+        match self {
+            Self::Create(_) => &CREATE_STEPS,
+            Self::Destroy { .. } => &DESTROY_STEPS,
+        }
+    }
+}
+
+/// Where a job is in its life. The allowed moves are in [`JobState::can_become`], and nowhere
+/// else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for the worker.
     Queued,
-    /// The worker is on it.
+    /// The worker is running it.
     Running,
     /// Done.
     Succeeded,
-    /// Failed (rolled back).
+    /// Failed; the job's `error` says why.
     Failed,
     /// Cancelled before it started.
     Cancelled,
 }
 
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        })
-    }
-}
-
 impl JobState {
-    /// Whether the job has ended.
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Whether the job is over: succeeded, failed or cancelled.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
-    /// The allowed transitions, all of them. `running → queued` is for a job interrupted by a
-    /// crash or a shutdown, queued again to run from the start.
+    /// The lifecycle: whether a job in `self` may move to `next`. `Running` back to `Queued` is
+    /// only for a job interrupted by a crash or a shutdown, queued again to run later.
     pub fn can_become(self, next: JobState) -> bool {
-        use JobState::*;
+        use JobState::{Cancelled, Failed, Queued, Running, Succeeded};
         matches!(
             (self, next),
             (Queued, Running)
@@ -80,10 +111,27 @@ impl JobState {
                 | (Running, Queued)
         )
     }
+
+    /// The lowercase name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
-/// A step's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one step of a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepState {
     /// Not started.
@@ -94,33 +142,36 @@ pub enum StepState {
     Done,
     /// Apply failed.
     Failed,
-    /// Undone by a rollback.
+    /// Rolled back.
     Undone,
 }
 
-/// One step of a job.
+/// One step of a job, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// Step name.
+    /// The step's name, one of [`CREATE_STEPS`] or [`DESTROY_STEPS`].
     pub name: String,
     /// Where it is.
     pub state: StepState,
-    /// When apply started.
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// When it started.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
-    /// When apply (or undo) ended.
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// When it was applied or failed.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    /// Why apply failed.
+    /// Why the apply failed.
+    #[serde(default)]
     pub error: Option<String>,
-    /// Why undo failed.
+    /// Why the undo failed: what may be left behind on the host.
+    #[serde(default)]
     pub undo_error: Option<String>,
 }
 
 impl StepRecord {
-    fn pending(name: &str) -> Self {
+    /// A step not started yet.
+    pub fn pending(name: &str) -> Self {
         Self {
-            name: name.into(),
+            name: name.to_owned(),
             state: StepState::Pending,
             started_at: None,
             finished_at: None,
@@ -130,192 +181,178 @@ impl StepRecord {
     }
 }
 
-/// A job, as stored and as the API shows it.
+/// A unit of work for the worker, with everything needed to run it after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    /// Job ID.
+    /// The job's ID.
     pub id: Uuid,
-    /// Enqueue order.
+    /// Position in enqueue order; the worker takes the lowest queued first.
     pub seq: u64,
     /// Create or destroy.
     pub kind: JobKind,
-    /// The container.
+    /// The container the job is about.
     pub container_id: ContainerId,
-    /// The request.
+    /// What was asked.
     pub request: JobRequest,
-    /// Where it is.
+    /// Where the job is.
     pub state: JobState,
     /// Its steps, in order.
     pub steps: Vec<StepRecord>,
     /// Why it failed.
+    #[serde(default)]
     pub error: Option<String>,
-    /// Times the worker started it (more than one after a crash).
+    /// How many times the worker started it (more than one after a crash or a shutdown).
     pub attempts: u32,
-    /// When accepted.
+    /// When it was queued.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When the worker last started it.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
     /// When it ended.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
 }
 
 impl Job {
-    /// A new queued job for `request`.
-    pub fn new(seq: u64, request: JobRequest) -> Self {
-        let (kind, container_id, names): (_, _, &[&str]) = match &request {
-            JobRequest::Create(spec) => (JobKind::Create, spec.id, &CREATE_STEPS),
-            JobRequest::Destroy { id } => (JobKind::Destroy, *id, &DESTROY_STEPS),
-        };
+    /// A new queued job for `request`, at position `seq`, with every step pending.
+    pub fn new(request: JobRequest, seq: u64, now: OffsetDateTime) -> Self {
         Self {
             id: Uuid::new_v4(),
             seq,
-            kind,
-            container_id,
+            kind: request.kind(),
+            container_id: request.container_id(),
+            steps: request
+                .step_names()
+                .iter()
+                .map(|n| StepRecord::pending(n))
+                .collect(),
             request,
             state: JobState::Queued,
-            steps: names.iter().map(|n| StepRecord::pending(n)).collect(),
             error: None,
             attempts: 0,
-            created_at: OffsetDateTime::now_utc(),
+            created_at: now,
             started_at: None,
             finished_at: None,
         }
     }
 
-    /// Resets the steps, for a job that runs again from the start.
-    pub fn reset_steps(&mut self) {
-        for s in &mut self.steps {
-            *s = StepRecord::pending(&s.name);
+    /// Moves the job to `next`, if the lifecycle allows it.
+    ///
+    /// # Errors
+    /// [`super::QueueError::BadTransition`] when [`JobState::can_become`] says no.
+    pub(crate) fn transition(&mut self, next: JobState) -> Result<(), super::QueueError> {
+        if !self.state.can_become(next) {
+            return Err(super::QueueError::BadTransition {
+                from: self.state,
+                to: next,
+            });
         }
-        self.error = None;
+        self.state = next;
+        Ok(())
     }
 
-    /// Records a runner event on the named step.
+    /// Records a runner event for `step`, now. A step name the job does not list is added at
+    /// the end, so no event is lost.
     pub fn apply_step_event(&mut self, step: &str, event: StepEvent<'_>) {
-        let Some(s) = self.steps.iter_mut().find(|s| s.name == step) else {
-            return;
+        self.apply_step_event_at(step, event, OffsetDateTime::now_utc());
+    }
+
+    /// [`Self::apply_step_event`] at a given time.
+    pub(crate) fn apply_step_event_at(
+        &mut self,
+        step: &str,
+        event: StepEvent<'_>,
+        now: OffsetDateTime,
+    ) {
+        let idx = match self.steps.iter().position(|s| s.name == step) {
+            Some(i) => i,
+            None => {
+                self.steps.push(StepRecord::pending(step));
+                self.steps.len() - 1
+            }
         };
-        let now = Some(OffsetDateTime::now_utc());
+        let rec = &mut self.steps[idx];
         match event {
             StepEvent::Started => {
-                s.state = StepState::Running;
-                s.started_at = now;
-                s.finished_at = None;
+                rec.state = StepState::Running;
+                rec.started_at = Some(now);
             }
             StepEvent::Done => {
-                s.state = StepState::Done;
-                s.finished_at = now;
+                rec.state = StepState::Done;
+                rec.finished_at = Some(now);
             }
             StepEvent::Failed(e) => {
-                s.state = StepState::Failed;
-                s.finished_at = now;
-                s.error = Some(e.to_string());
+                rec.state = StepState::Failed;
+                rec.finished_at = Some(now);
+                rec.error = Some(e.to_owned());
             }
+            // The step keeps its state until the undo ends: a crash in between leaves it as
+            // it was, which is what recovery needs to know.
             StepEvent::Undoing => {}
-            StepEvent::Undone => {
-                s.state = StepState::Undone;
-                s.finished_at = now;
-            }
-            StepEvent::UndoFailed(e) => s.undo_error = Some(e.to_string()),
+            StepEvent::Undone => rec.state = StepState::Undone,
+            StepEvent::UndoFailed(e) => rec.undo_error = Some(e.to_owned()),
         }
+    }
+
+    /// Puts the job back in the queue after an interruption: every step pending again, no
+    /// error, no start time; `attempts` is kept.
+    pub(crate) fn reset_for_retry(&mut self) {
+        for step in &mut self.steps {
+            *step = StepRecord::pending(&step.name);
+        }
+        self.error = None;
+        self.started_at = None;
+        self.finished_at = None;
     }
 }
 
-/// Where a container stands in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a reserved container is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerRecordState {
-    /// A create job holds the ID and address.
+    /// A create job is pending or running.
     Creating,
-    /// Created.
+    /// Created and in service.
     Active,
-    /// A destroy job holds it.
+    /// A destroy job is pending or running.
     Destroying,
 }
 
-/// A container in the ledger: its ID and address are reserved while the record exists.
+/// The ledger entry that holds a container ID and its `(vlan, address)` from the moment a
+/// create is accepted until the container is destroyed (or the create fails).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
-    /// Container ID.
+    /// The container.
     pub id: ContainerId,
     /// Its VLAN.
     pub vlan: VlanId,
-    /// Its address.
+    /// Its `eth0` address; the address part is unique per VLAN.
     pub ip: Ipv4Cidr,
-    /// Its gateway.
+    /// Its default gateway, if any.
+    #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
-    /// Where it stands.
+    /// Where it is.
     pub state: ContainerRecordState,
-    /// The job holding it, if any.
+    /// The job pending or running on it, if any.
+    #[serde(default)]
     pub job_id: Option<Uuid>,
-    /// When first reserved.
+    /// When the create was accepted.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transitions_are_exactly_the_documented_ones() {
-        use JobState::*;
-        let all = [Queued, Running, Succeeded, Failed, Cancelled];
-        let allowed: Vec<(JobState, JobState)> = all
-            .iter()
-            .flat_map(|a| all.iter().map(move |b| (*a, *b)))
-            .filter(|(a, b)| a.can_become(*b))
-            .collect();
-        assert_eq!(
-            allowed,
-            [
-                (Queued, Running),
-                (Queued, Cancelled),
-                (Running, Queued),
-                (Running, Succeeded),
-                (Running, Failed)
-            ]
-        );
-        assert!(all
-            .iter()
-            .filter(|s| s.is_terminal())
-            .all(|s| all.iter().all(|n| !s.can_become(*n))));
-    }
-
-    #[test]
-    fn step_events_map_onto_records() {
-        let spec = CreateSpec {
-            id: ContainerId::new(5).unwrap(),
-            vlan: VlanId::new(2).unwrap(),
-            ip: "192.168.2.5/24".parse().unwrap(),
-            gateway: None,
-        };
-        let mut job = Job::new(1, JobRequest::Create(spec));
-        assert_eq!(job.kind, JobKind::Create);
-        assert!(job.steps.iter().all(|s| s.state == StepState::Pending));
-        job.apply_step_event("create_container", StepEvent::Started);
-        assert_eq!(job.steps[0].state, StepState::Running);
-        assert!(job.steps[0].started_at.is_some());
-        job.apply_step_event("create_container", StepEvent::Done);
-        job.apply_step_event("start_container", StepEvent::Started);
-        job.apply_step_event("start_container", StepEvent::Failed("boom"));
-        assert_eq!(
-            (job.steps[1].state, job.steps[1].error.as_deref()),
-            (StepState::Failed, Some("boom"))
-        );
-        job.apply_step_event("start_container", StepEvent::Undone);
-        job.apply_step_event("create_container", StepEvent::UndoFailed("stuck"));
-        assert_eq!(job.steps[0].undo_error.as_deref(), Some("stuck"));
-        assert_eq!(job.steps[1].state, StepState::Undone);
-        job.reset_steps();
-        assert!(job
-            .steps
-            .iter()
-            .all(|s| s.state == StepState::Pending && s.error.is_none()));
-        let back: Job = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
-        assert_eq!(back, job);
+impl ContainerRecord {
+    /// The record a create of `spec` by job `job` makes.
+    pub fn creating(spec: &CreateSpec, job: Uuid, now: OffsetDateTime) -> Self {
+        Self {
+            id: spec.id,
+            vlan: spec.vlan,
+            ip: spec.ip,
+            gateway: spec.gateway,
+            state: ContainerRecordState::Creating,
+            job_id: Some(job),
+            created_at: now,
+        }
     }
 }

@@ -1,59 +1,85 @@
-//! The durable job queue: jobs and their steps, the reservation ledger of container IDs and
-//! addresses, stored in sled and made durable by group commit before anything is acknowledged.
+//! The durable job queue: jobs, their steps, and the container reservation ledger, on sled.
 //!
-//! - [`job`]: the types and the one function that decides state transitions;
-//! - [`store`]: the sled store and its transactions;
-//! - [`flusher`]: one thread that serves every waiting flush with one fsync.
+//! - `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
+//!   place that says which moves are allowed);
+//! - [`JobStore`]: one sled database with the trees `jobs`, `pending`, `order`, `containers`,
+//!   `addrs` and `meta`. Every change is one sled transaction over the trees it touches, so a
+//!   job and the reservations it holds (container ID, `(vlan, address)`) never disagree;
+//! - group commit: a change is acknowledged only once it is on disk ("accepted means
+//!   durable"); one flusher thread answers every waiter queued while it was busy with a single
+//!   `fsync`, so many concurrent requests share one;
+//! - a lock file in the data directory keeps a second daemon out;
+//! - pruning drops old finished jobs, never a queued or running one.
+//!
+//! Reservations follow the job: a create reserves the ID and address when it is queued; they
+//! become the container's when it succeeds and are released when it fails or is cancelled. A
+//! destroy marks the container `destroying`; success releases it, failure or cancellation
+//! gives it back as `active`.
 
 mod flusher;
-pub mod job;
+mod job;
+mod lock;
+mod open;
+mod prune;
 mod store;
+mod tx;
+mod write;
 
 pub use job::{
     ContainerRecord, ContainerRecordState, Job, JobKind, JobRequest, JobState, StepRecord,
-    StepState,
+    StepState, DESTROY_STEPS,
 };
 pub use store::{JobStore, StoreOptions};
 
-/// Why the store refused or failed.
-#[derive(Debug, thiserror::Error)]
+/// Why the store refused or failed. Each text is a sentence for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    /// The ID or address is taken, or another job holds the container.
+    /// The request clashes with a container or a job already there.
     #[error("{0}")]
     Conflict(String),
     /// No such job or container.
     #[error("{0}")]
     NotFound(String),
-    /// Too many jobs waiting.
-    #[error("the queue is full ({max} jobs waiting)")]
+    /// Too many jobs are waiting.
+    #[error("the queue is full: {max} jobs are waiting")]
     QueueFull {
-        /// The bound.
+        /// The limit reached.
         max: usize,
     },
-    /// The job already started.
-    #[error("the job is {state}; only a queued job can be cancelled")]
+    /// Only a queued job can be cancelled.
+    #[error("only a queued job can be cancelled; this one is {state}")]
     NotCancellable {
-        /// Its state.
+        /// The job's state.
         state: JobState,
     },
-    /// A transition the lifecycle does not allow.
-    #[error("a {from} job cannot become {to}")]
+    /// The lifecycle does not allow this move.
+    #[error("a job cannot go from {from} to {to}")]
     BadTransition {
-        /// From.
+        /// The job's state.
         from: JobState,
-        /// To.
+        /// The state asked for.
         to: JobState,
     },
-    /// sled failed.
-    #[error("job store: {0}")]
+    /// sled or the file system failed.
+    #[error("{0}")]
     Storage(String),
-    /// Another process holds the data directory.
+    /// Another process (or another store in this one) holds the data directory.
     #[error("{0}")]
     InUse(String),
-    /// A record cannot be read.
-    #[error("job store is corrupt: {0}")]
+    /// A stored record does not decode; the text names it.
+    #[error("{0}")]
     Corrupt(String),
 }
 
 #[cfg(test)]
-mod tests;
+mod job_tests;
+#[cfg(test)]
+mod open_tests;
+#[cfg(test)]
+mod prune_tests;
+#[cfg(test)]
+mod race_tests;
+#[cfg(test)]
+mod store_tests;
+#[cfg(test)]
+mod test_support;

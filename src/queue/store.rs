@@ -1,39 +1,34 @@
-//! The job store on sled: jobs, the pending index, and the reservation ledger, changed only in
-//! transactions and made durable through the group committer before anyone is told "done".
+//! [`JobStore`]: the trees and the reads. Opening is in `open.rs`, the writes in `write.rs`,
+//! pruning in `prune.rs`.
 //!
-//! Trees: `jobs` (job UUID → Job), `pending` (seq, big-endian → job UUID; the queue in order),
-//! `containers` (ID, big-endian → ContainerRecord), `addrs` (VLAN byte + IPv4 bytes → ID),
-//! `meta` (`seq`, `queued` counters).
+//! Reads and transactions are synchronous and fast (sled keeps the working set in memory);
+//! only the wait for a flush is `async`, and that wait happens on the flusher thread.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
-use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
+use serde::Deserialize;
+use sled::transaction::{TransactionError, Transactional};
+use sled::Tree;
 use uuid::Uuid;
 
 use super::flusher::Flusher;
-use super::job::{ContainerRecord, ContainerRecordState, Job, JobKind, JobRequest, JobState};
+use super::job::{ContainerRecord, Job, JobState};
+use super::lock::DirLock;
+use super::tx::{self, decode, decode_u64, decode_uuid, Tx, TxResult, META_QUEUED};
 use super::QueueError;
-use crate::model::{ContainerId, Ipv4Cidr, VlanId};
-use crate::steps::{CreateSpec, StepEvent};
+use crate::model::ContainerId;
 
 /// Limits of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Most jobs waiting at once; past it enqueues fail with [`QueueError::QueueFull`].
+    /// Most jobs waiting at once; one more is refused with [`QueueError::QueueFull`].
     pub max_queued: usize,
-    /// Finished jobs kept at most (the newest).
+    /// Most finished jobs kept; pruning drops the oldest beyond this.
     pub keep_finished: usize,
-    /// Finished jobs older than this are pruned.
+    /// How long a finished job is kept.
     pub keep_for: Duration,
 }
 
@@ -47,324 +42,270 @@ impl Default for StoreOptions {
     }
 }
 
-struct Inner {
-    jobs: Tree,
-    pending: Tree,
-    containers: Tree,
-    addrs: Tree,
-    meta: Tree,
-    opts: StoreOptions,
-    dir: PathBuf,
-    /// Declared before `_lock` so the database closes before the lock is released.
-    flusher: Flusher,
-    _lock: File,
+/// The sled trees (see the module doc of [`super`]).
+pub(super) struct Trees {
+    /// Job ID (16 bytes) → job JSON.
+    pub(super) jobs: Tree,
+    /// Sequence number (u64 BE) → job ID, queued jobs only, so the first is the next to run.
+    pub(super) pending: Tree,
+    /// Sequence number (u64 BE) → job ID, every job: listing and pruning in enqueue order.
+    pub(super) order: Tree,
+    /// Container ID (u32 BE) → container record JSON.
+    pub(super) containers: Tree,
+    /// VLAN byte + IPv4 bytes → container ID (u32 BE): who holds an address.
+    pub(super) addrs: Tree,
+    /// Counters and the format marker.
+    pub(super) meta: Tree,
 }
 
-/// The durable job store. Clones share it.
+/// What a store shares between its clones. Fields drop in order: the flusher thread is joined
+/// first, then the trees close the database, then the directory lock is released.
+pub(super) struct Inner {
+    /// The group committer.
+    pub(super) flusher: Flusher,
+    /// The trees.
+    pub(super) trees: Trees,
+    /// The data directory, for messages.
+    pub(super) dir: PathBuf,
+    /// The limits.
+    pub(super) opts: StoreOptions,
+    /// The directory lock, released last.
+    pub(super) _lock: DirLock,
+}
+
+/// The durable job store. Cheap to clone; the database closes when the last clone is dropped
+/// (after a final wait for the flusher thread to answer whoever was waiting).
 #[derive(Clone)]
 pub struct JobStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-type Abort = ConflictableTransactionError<QueueError>;
-type Tx<'a> = &'a TransactionalTree;
-
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("store records serialize")
-}
-
-fn dec<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, QueueError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| QueueError::Corrupt(format!("{what} cannot be read: {e}")))
-}
-
-fn storage(what: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
-    move |e| QueueError::Storage(format!("{what}: {e}"))
-}
-
-fn id_key(id: ContainerId) -> [u8; 4] {
-    id.get().to_be_bytes()
-}
-
-fn addr_key(vlan: VlanId, ip: Ipv4Cidr) -> [u8; 5] {
-    let o = ip.addr.octets();
-    [vlan.get(), o[0], o[1], o[2], o[3]]
-}
-
-fn abort(e: QueueError) -> Abort {
-    ConflictableTransactionError::Abort(e)
-}
-
-fn tx_get<T: DeserializeOwned>(tree: Tx<'_>, key: &[u8], what: &str) -> Result<Option<T>, Abort> {
-    match tree.get(key)? {
-        None => Ok(None),
-        Some(v) => dec(what, &v).map(Some).map_err(abort),
-    }
-}
-
-fn tx_counter(meta: Tx<'_>, key: &str, delta: i64) -> Result<u64, Abort> {
-    let now = meta.get(key)?.map_or(0, |v| {
-        u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
-    });
-    let next = now.saturating_add_signed(delta);
-    meta.insert(key, &next.to_be_bytes())?;
-    Ok(next)
-}
-
-fn tx_job(jobs: Tx<'_>, id: Uuid) -> Result<Job, Abort> {
-    tx_get(jobs, id.as_bytes(), &format!("job {id}"))?
-        .ok_or_else(|| abort(QueueError::NotFound(format!("job {id} does not exist"))))
-}
-
-fn tx_transition(job: &mut Job, to: JobState) -> Result<(), Abort> {
-    if !job.state.can_become(to) {
-        return Err(abort(QueueError::BadTransition {
-            from: job.state,
-            to,
-        }));
-    }
-    job.state = to;
-    Ok(())
-}
-
-/// Releases or confirms the ledger entry of a job that ended (or was cancelled).
-fn tx_settle(containers: Tx<'_>, addrs: Tx<'_>, job: &Job, ok: bool) -> Result<(), Abort> {
-    let key = id_key(job.container_id);
-    let Some(mut rec) = tx_get::<ContainerRecord>(containers, &key, "container record")? else {
-        return Ok(());
-    };
-    let release = matches!(
-        (job.kind, ok),
-        (JobKind::Create, false) | (JobKind::Destroy, true)
-    );
-    if release {
-        containers.remove(&key)?;
-        addrs.remove(&addr_key(rec.vlan, rec.ip))?;
-    } else {
-        rec.state = ContainerRecordState::Active;
-        rec.job_id = None;
-        containers.insert(&key, enc(&rec))?;
-    }
-    Ok(())
+/// The few fields needed to count or filter jobs without decoding them whole.
+#[derive(Deserialize)]
+pub(super) struct JobHead {
+    /// The job's state.
+    pub(super) state: JobState,
+    /// When it was queued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub(super) created_at: time::OffsetDateTime,
+    /// When it ended.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub(super) finished_at: Option<time::OffsetDateTime>,
 }
 
 impl JobStore {
-    /// Opens (or creates) the store in `dir`, taking an exclusive lock on it.
-    ///
-    /// # Errors
-    /// [`QueueError::InUse`] when another process holds the directory; [`QueueError::Storage`]
-    /// or [`QueueError::Corrupt`] when it cannot be opened or read. Never resets anything.
-    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self, QueueError> {
-        let shown = dir.display().to_string();
-        std::fs::create_dir_all(dir).map_err(|e| {
-            QueueError::Storage(format!("cannot create data directory {shown}: {e}"))
-        })?;
-        let lock = lock_dir(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Corruption { .. } => {
-                    QueueError::Corrupt(format!("the job store in {shown} is corrupt: {e}"))
-                }
-                other => {
-                    QueueError::Storage(format!("cannot open the job store in {shown}: {other}"))
-                }
-            })?;
-        let tree = |name: &str| {
-            db.open_tree(name)
-                .map_err(storage("open the job store's trees"))
-        };
-        let (jobs, pending, containers, addrs, meta) = (
-            tree("jobs")?,
-            tree("pending")?,
-            tree("containers")?,
-            tree("addrs")?,
-            tree("meta")?,
-        );
-        for item in jobs.iter() {
-            let (k, v) = item.map_err(storage("read jobs"))?;
-            dec::<Job>(&format!("job record {} in {shown}", hex(&k)), &v)?;
-        }
-        let flusher = Flusher::start(db)
-            .map_err(|e| QueueError::Storage(format!("start the flusher thread: {e}")))?;
-        let inner = Inner {
-            jobs,
-            pending,
-            containers,
-            addrs,
-            meta,
-            opts,
-            dir: dir.to_path_buf(),
-            flusher,
-            _lock: lock,
-        };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+    /// The store's limits.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
-    /// Flushes that ran so far (group commit serves many writes with one).
+    /// How many flushes to disk the store has done; fewer than the writes acknowledged when
+    /// concurrent writers shared them.
     pub fn flushes(&self) -> u64 {
         self.inner.flusher.flushes()
     }
 
-    async fn durable(&self) -> Result<(), QueueError> {
+    /// The job `id`, or `None`.
+    ///
+    /// # Errors
+    /// When sled fails or the record does not decode.
+    pub fn get(&self, id: Uuid) -> Result<Option<Job>, QueueError> {
+        let bytes = self
+            .inner
+            .trees
+            .jobs
+            .get(id.as_bytes())
+            .map_err(|e| self.storage("read a job", e))?;
+        bytes.map(|b| decode("jobs", &id, &b)).transpose()
+    }
+
+    /// The oldest queued job, if any.
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn next_queued(&self) -> Result<Option<Job>, QueueError> {
+        let first = self
+            .inner
+            .trees
+            .pending
+            .first()
+            .map_err(|e| self.storage("read the queue", e))?;
+        let Some((key, value)) = first else {
+            return Ok(None);
+        };
+        let seq = decode_u64("pending", &"first", &key)?;
+        let id = decode_uuid("pending", &seq, &value)?;
+        match self.get(id)? {
+            Some(job) => Ok(Some(job)),
+            None => Err(tx::corrupt("pending", &seq, format!("job {id} is missing"))),
+        }
+    }
+
+    /// Up to `limit` jobs, newest first, only those in `state` if given.
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.inner.trees.order.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (id, bytes) = self.order_entry(item)?;
+            if let Some(want) = state {
+                if decode::<JobHead>("jobs", &id, &bytes)?.state != want {
+                    continue;
+                }
+            }
+            out.push(decode("jobs", &id, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Jobs in state `running`, oldest first: after a crash, the ones to reconcile.
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn running(&self) -> Result<Vec<Job>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.inner.trees.order.iter() {
+            let (id, bytes) = self.order_entry(item)?;
+            if decode::<JobHead>("jobs", &id, &bytes)?.state == JobState::Running {
+                out.push(decode("jobs", &id, &bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many jobs are queued.
+    pub fn queued_count(&self) -> usize {
+        match self.inner.trees.meta.get(META_QUEUED) {
+            Ok(Some(b)) => decode_u64("meta", &"queued", &b).unwrap_or(0) as usize,
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queued count");
+                0
+            }
+        }
+    }
+
+    /// How many jobs are in each state (states with none are absent). Scans every job.
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn counts_by_state(&self) -> Result<BTreeMap<JobState, usize>, QueueError> {
+        let mut counts = BTreeMap::new();
+        for item in self.inner.trees.jobs.iter() {
+            let (key, bytes) = item.map_err(|e| self.storage("read jobs", e))?;
+            let id = decode_uuid("jobs", &"key", &key)?;
+            *counts
+                .entry(decode::<JobHead>("jobs", &id, &bytes)?.state)
+                .or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Every container record, by ID.
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, QueueError> {
         self.inner
-            .flusher
-            .flush()
-            .await
-            .map_err(QueueError::Storage)
+            .trees
+            .containers
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item.map_err(|e| self.storage("read containers", e))?;
+                decode("containers", &hex(&key), &bytes)
+            })
+            .collect()
     }
 
-    fn trees(&self) -> (&Tree, &Tree, &Tree, &Tree, &Tree) {
-        let i = &self.inner;
-        (&i.jobs, &i.pending, &i.containers, &i.addrs, &i.meta)
+    /// The record of container `id`, or `None`.
+    ///
+    /// # Errors
+    /// When sled fails or the record does not decode.
+    pub fn container(&self, id: ContainerId) -> Result<Option<ContainerRecord>, QueueError> {
+        let bytes = self
+            .inner
+            .trees
+            .containers
+            .get(tx::container_key(id))
+            .map_err(|e| self.storage("read a container", e))?;
+        bytes.map(|b| decode("containers", &id, &b)).transpose()
     }
 
-    /// Runs `f` as one transaction over all trees.
-    fn transact<T>(
-        &self,
-        f: impl Fn(Tx<'_>, Tx<'_>, Tx<'_>, Tx<'_>, Tx<'_>) -> Result<T, Abort>,
-    ) -> Result<T, QueueError> {
-        self.trees()
-            .transaction(|(jobs, pending, containers, addrs, meta)| {
-                f(jobs, pending, containers, addrs, meta)
+    /// Runs `f` as one transaction over every tree; sled retries it on a conflict.
+    pub(super) fn txn<A>(&self, f: impl Fn(&Tx<'_>) -> TxResult<A>) -> Result<A, QueueError> {
+        let t = &self.inner.trees;
+        (
+            &t.jobs,
+            &t.pending,
+            &t.order,
+            &t.containers,
+            &t.addrs,
+            &t.meta,
+        )
+            .transaction(|(jobs, pending, order, containers, addrs, meta)| {
+                f(&Tx {
+                    jobs,
+                    pending,
+                    order,
+                    containers,
+                    addrs,
+                    meta,
+                })
             })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => {
-                    QueueError::Storage(format!("job store transaction: {e}"))
-                }
+                TransactionError::Storage(e) => self.storage("write", e),
             })
     }
 
-    fn enqueue(
-        &self,
-        make: impl Fn(Tx<'_>, Tx<'_>, u64) -> Result<JobRequest, Abort>,
-    ) -> Result<Job, QueueError> {
-        let max = self.inner.opts.max_queued;
-        self.transact(|jobs, pending, containers, addrs, meta| {
-            if tx_counter(meta, "queued", 0)? >= max as u64 {
-                return Err(abort(QueueError::QueueFull { max }));
-            }
-            let seq = tx_counter(meta, "seq", 1)?;
-            let request = make(containers, addrs, seq)?;
-            let job = Job::new(seq, request);
-            let key = id_key(job.container_id);
-            if let Some(mut rec) = tx_get::<ContainerRecord>(containers, &key, "container record")?
-            {
-                rec.job_id = Some(job.id);
-                containers.insert(&key, enc(&rec))?;
-            }
-            jobs.insert(job.id.as_bytes(), enc(&job))?;
-            pending.insert(&seq.to_be_bytes(), job.id.as_bytes())?;
-            tx_counter(meta, "queued", 1)?;
-            Ok(job)
+    /// Waits until every committed change is on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::Storage`] when the flush fails: the change is applied but may not survive
+    /// a crash.
+    pub(super) async fn flush(&self) -> Result<(), QueueError> {
+        self.inner.flusher.flush().await.map_err(|e| {
+            QueueError::Storage(format!(
+                "cannot flush the job store in {} to disk: {e}",
+                self.inner.dir.display()
+            ))
         })
     }
 
-    /// Stores a create job with its reservations (ID, and address within the VLAN), durably.
-    ///
-    /// # Errors
-    /// [`QueueError::Conflict`] when the ID or address is taken, [`QueueError::QueueFull`].
-    pub async fn enqueue_create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
-        let job = self.enqueue(|containers, addrs, _| {
-            let key = id_key(spec.id);
-            if let Some(rec) = tx_get::<ContainerRecord>(containers, &key, "container record")? {
-                return Err(abort(QueueError::Conflict(match rec.job_id {
-                    Some(j) => format!("container {} has a job pending (job {j})", spec.id),
-                    None => format!("container {} already exists", spec.id),
-                })));
-            }
-            let akey = addr_key(spec.vlan, spec.ip);
-            if let Some(owner) = addrs.get(akey)? {
-                let owner = u32::from_be_bytes(owner.as_ref().try_into().unwrap_or([0; 4]));
-                return Err(abort(QueueError::Conflict(format!(
-                    "{} is already used on vlan {} by container {owner}",
-                    spec.ip.addr, spec.vlan
-                ))));
-            }
-            let rec = ContainerRecord {
-                id: spec.id,
-                vlan: spec.vlan,
-                ip: spec.ip,
-                gateway: spec.gateway,
-                state: ContainerRecordState::Creating,
-                job_id: None,
-                created_at: OffsetDateTime::now_utc(),
-            };
-            containers.insert(&key, enc(&rec))?;
-            addrs.insert(&akey, &key)?;
-            Ok(JobRequest::Create(spec.clone()))
-        })?;
-        self.durable().await?;
-        Ok(job)
+    /// A sled error while doing `what`, naming the directory.
+    pub(super) fn storage(&self, what: &str, e: sled::Error) -> QueueError {
+        QueueError::Storage(format!(
+            "job store in {}: cannot {what}: {e}",
+            self.inner.dir.display()
+        ))
     }
 
-    /// Stores a destroy job, holding the container against other jobs, durably.
-    ///
-    /// # Errors
-    /// [`QueueError::NotFound`], [`QueueError::Conflict`] while another job holds it,
-    /// [`QueueError::QueueFull`].
-    pub async fn enqueue_destroy(&self, id: ContainerId) -> Result<Job, QueueError> {
-        let job = self.enqueue(|containers, _, _| {
-            let key = id_key(id);
-            let mut rec: ContainerRecord = tx_get(containers, &key, "container record")?
-                .ok_or_else(|| {
-                    abort(QueueError::NotFound(format!(
-                        "container {id} does not exist"
-                    )))
-                })?;
-            if let Some(j) = rec.job_id {
-                return Err(abort(QueueError::Conflict(format!(
-                    "container {id} has a job pending (job {j})"
-                ))));
-            }
-            rec.state = ContainerRecordState::Destroying;
-            containers.insert(&key, enc(&rec))?;
-            Ok(JobRequest::Destroy { id })
-        })?;
-        self.durable().await?;
-        Ok(job)
+    /// The job an `order` entry points to, with its bytes.
+    fn order_entry(
+        &self,
+        item: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Result<(Uuid, sled::IVec), QueueError> {
+        let (key, value) = item.map_err(|e| self.storage("read jobs", e))?;
+        let seq = decode_u64("order", &"key", &key)?;
+        let id = decode_uuid("order", &seq, &value)?;
+        let bytes = self
+            .inner
+            .trees
+            .jobs
+            .get(id.as_bytes())
+            .map_err(|e| self.storage("read a job", e))?;
+        match bytes {
+            Some(b) => Ok((id, b)),
+            None => Err(tx::corrupt("order", &seq, format!("job {id} is missing"))),
+        }
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A key as hex, for error messages.
+pub(super) fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-/// Takes `dir/LOCK` exclusively (flock), writing our pid into it.
-fn lock_dir(dir: &Path) -> Result<File, QueueError> {
-    use std::io::{Read, Seek, Write};
-    let path = dir.join("LOCK");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| QueueError::Storage(format!("cannot open {}: {e}", path.display())))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        return Err(QueueError::InUse(format!(
-            "data directory {} is in use by another creepy-meow (pid {}); stop it or pass another --data-dir",
-            dir.display(),
-            holder.trim()
-        )));
-    }
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = write!(file, "{}", std::process::id());
-    Ok(file)
-}
-
-#[path = "store_ops.rs"]
-mod ops;

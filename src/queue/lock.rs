@@ -1,0 +1,75 @@
+//! The data directory's lock: an exclusive `flock(2)` on `<dir>/LOCK`, held for the store's
+//! life, with the holder's PID written inside so a second daemon can say who has it.
+//!
+//! sled 0.34 also `flock`s its own `db` file, but its error ("could not acquire lock") names
+//! neither the directory nor the holder. `flock` locks belong to the open file description, so
+//! a second open of the same directory conflicts even within one process.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::QueueError;
+
+/// Name of the lock file inside the data directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// The held lock; released when dropped (the file is closed).
+pub(super) struct DirLock {
+    /// The locked file.
+    _file: Flock<File>,
+}
+
+impl DirLock {
+    /// Takes the lock on `dir` without waiting, and writes our PID into it.
+    ///
+    /// # Errors
+    /// [`QueueError::InUse`] naming the holder's PID when another store holds it;
+    /// [`QueueError::Storage`] when the file cannot be opened or written.
+    pub(super) fn acquire(dir: &Path) -> Result<Self, QueueError> {
+        let path = dir.join(LOCK_FILE);
+        let io_error = |what: &str, e: &dyn std::fmt::Display| {
+            QueueError::Storage(format!("cannot {what} {}: {e}", path.display()))
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error("open", &e))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((file, Errno::EWOULDBLOCK)) => return Err(in_use(dir, file)),
+            Err((_, e)) => return Err(io_error("lock", &e)),
+        };
+        lock.set_len(0).map_err(|e| io_error("write", &e))?;
+        (&*lock)
+            .write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(|e| io_error("write", &e))?;
+        Ok(Self { _file: lock })
+    }
+}
+
+/// The error for a directory held by someone else, naming them by the PID they wrote.
+fn in_use(dir: &Path, mut file: File) -> QueueError {
+    let mut text = String::new();
+    let holder = match file
+        .read_to_string(&mut text)
+        .ok()
+        .and_then(|_| text.trim().parse::<u32>().ok())
+    {
+        Some(pid) if pid == std::process::id() => {
+            format!("this same process (pid {pid}), which has the store open already")
+        }
+        Some(pid) => format!("another creepy-meow (pid {pid})"),
+        None => "another creepy-meow (pid unknown)".to_owned(),
+    };
+    QueueError::InUse(format!(
+        "data directory {} is in use by {holder}; stop it first, or give this one another data directory",
+        dir.display()
+    ))
+}

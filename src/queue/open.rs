@@ -1,0 +1,127 @@
+//! Opening the data directory: lock it, open sled, check what was recovered.
+//!
+//! A store that does not read back is an error naming the directory; nothing is ever reset.
+//! One case needs care: sled's recovery takes a log entry with a bad checksum for a write torn
+//! by a crash, stops there and overwrites the rest, so a database damaged near its start opens
+//! *empty*, without an error (measured with sled 0.34.7). An empty ledger would hand out IDs
+//! and addresses already in use, so the store writes a format marker when it is created and
+//! refuses, on every later start, a database that existed but lost it. Damage further in
+//! loses the newest writes the same way, and cannot be told from a crash.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::flusher::Flusher;
+use super::job::{ContainerRecord, Job};
+use super::lock::DirLock;
+use super::store::{hex, Inner, JobStore, StoreOptions, Trees};
+use super::tx::{decode, decode_uuid, META_QUEUED};
+use super::QueueError;
+
+/// Key in `meta` of the on-disk format version.
+const META_FORMAT: &[u8] = b"format";
+/// The on-disk format this code reads and writes.
+const FORMAT: u64 = 1;
+
+impl JobStore {
+    /// Opens (or creates) the store in `dir`, locking the directory for this store's life.
+    ///
+    /// # Errors
+    /// [`QueueError::InUse`] when another store holds `dir`; [`QueueError::Corrupt`] when sled
+    /// or a record does not read back, or the database came back without its format marker
+    /// (nothing is reset); [`QueueError::Storage`] when the directory cannot be created or
+    /// opened.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self, QueueError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            QueueError::Storage(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let lock = DirLock::acquire(dir)?;
+        let existed = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+        let failed = |e: sled::Error| open_error(dir, e);
+        let db = sled::Config::new().path(dir).open().map_err(failed)?;
+        let trees = Trees {
+            jobs: db.open_tree("jobs").map_err(failed)?,
+            pending: db.open_tree("pending").map_err(failed)?,
+            order: db.open_tree("order").map_err(failed)?,
+            containers: db.open_tree("containers").map_err(failed)?,
+            addrs: db.open_tree("addrs").map_err(failed)?,
+            meta: db.open_tree("meta").map_err(failed)?,
+        };
+        check_format(dir, &db, &trees, existed)?;
+        check_records(&trees)?;
+        // The queued counter is derived; recount it so it can never drift across restarts.
+        let queued = trees.pending.len() as u64;
+        trees
+            .meta
+            .insert(META_QUEUED, &queued.to_be_bytes())
+            .map_err(failed)?;
+        let flusher = Flusher::spawn(db).map_err(|e| {
+            QueueError::Storage(format!("cannot start the job store flusher thread: {e}"))
+        })?;
+        tracing::info!(dir = %dir.display(), queued, jobs = trees.jobs.len(), "job store open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                flusher,
+                trees,
+                dir: dir.to_owned(),
+                opts,
+                _lock: lock,
+            }),
+        })
+    }
+}
+
+/// Checks the format marker, writing it (durably) into a new store.
+fn check_format(dir: &Path, db: &sled::Db, trees: &Trees, existed: bool) -> Result<(), QueueError> {
+    let failed = |e: sled::Error| open_error(dir, e);
+    let dir = dir.display();
+    match trees.meta.get(META_FORMAT).map_err(failed)? {
+        Some(v) if v.as_ref() == FORMAT.to_be_bytes() => Ok(()),
+        Some(v) => Err(QueueError::Corrupt(format!(
+            "the job store in {dir} has format {}, not {FORMAT}; it was left as it is: run the creepy-meow that wrote it",
+            hex(&v)
+        ))),
+        None if existed => Err(QueueError::Corrupt(format!(
+            "the job store in {dir} came back without its format marker: its database is damaged and sled recovered it empty or nearly; restore it from a backup or move it aside (if its first start never completed, remove it)"
+        ))),
+        None => {
+            trees
+                .meta
+                .insert(META_FORMAT, &FORMAT.to_be_bytes())
+                .map_err(failed)?;
+            db.flush().map_err(failed)?;
+            Ok(())
+        }
+    }
+}
+
+/// Decodes every job and container once, so a corrupt record stops the daemon at start, with
+/// its name, rather than in the middle of a request.
+fn check_records(trees: &Trees) -> Result<(), QueueError> {
+    for item in trees.jobs.iter() {
+        let (key, bytes) =
+            item.map_err(|e| QueueError::Corrupt(format!("cannot read jobs: {e}")))?;
+        let id = decode_uuid("jobs", &hex(&key), &key)?;
+        decode::<Job>("jobs", &id, &bytes)?;
+    }
+    for item in trees.containers.iter() {
+        let (key, bytes) =
+            item.map_err(|e| QueueError::Corrupt(format!("cannot read containers: {e}")))?;
+        decode::<ContainerRecord>("containers", &hex(&key), &bytes)?;
+    }
+    Ok(())
+}
+
+/// Why sled would not open `dir`.
+fn open_error(dir: &Path, e: sled::Error) -> QueueError {
+    let dir = dir.display();
+    match e {
+        sled::Error::Corruption { .. } => QueueError::Corrupt(format!(
+            "the job store in {dir} is corrupt ({e}); it was left as it is: restore it from a backup or move it aside"
+        )),
+        e => QueueError::Storage(format!("cannot open the job store in {dir}: {e}")),
+    }
+}

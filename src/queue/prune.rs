@@ -1,0 +1,111 @@
+//! Pruning: finished jobs are dropped once older than `keep_for`, and beyond the newest
+//! `keep_finished`. Queued and running jobs are never touched, and neither are container
+//! records (only queued and running jobs hold one).
+//!
+//! A prune is not flushed: a prune lost in a crash is simply done again.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::store::{Inner, JobHead, JobStore};
+use super::tx::{decode, decode_u64, decode_uuid, seq_key};
+use super::QueueError;
+
+/// Jobs deleted per transaction, so a large prune never holds sled's transaction lock long.
+const PRUNE_CHUNK: usize = 256;
+
+impl JobStore {
+    /// Deletes finished jobs older than `keep_for` and beyond the newest `keep_finished`.
+    /// Returns how many were deleted.
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn prune(&self) -> Result<usize, QueueError> {
+        self.prune_at(OffsetDateTime::now_utc())
+    }
+
+    /// [`Self::prune`] as if the time were `now`.
+    pub(super) fn prune_at(&self, now: OffsetDateTime) -> Result<usize, QueueError> {
+        let opts = &self.inner.opts;
+        let cutoff = time::Duration::try_from(opts.keep_for)
+            .ok()
+            .and_then(|d| now.checked_sub(d));
+        // Finished jobs, oldest first, with when they ended.
+        let mut finished: Vec<(u64, Uuid, OffsetDateTime)> = Vec::new();
+        for item in self.inner.trees.order.iter() {
+            let (key, value) = item.map_err(|e| self.storage("read jobs", e))?;
+            let seq = decode_u64("order", &"key", &key)?;
+            let id = decode_uuid("order", &seq, &value)?;
+            let Some(bytes) = self
+                .inner
+                .trees
+                .jobs
+                .get(id.as_bytes())
+                .map_err(|e| self.storage("read a job", e))?
+            else {
+                continue;
+            };
+            let head: JobHead = decode("jobs", &id, &bytes)?;
+            if head.state.is_terminal() {
+                finished.push((seq, id, head.finished_at.unwrap_or(head.created_at)));
+            }
+        }
+        let excess = finished.len().saturating_sub(opts.keep_finished);
+        let doomed: Vec<(u64, Uuid)> = finished
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, _, ended))| *i < excess || cutoff.is_some_and(|c| *ended < c))
+            .map(|(_, (seq, id, _))| (*seq, *id))
+            .collect();
+        let mut deleted = 0;
+        for chunk in doomed.chunks(PRUNE_CHUNK) {
+            deleted += self.txn(|tx| {
+                let mut n = 0;
+                for (seq, id) in chunk {
+                    // Finished jobs never change state, but check inside the transaction all
+                    // the same: a queued or running job must never be lost.
+                    match tx.find_job(*id)? {
+                        Some(job) if job.state.is_terminal() => {
+                            tx.jobs.remove(id.as_bytes())?;
+                            tx.order.remove(&seq_key(*seq))?;
+                            n += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(n)
+            })?;
+        }
+        Ok(deleted)
+    }
+
+    /// Prunes every `every` on the blocking pool until `shutdown` fires or the store is
+    /// closed. The task holds no reference to the store between prunes, so it never keeps the
+    /// database open.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn spawn_pruner(&self, every: Duration, shutdown: CancellationToken) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                let store = JobStore { inner };
+                match tokio::task::spawn_blocking(move || store.prune()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(jobs = n, "pruned finished jobs"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune finished jobs"),
+                    Err(e) => tracing::error!(error = %e, "the prune task failed"),
+                }
+            }
+        });
+    }
+}
