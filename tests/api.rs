@@ -1,5 +1,9 @@
 //! The HTTP API over real HTTP on 127.0.0.1:0, against the whole daemon (store, worker, engine)
-//! on a fake host: every endpoint and every error code. No root needed.
+//! on a fake host: every endpoint and every error code. No root needed. Every response is also
+//! checked against docs/openapi.json.
+
+#[path = "support/openapi.rs"]
+mod openapi;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,10 +94,22 @@ impl Daemon {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().await.expect("request");
+        let req = req.build().expect("request");
+        let (method, path) = (
+            req.method().as_str().to_lowercase(),
+            req.url().path().to_string(),
+        );
+        let resp = self.http.execute(req).await.expect("request");
         let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        openapi::conform(&method, &path, status.as_u16(), &ctype, &body);
         (status, body)
     }
 

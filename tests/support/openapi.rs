@@ -1,0 +1,105 @@
+//! Checks real API responses against docs/openapi.json: the operation must exist, the status
+//! must be documented for it, and a JSON body must match the documented schema.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json"))
+            .expect("valid JSON")
+    })
+}
+
+/// The documented path template matching `path`, literal segments preferred over parameters.
+fn template(path: &str) -> Option<&'static str> {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut best: Option<(&str, usize)> = None;
+    for t in spec()["paths"].as_object().unwrap().keys() {
+        let tsegs: Vec<&str> = t.split('/').collect();
+        if tsegs.len() != segs.len() {
+            continue;
+        }
+        let params = tsegs.iter().filter(|s| s.starts_with('{')).count();
+        let fits = tsegs
+            .iter()
+            .zip(&segs)
+            .all(|(t, s)| t.starts_with('{') || t == s);
+        if fits && best.is_none_or(|(_, p)| params < p) {
+            best = Some((t.as_str(), params));
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+/// Follows a local `$ref`.
+fn resolve(v: &'static Value) -> &'static Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => resolve(
+            spec()
+                .pointer(r.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("dangling $ref {r}")),
+        ),
+        None => v,
+    }
+}
+
+fn validate(schema_ref: &str, body: &Value, what: &str) {
+    let mut root = spec().clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["$ref"] = json!(schema_ref);
+    let validator =
+        jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("schema for {what}: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match docs/openapi.json: {errors:?}\nbody: {body}"
+    );
+}
+
+/// Panics unless the response is what the document says `method path` answers.
+pub fn conform(method: &str, path: &str, status: u16, content_type: &str, body: &Value) {
+    let what = format!("{} {path} -> {status}", method.to_uppercase());
+    let error_schema = "#/components/schemas/Error";
+    let Some(t) = template(path) else {
+        assert_eq!(status, 404, "{what}: undocumented path");
+        return validate(error_schema, body, &what);
+    };
+    let Some(op) = spec()["paths"][t].get(method) else {
+        assert_eq!(status, 405, "{what}: undocumented method");
+        return validate(error_schema, body, &what);
+    };
+    let resp = op["responses"]
+        .get(status.to_string())
+        .map(resolve)
+        .unwrap_or_else(|| panic!("{what}: status not documented for {t}"));
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let content = resp["content"]
+        .get(mime)
+        .unwrap_or_else(|| panic!("{what}: content type {mime} not documented"));
+    if mime == "application/json" {
+        let ptr = format!(
+            "/paths/{}/{method}/responses/{status}",
+            t.replace('~', "~0").replace('/', "~1")
+        );
+        let schema_ref = match content["schema"].get("$ref").and_then(Value::as_str) {
+            Some(r) => r.to_string(),
+            None if op["responses"][status.to_string()].get("$ref").is_some() => {
+                format!(
+                    "{}/content/application~1json/schema",
+                    op["responses"][status.to_string()]["$ref"]
+                        .as_str()
+                        .unwrap()
+                )
+            }
+            None => format!("#{ptr}/content/application~1json/schema"),
+        };
+        validate(&schema_ref, body, &what);
+    }
+}
