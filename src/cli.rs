@@ -272,4 +272,12 @@ pub struct ServeArgs {
     /// Most jobs that may wait at once; past it creates get 503 [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_queued: Option<usize>,
+
+    /// Finished jobs kept at most (the newest); older ones are pruned [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub keep_jobs: Option<usize>,
+
+    /// Finished jobs older than this many days are pruned [default: 7].
+    #[arg(long, value_name = "DAYS")]
+    pub keep_days: Option<u64>,
 }

@@ -38,6 +38,8 @@ pub struct ConfigFile {
     paused: Option<bool>,
     insecure_no_auth: Option<bool>,
     max_queued: Option<usize>,
+    keep_jobs: Option<usize>,
+    keep_days: Option<u64>,
 }
 
 impl ConfigFile {
@@ -142,6 +144,12 @@ impl DaemonConfig {
                 return Err("--max-queued must be at least 1".into());
             }
             store.max_queued = n;
+        }
+        if let Some(n) = args.keep_jobs.or(file.keep_jobs) {
+            store.keep_finished = n;
+        }
+        if let Some(d) = args.keep_days.or(file.keep_days) {
+            store.keep_for = std::time::Duration::from_secs(d.saturating_mul(24 * 3600));
         }
         let template_args = if args.template_args.is_empty() {
             file.template_args.unwrap_or_default()

@@ -34,7 +34,7 @@ fn defaults_are_safe() {
 fn flags_win_over_the_file() {
     let cfg = temp_file(
         "a.toml",
-        "host-id = 4\nvlans = [2, 5]\nunderlay = \"ens4\"\ntemplate = \"download\"\n",
+        "host-id = 4\nvlans = [2, 5]\nunderlay = \"ens4\"\ntemplate = \"download\"\nkeep-jobs = 50\nkeep-days = 2\n",
     );
     let c = DaemonConfig::resolve(&serve_args(&[
         "--config",
@@ -50,6 +50,8 @@ fn flags_win_over_the_file() {
         [2, 5]
     );
     assert_eq!(c.template, "download");
+    assert_eq!(c.store.keep_finished, 50);
+    assert_eq!(c.store.keep_for.as_secs(), 2 * 24 * 3600);
 }
 
 #[test]

@@ -49,7 +49,28 @@ async fn start(opts: Opts) -> Daemon {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("cm-api-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = DaemonConfig {
+    let cfg = config(&dir, &opts);
+    let (host, _net, _lxc) = Host::fake();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let sd = shutdown.clone();
+    let task = tokio::spawn(async move {
+        creepy_meow::daemon::run(cfg, host, sd, Some(tx))
+            .await
+            .expect("daemon runs");
+    });
+    let addr = rx.await.expect("daemon ready");
+    Daemon {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        shutdown,
+        task: Some(task),
+        dir,
+    }
+}
+
+fn config(dir: &std::path::Path, opts: &Opts) -> DaemonConfig {
+    DaemonConfig {
         fabric: FabricConfig {
             host_id: HostId::new(1).unwrap(),
             underlay: "eth1".into(),
@@ -68,23 +89,6 @@ async fn start(opts: Opts) -> Daemon {
             max_queued: opts.max_queued,
             ..StoreOptions::default()
         },
-    };
-    let (host, _net, _lxc) = Host::fake();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let sd = shutdown.clone();
-    let task = tokio::spawn(async move {
-        creepy_meow::daemon::run(cfg, host, sd, Some(tx))
-            .await
-            .expect("daemon runs");
-    });
-    let addr = rx.await.expect("daemon ready");
-    Daemon {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        shutdown,
-        task: Some(task),
-        dir,
     }
 }
 
@@ -507,4 +511,17 @@ async fn many_clients_creating_the_same_id_get_exactly_one_202() {
         31,
         "{statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_data_directory_is_refused() {
+    let d = start(DEFAULT).await;
+    let cfg = config(&d.dir, &DEFAULT);
+    let (host, _, _) = Host::fake();
+    let err = creepy_meow::daemon::run(cfg, host, CancellationToken::new(), None)
+        .await
+        .expect_err("two daemons on one store");
+    assert!(err.is_usage());
+    assert!(err.to_string().contains("is in use by"), "{err}");
+    d.stop().await;
 }
