@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::containers::attach;
 use common::daemon::{lxc_path, Daemon, API, BIN};
 use common::{Lab, Server};
 
@@ -90,22 +91,10 @@ fn the_original_curl_line_then_the_client_across_two_servers() {
         );
     }
     assert!(stdout.contains("succeeded"), "{stdout}");
-    let lxc1 = lxc_path(s1);
-    let ping = s1.run(
-        "lxc-attach",
-        [
-            "-P",
-            lxc1.to_str().unwrap(),
-            "-n",
-            "container5",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "192.168.2.6",
-        ],
+    let ping = attach(
+        s1,
+        "container5",
+        &["ping", "-c", "1", "-W", "2", "192.168.2.6"],
     );
     assert!(
         ping.status.success(),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use common::containers::attach;
 use common::on_server::on_server;
 use common::{Lab, Server};
 use creepy_meow::engine::Engine;
@@ -129,22 +130,10 @@ fn containers_on_two_servers_reach_each_other_with_full_mtu() {
     create(s1, spec(5, "192.168.2.5/24"));
     create(s2, spec(6, "192.168.2.6/24"));
 
-    let lxc1 = lxc_path(s1);
-    let attach = s1.run(
-        "lxc-attach",
-        [
-            "-P",
-            lxc1.to_str().unwrap(),
-            "-n",
-            "container5",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "192.168.2.6",
-        ],
+    let attach = attach(
+        s1,
+        "container5",
+        &["ping", "-c", "1", "-W", "2", "192.168.2.6"],
     );
     assert!(
         attach.status.success(),

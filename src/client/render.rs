@@ -67,19 +67,43 @@ impl Follower {
         }
     }
 
-    /// Updates the display with the job's current state.
+    /// Updates the display with the job's current state. Polling can miss a state: a step
+    /// that failed and was undone between two polls is still shown failed first (its error
+    /// stays in the record), and undone steps are shown newest first, as the rollback ran.
     pub fn update(&mut self, job: &JobView) {
-        for step in job.steps.iter().filter(|s| s.state != "pending") {
-            if self.shown.get(&step.name) == Some(&step.state) {
-                continue;
-            }
-            self.shown.insert(step.name.clone(), step.state.clone());
+        for step in self.changes(job) {
             if self.tty {
-                self.update_bar(step);
+                self.update_bar(&step);
             } else {
-                println!("{}", describe(step));
+                println!("{}", describe(&step));
             }
         }
+    }
+
+    /// The step states to show since the last update, in the order to show them.
+    fn changes(&mut self, job: &JobView) -> Vec<StepView> {
+        let mut changed: Vec<StepView> = Vec::new();
+        for step in job.steps.iter().filter(|s| s.state != "pending") {
+            let before = self.shown.get(&step.name).cloned();
+            if before.as_deref() == Some(step.state.as_str()) {
+                continue;
+            }
+            if step.error.is_some() && step.state == "undone" && before.as_deref() != Some("failed")
+            {
+                changed.push(StepView {
+                    state: "failed".into(),
+                    ..step.clone()
+                });
+            }
+            self.shown.insert(step.name.clone(), step.state.clone());
+            changed.push(step.clone());
+        }
+        let (undone, forward): (Vec<StepView>, Vec<StepView>) =
+            changed.into_iter().partition(|s| s.state == "undone");
+        forward
+            .into_iter()
+            .chain(undone.into_iter().rev())
+            .collect()
     }
 
     fn update_bar(&mut self, step: &StepView) {
@@ -179,6 +203,44 @@ mod tests {
         assert_eq!(describe(&step("done")), "✓ create_veth (2 ms)");
         assert_eq!(describe(&step("failed")), "✗ create_veth: boom");
         assert_eq!(describe(&step("undone")), "↺ create_veth undone");
+    }
+
+    fn job(states: &[(&str, &str)]) -> JobView {
+        JobView {
+            id: "j".into(),
+            kind: "create".into(),
+            container_id: 5,
+            state: "failed".into(),
+            steps: states
+                .iter()
+                .map(|(n, st)| StepView {
+                    name: n.to_string(),
+                    state: st.to_string(),
+                    started_at: None,
+                    finished_at: None,
+                    error: (*n == "b").then(|| "boom".to_string()),
+                    undo_error: None,
+                })
+                .collect(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_missed_between_polls_is_still_shown_and_undo_reads_newest_first() {
+        let mut f = Follower::new();
+        let shown = |f: &mut Follower, j: &JobView| -> Vec<String> {
+            f.changes(j).iter().map(describe).collect()
+        };
+        assert_eq!(
+            shown(&mut f, &job(&[("a", "done"), ("b", "running")])),
+            ["✓ a", "… b"]
+        );
+        assert_eq!(
+            shown(&mut f, &job(&[("a", "undone"), ("b", "undone")])),
+            ["✗ b: boom", "↺ b undone", "↺ a undone"]
+        );
+        assert!(shown(&mut f, &job(&[("a", "undone"), ("b", "undone")])).is_empty());
     }
 
     #[test]

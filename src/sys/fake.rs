@@ -144,18 +144,8 @@ impl FakeNetlink {
     /// # Errors
     /// The scripted failure.
     pub fn record(&self, line: String) -> SysResult<()> {
-        let label = "host".to_string();
         let mut w = self.world();
-        w.log.push(format!("{label}: {line}"));
-        if let Some(pos) = w
-            .failures
-            .iter()
-            .position(|(p, _)| line.starts_with(p.as_str()))
-        {
-            let (_, errno) = w.failures.remove(pos);
-            return Err(SysError::from_errno(line, errno));
-        }
-        Ok(())
+        log_and_play(&mut w, "host", line)
     }
 
     /// Records `line` and plays a scripted failure if one matches.
@@ -166,20 +156,26 @@ impl FakeNetlink {
         } else {
             format!("pid {}", self.ns)
         };
-        w.log.push(format!("{label}: {line}"));
-        if let Some(pos) = w
-            .failures
-            .iter()
-            .position(|(p, _)| line.starts_with(p.as_str()))
-        {
-            let (_, errno) = w.failures.remove(pos);
-            return Err(SysError::from_errno(line, errno));
-        }
+        log_and_play(&mut w, &label, line.clone())?;
         if !w.namespaces.contains_key(&self.ns) {
             return Err(SysError::NotFound { what: line });
         }
         Ok(w)
     }
+}
+
+/// Logs `line` under `label` and plays the first scripted failure whose prefix it starts with.
+fn log_and_play(w: &mut World, label: &str, line: String) -> SysResult<()> {
+    w.log.push(format!("{label}: {line}"));
+    if let Some(pos) = w
+        .failures
+        .iter()
+        .position(|(p, _)| line.starts_with(p.as_str()))
+    {
+        let (_, errno) = w.failures.remove(pos);
+        return Err(SysError::from_errno(line, errno));
+    }
+    Ok(())
 }
 
 fn ns_mut(w: &mut World, ns: u32) -> &mut Namespace {

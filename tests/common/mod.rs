@@ -2,6 +2,7 @@
 //! subset, hence the blanket `dead_code`/`unused_imports` allowances.
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod daemon;
 pub mod lab;
 pub mod on_server;
