@@ -50,6 +50,11 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Anything else still living in the namespaces (nothing should be) goes too.
+  for ns in "$TAG-s1" "$TAG-s2" "$SW"; do
+    [ -e "/run/netns/$ns" ] || continue
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+  done
   for ns in "$TAG-s1" "$TAG-s2" "$SW"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
   echo "removed namespaces $TAG-* and $WORK"
@@ -84,8 +89,9 @@ done
 say "a daemon on each server (listening on 127.0.0.1:8080 inside its namespace)"
 for i in 1 2; do
   mkdir -p "$WORK/s$i"
-  on "$TAG-s$i" "$BIN" serve --host-id "$i" --data-dir "$WORK/s$i/data" --lxc-path "$WORK/s$i/lxc" \
-    >"$WORK/s$i/daemon.log" 2>&1 &
+  # nsenter execs the daemon, so $! is the daemon itself.
+  nsenter --net="/run/netns/$TAG-s$i" -- "$BIN" serve --host-id "$i" --data-dir "$WORK/s$i/data" \
+    --lxc-path "$WORK/s$i/lxc" >"$WORK/s$i/daemon.log" 2>&1 &
   PIDS+=($!)
 done
 for i in 1 2; do
