@@ -11,7 +11,7 @@ use warp::Reply;
 use super::error::ApiError;
 use super::{json_reply, AppState, Request};
 use crate::metrics::Snapshot;
-use crate::queue::JobState;
+use crate::queue::{JobState, JobStore, QueueError};
 
 /// Longest `wait` a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -19,6 +19,18 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// `GET /api/jobs` without `?limit=`.
 const DEFAULT_LIMIT: usize = 100;
+
+/// Runs a store read that scans many jobs on the blocking pool, so the reactor keeps serving.
+async fn off_reactor<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&JobStore) -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("store read panicked: {e}")))?
+        .map_err(ApiError::from)
+}
 
 fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
@@ -77,7 +89,7 @@ pub async fn wait(state: &AppState, raw: &str, req: &Request) -> Result<Response
 }
 
 /// `GET /api/jobs?state=S&limit=N`, newest first.
-pub fn list(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+pub async fn list(state: &AppState, req: &Request) -> Result<Response, ApiError> {
     let params = req.params()?;
     let filter = match params.get("state") {
         None => None,
@@ -101,7 +113,7 @@ pub fn list(state: &AppState, req: &Request) -> Result<Response, ApiError> {
                 )
             })?,
     };
-    let jobs = state.store.list(filter, limit)?;
+    let jobs = off_reactor(state, move |store| store.list(filter, limit)).await?;
     Ok(json_reply(StatusCode::OK, &json!({ "jobs": jobs })))
 }
 
@@ -114,19 +126,20 @@ pub async fn cancel(state: &AppState, raw: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /api/queue` (and the answer of pause/resume).
-pub fn queue_status(state: &AppState) -> Result<Response, ApiError> {
+pub async fn queue_status(state: &AppState) -> Result<Response, ApiError> {
+    let running = off_reactor(state, |store| store.running()).await?.len();
     let body = json!({
         "paused": state.control.is_paused(),
         "queued": state.store.queued_count(),
-        "running": state.store.running()?.len(),
+        "running": running,
     });
     Ok(json_reply(StatusCode::OK, &body))
 }
 
 /// `GET /metrics`.
-pub fn metrics(state: &AppState) -> Result<Response, ApiError> {
+pub async fn metrics(state: &AppState) -> Result<Response, ApiError> {
     let snap = Snapshot {
-        jobs: state.store.counts_by_state()?,
+        jobs: off_reactor(state, |store| store.counts_by_state()).await?,
         queued: state.store.queued_count(),
         paused: state.control.is_paused(),
     };

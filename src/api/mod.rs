@@ -169,20 +169,20 @@ async fn dispatch(
         (Method::GET, ["api", "container", "list"]) => containers::list(state),
         (Method::GET, ["api", "container", "info", id]) => containers::info(state, id).await,
         (Method::DELETE, ["api", "container", id]) => containers::destroy(state, id).await,
-        (Method::GET, ["api", "jobs"]) => jobs::list(state, req),
+        (Method::GET, ["api", "jobs"]) => jobs::list(state, req).await,
         (Method::GET, ["api", "jobs", id]) => jobs::get(state, id),
         (Method::GET, ["api", "jobs", id, "wait"]) => jobs::wait(state, id, req).await,
         (Method::DELETE, ["api", "jobs", id]) => jobs::cancel(state, id).await,
-        (Method::GET, ["api", "queue"]) => jobs::queue_status(state),
+        (Method::GET, ["api", "queue"]) => jobs::queue_status(state).await,
         (Method::POST, ["api", "queue", "pause"]) => {
             state.control.pause();
-            jobs::queue_status(state)
+            jobs::queue_status(state).await
         }
         (Method::POST, ["api", "queue", "resume"]) => {
             state.control.resume();
-            jobs::queue_status(state)
+            jobs::queue_status(state).await
         }
-        (Method::GET, ["metrics"]) => jobs::metrics(state),
+        (Method::GET, ["metrics"]) => jobs::metrics(state).await,
         (_, segs) if known_path(segs) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
