@@ -525,3 +525,32 @@ async fn a_second_daemon_on_the_same_data_directory_is_refused() {
     assert!(err.to_string().contains("is in use by"), "{err}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_says_one_sentence_for_a_missing_or_wrong_token() {
+    let d = start(Opts {
+        token: Some("s3cret"),
+        ..DEFAULT
+    })
+    .await;
+    let client = |token: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_creepy-meow"));
+        cmd.args(["list", "--server", &d.base])
+            .env_remove("CREEPY_MEOW_TOKEN");
+        if let Some(t) = token {
+            cmd.env("CREEPY_MEOW_TOKEN", t);
+        }
+        cmd.output()
+    };
+    for token in [None, Some("wrong")] {
+        let out = client(token).await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("the server refused the token"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let out = client(Some("s3cret")).await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no containers");
+    d.stop().await;
+}
