@@ -2,6 +2,7 @@ use clap::Parser;
 
 use super::*;
 use crate::cli::{Cli, Command};
+use crate::test_support::TempDir;
 
 fn serve_args(argv: &[&str]) -> ServeArgs {
     let mut full = vec!["creepy-meow", "serve"];
@@ -12,12 +13,12 @@ fn serve_args(argv: &[&str]) -> ServeArgs {
     }
 }
 
-fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cm-config-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+/// Writes `text` to a file in a directory removed when the returned guard drops.
+fn temp_file(name: &str, text: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new("config");
+    let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
-    p
+    (dir, p)
 }
 
 #[test]
@@ -32,7 +33,7 @@ fn defaults_are_safe() {
 
 #[test]
 fn flags_win_over_the_file() {
-    let cfg = temp_file(
+    let (_dir, cfg) = temp_file(
         "a.toml",
         "host-id = 4\nvlans = [2, 5]\nunderlay = \"ens4\"\ntemplate = \"download\"\nkeep-jobs = 50\nkeep-days = 2\n",
     );
@@ -56,7 +57,7 @@ fn flags_win_over_the_file() {
 
 #[test]
 fn bad_files_and_open_listeners_are_refused() {
-    let cfg = temp_file("b.toml", "host-id = 4\ncolour = \"red\"\n");
+    let (_dir, cfg) = temp_file("b.toml", "host-id = 4\ncolour = \"red\"\n");
     let e = DaemonConfig::resolve(&serve_args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
     assert!(e.contains("unknown field"), "{e}");
     let e = DaemonConfig::resolve(&serve_args(&["--host-id", "1", "--listen", "0.0.0.0:80"]))
@@ -70,7 +71,7 @@ fn bad_files_and_open_listeners_are_refused() {
         "--insecure-no-auth",
     ]));
     assert!(ok.is_ok());
-    let token = temp_file("token", "s3cret\n");
+    let (_tdir, token) = temp_file("token", "s3cret\n");
     let c = DaemonConfig::resolve(&serve_args(&[
         "--host-id",
         "1",

@@ -30,4 +30,6 @@ pub mod model;
 pub mod queue;
 pub mod steps;
 pub mod sys;
+#[cfg(test)]
+mod test_support;
 pub mod worker;

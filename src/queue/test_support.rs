@@ -1,40 +1,10 @@
 //! Helpers for the store tests: throwaway data directories and requests.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::{JobStore, StoreOptions};
 use crate::model::{ContainerId, VlanId};
 use crate::steps::CreateSpec;
 
-/// A directory under the system temp dir, removed when dropped.
-pub(super) struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh, empty, uniquely named directory.
-    pub(super) fn new(label: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "creepy-meow-queue-{}-{label}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    /// The path.
-    pub(super) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub(super) use crate::test_support::TempDir;
 
 /// Opens a store in `dir` with default limits.
 pub(super) fn open(dir: &TempDir) -> JobStore {
