@@ -1,0 +1,303 @@
+//! Accept throughput (issue 7, part 2): concurrent clients POSTing creates to a daemon started
+//! with `--paused`, so only the API and the durable enqueue are measured (one sled transaction,
+//! then the group-committed flush), never LXC.
+//!
+//! For each of 1, 8, 32 and 128 clients (closed loop, keep-alive, `CMBENCH_ACCEPT_SECS`
+//! seconds each, default 3, a fresh store each time): accepted jobs/s and p50/p99 latency of
+//! the `202`. Baseline, in the same run and on the same file system as the data directory: the
+//! disk's raw rate of 4 KiB `write` + `fsync` (and + `sync_file_range`, which is what sled
+//! really calls), measured before and after. While each level runs, `perf stat` counts the
+//! daemon's `fsync`, `fdatasync` and `sync_file_range` calls (syscall tracepoints, counting
+//! only), so "jobs per sync call" shows whether group commit shares flushes.
+//!
+//! Targets: ≥ 3,000 accepts/s at 32 clients with p99 ≤ 10 ms, more than one job per sync.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use creepy_meow::queue::{JobStore, StoreOptions};
+use futures::future::join_all;
+
+use common::daemon::{Daemon, PORT};
+use common::http::{load, Req};
+use common::lab::Lab;
+use common::stats::{ms, verdict, Summary};
+
+const BENCH: &str = "accept";
+const LEVELS: [usize; 4] = [1, 8, 32, 128];
+
+fn main() {
+    let secs = common::env_usize("CMBENCH_ACCEPT_SECS", 3) as u64;
+    let lab = Lab::new(BENCH);
+    lab.enter();
+    common::runtime().block_on(run(&lab, Duration::from_secs(secs)));
+}
+
+/// How a probe makes its 4 KiB write durable.
+#[derive(Clone, Copy)]
+enum Sync {
+    /// `fsync(2)`: data, metadata and the device's write cache.
+    Fsync,
+    /// `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`: what sled 0.34 calls on Linux to
+    /// flush its log; it writes the data out but flushes neither metadata nor the device cache.
+    Range,
+}
+
+/// Writes 4 KiB and syncs, in a loop, for `dur`; returns (syncs/s, p50 latency).
+fn raw_sync_rate(dir: &Path, how: Sync, dur: Duration) -> (f64, Duration) {
+    let path = dir.join("sync-probe");
+    let f = std::fs::File::create(&path).expect("probe file");
+    let block = [0x5au8; 4096];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let mut off = 0u64;
+    while start.elapsed() < dur {
+        let t0 = Instant::now();
+        f.write_all_at(&block, off).expect("write");
+        match how {
+            Sync::Fsync => f.sync_all().expect("fsync"),
+            Sync::Range => {
+                let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                // SAFETY: a plain syscall on a file we own.
+                let r = unsafe { libc::sync_file_range(f.as_raw_fd(), off as i64, 4096, flags) };
+                assert_eq!(r, 0, "sync_file_range: {}", std::io::Error::last_os_error());
+            }
+        }
+        lat.push(t0.elapsed());
+        off = (off + 4096) % (64 << 20);
+    }
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(&path).ok();
+    (rate, Summary::of(&lat).p50)
+}
+
+/// `perf stat` counting the daemon's fsync-family syscalls, or `None` without perf.
+fn perf_attach(pid: u32, out: &Path) -> Option<Child> {
+    let child = Command::new("perf")
+        .args(["stat", "-x", ",", "-o"])
+        .arg(out)
+        .args([
+            "-e",
+            "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_sync_file_range",
+            "-p",
+        ])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300)); // let it attach
+    Some(child)
+}
+
+/// Stops `perf`; returns (fsync + fdatasync, sync_file_range) calls.
+fn perf_count(mut child: Child, out: &Path) -> Option<(u64, u64)> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).ok()?;
+    child.wait().ok()?;
+    let text = std::fs::read_to_string(out).ok()?;
+    let (mut full, mut range, mut seen) = (0, 0, false);
+    for line in text.lines() {
+        let mut cols = line.split(',');
+        let (Some(n), Some(event)) = (cols.next(), cols.nth(1)) else {
+            continue;
+        };
+        let Ok(n) = n.trim().parse::<u64>() else {
+            continue;
+        };
+        seen = true;
+        if event.contains("sync_file_range") {
+            range += n;
+        } else {
+            full += n;
+        }
+    }
+    seen.then_some((full, range))
+}
+
+/// The store alone, through the library: `writers` concurrent `enqueue_create` loops on this
+/// thread for `dur`, no HTTP. Shows the store's own ceiling and, through `JobStore::flushes`,
+/// how many writes each group-committed flush carried.
+async fn store_only(lab: &Lab, writers: usize, dur: Duration) -> (Level, u64) {
+    let dir = lab.path("data-library");
+    let opts = StoreOptions {
+        max_queued: 10_000_000,
+        ..StoreOptions::default()
+    };
+    let store = JobStore::open(&dir, opts).expect("open the store");
+    let perf_out = lab.dir.join("perf-library.txt");
+    let perf = perf_attach(std::process::id(), &perf_out);
+    let next = Arc::new(AtomicU32::new(9_000_000));
+    let start = Instant::now();
+    let deadline = start + dur;
+    let tasks = (0..writers).map(|_| {
+        let (store, next) = (store.clone(), next.clone());
+        async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let spec = common::store::spec(next.fetch_add(1, Ordering::Relaxed));
+                let t0 = Instant::now();
+                store.enqueue_create(spec).await.expect("enqueue");
+                lat.push(t0.elapsed());
+            }
+            lat
+        }
+    });
+    let lat: Vec<Duration> = join_all(tasks).await.concat();
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    let syncs = perf.and_then(|p| perf_count(p, &perf_out));
+    let level = Level {
+        clients: writers,
+        rate,
+        lat: Summary::of(&lat),
+        errors: 0,
+        syncs,
+        jobs: lat.len(),
+    };
+    (level, store.flushes())
+}
+
+struct Level {
+    clients: usize,
+    rate: f64,
+    lat: Summary,
+    errors: u64,
+    /// (fsync + fdatasync, sync_file_range) calls while it ran.
+    syncs: Option<(u64, u64)>,
+    jobs: usize,
+}
+
+/// Raw sync rates before and after the levels: (fsync, sync_file_range), each (rate, p50).
+type Raw = [((f64, Duration), (f64, Duration)); 2];
+
+fn probe(dir: &Path) -> ((f64, Duration), (f64, Duration)) {
+    let second = Duration::from_secs(1);
+    (
+        raw_sync_rate(dir, Sync::Fsync, second),
+        raw_sync_rate(dir, Sync::Range, second),
+    )
+}
+
+async fn run(lab: &Lab, secs: Duration) {
+    // The probe file lives in the lab directory: the data directories' file system.
+    let probe_dir = lab.path("probe");
+    let before = probe(&probe_dir);
+    let mut levels = Vec::new();
+    for (k, &clients) in LEVELS.iter().enumerate() {
+        let data = lab.path(&format!("data-{clients}"));
+        let lxc = lab.path("lxc");
+        let daemon = Daemon::start(&data, &lxc, &["--paused", "--max-queued", "10000000"]).await;
+        let perf_out = lab.dir.join(format!("perf-{clients}.txt"));
+        let perf = perf_attach(daemon.pid(), &perf_out);
+        let base = 1 + k as u64 * 1_000_000;
+        let make = Arc::new(move |n: u64| {
+            let id = (base + n) as u32;
+            Req::post_form(
+                "/api/container/create",
+                common::create_form(id, (2 + id % 3) as u8),
+            )
+        });
+        let res = load(PORT, clients, secs, 202, make).await;
+        let syncs = perf.and_then(|p| perf_count(p, &perf_out));
+        levels.push(Level {
+            clients,
+            rate: res.rate(),
+            lat: Summary::of(&res.latencies),
+            errors: res.errors,
+            syncs,
+            jobs: res.latencies.len(),
+        });
+        drop(daemon);
+    }
+    let library = store_only(lab, 32, secs).await;
+    let after = probe(&probe_dir);
+    report(&levels, &library, [before, after], secs);
+}
+
+fn report(levels: &[Level], library: &(Level, u64), raw: Raw, secs: Duration) {
+    let fsync = (raw[0].0 .0 + raw[1].0 .0) / 2.0;
+    let range = (raw[0].1 .0 + raw[1].1 .0) / 2.0;
+    type Pick = fn(&((f64, Duration), (f64, Duration))) -> (f64, Duration);
+    let line = |name: &str, pick: Pick| {
+        let (b, a) = (pick(&raw[0]), pick(&raw[1]));
+        format!(
+            "| 4 KiB write + {name} | {:.0} (p50 {} ms) | {:.0} (p50 {} ms) |\n",
+            b.0,
+            ms(b.1),
+            a.0,
+            ms(a.1)
+        )
+    };
+    let mut out = format!(
+        "## Accept throughput: durable creates, daemon --paused, {}s per level, fresh store each\n\n\
+         Raw rates on the data directory's file system, same run:\n\n\
+         | probe | before, /s | after, /s |\n|---|---|---|\n{}{}\n\
+         | clients | accepted/s | vs raw fsync/s | p50 ms | p99 ms | max ms | errors | fsync+fdatasync | sync_file_range | jobs per sync call |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        secs.as_secs(),
+        line("fsync", |r| r.0),
+        line("sync_file_range (sled's)", |r| r.1),
+    );
+    for l in levels {
+        let (full, rng, per) = match l.syncs {
+            Some((f, r)) => (
+                f.to_string(),
+                r.to_string(),
+                format!("{:.1}", l.jobs as f64 / (f + r).max(1) as f64),
+            ),
+            None => ("n/a".into(), "n/a".into(), "n/a".into()),
+        };
+        out += &format!(
+            "| {} | {:.0} | {:.2}× | {} | {} | {} | {} | {full} | {rng} | {per} |\n",
+            l.clients,
+            l.rate,
+            l.rate / fsync,
+            ms(l.lat.p50),
+            ms(l.lat.p99),
+            ms(l.lat.max),
+            l.errors
+        );
+    }
+    let (l, flushes) = library;
+    out += &format!(
+        "| library, 32 writers, no HTTP | {:.0} | {:.2}× | {} | {} | {} | 0 | {} | {} | {:.1} |\n\n\
+         library: {flushes} group-committed flushes for {} jobs = {:.2} jobs per flush\n",
+        l.rate,
+        l.rate / fsync,
+        ms(l.lat.p50),
+        ms(l.lat.p99),
+        ms(l.lat.max),
+        l.syncs.map_or("n/a".into(), |s| s.0.to_string()),
+        l.syncs.map_or("n/a".into(), |s| s.1.to_string()),
+        l.jobs as f64 / l.syncs.map_or(1, |s| (s.0 + s.1).max(1)) as f64,
+        l.jobs,
+        l.jobs as f64 / (*flushes).max(1) as f64,
+    );
+    out += &format!("\n(mean raw rates: fsync {fsync:.0}/s, sync_file_range {range:.0}/s)\n");
+    if let Some(l) = levels.iter().find(|l| l.clients == 32) {
+        let ok_rate = l.rate >= 3000.0;
+        let ok_p99 = l.lat.p99 <= Duration::from_millis(10);
+        let grouped = l.syncs.map(|(f, r)| l.jobs as u64 > f + r);
+        out += &format!(
+            "\n32 clients: {:.0} accepts/s (target ≥ 3,000: **{}**), p99 {} ms (target ≤ 10 ms: **{}**), \
+             more than one job per disk sync: **{}**\n",
+            l.rate,
+            verdict(ok_rate),
+            ms(l.lat.p99),
+            verdict(ok_p99),
+            grouped.map_or("not measured (no perf)", verdict),
+        );
+    }
+    common::emit(BENCH, &out);
+}

@@ -1,0 +1,58 @@
+//! What every benchmark shares: a one-server lab in a network namespace of its own
+//! (`cmbench…`), the daemon started on it, a small HTTP/1.1 client with a load loop, latency
+//! summaries, and a job store filled through the library.
+//!
+//! Each bench binary uses a subset, hence the blanket `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod http;
+pub mod lab;
+pub mod stats;
+pub mod store;
+
+/// The bench's answer to "how big": an env var, or the default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+/// A current-thread tokio runtime: the load generator then uses one core at most, leaving the
+/// other to the daemon on this 2-core machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The `10.a.b.c/8` address of container `id`: unique for every ID up to 16,777,214, never a
+/// network or broadcast address, so any number of containers and jobs get distinct addresses.
+pub fn addr_of(id: u32) -> String {
+    format!("10.{}.{}.{}/8", (id >> 16) & 255, (id >> 8) & 255, id & 255)
+}
+
+/// The form body of a create of `id` on `vlan`, as the original tool sent it.
+pub fn create_form(id: u32, vlan: u8) -> String {
+    format!("id={id}&vlan={vlan}&ip={}", addr_of(id))
+}
+
+/// Prints `text` and appends it to `$CMBENCH_OUT/<bench>.md` when that is set (the driver
+/// collects the files into one report).
+pub fn emit(bench: &str, text: &str) {
+    println!("{text}");
+    if let Ok(dir) = std::env::var("CMBENCH_OUT") {
+        use std::io::Write;
+        let path = std::path::Path::new(&dir).join(format!("{bench}.md"));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        writeln!(f, "{text}").expect("write the report");
+    }
+}

@@ -1,0 +1,326 @@
+//! Provisioning latency (issue 7, part 1): sequential creates of busybox containers on one
+//! simulated server, four ways, interleaved round-robin so that every way sees the same noise:
+//!
+//! - **daemon**: `POST /api/container/create`, then `GET /api/jobs/<id>/wait` until
+//!   `succeeded`; accept → succeeded is taken from the job's own `created_at`/`finished_at`
+//!   (server side) and from the client's clock, and every step's time from its recorded
+//!   `started_at`/`finished_at` (which include the flush of the step's `running` record);
+//! - **engine**: the same four steps through the library (`Engine::create`) with no job store,
+//!   timed by a `Progress` that only reads the clock: what the kernel and LXC work costs;
+//! - **shell**: the old way, one process per command: `lxc-create`, `lxc-start -d`,
+//!   `lxc-info -p` (the pid the next command needs), `ip link add` veth, `ip link set master`,
+//!   `ip link set netns`, `lxc-attach -- ip addr add`, `lxc-attach -- ip link set up`;
+//! - **floor**: `lxc-create` + `lxc-start -d` alone, which no way of provisioning can beat.
+//!
+//! Targets: network part (create_veth + configure_network) p50 ≤ 3 ms; daemon create end to end
+//! within 5 % of the floor. `CMBENCH_CREATES` (default 30) sets the count; one warm-up round
+//! of each way is not counted.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use creepy_meow::engine::Engine;
+use creepy_meow::fabric::FabricConfig;
+use creepy_meow::model::{HostId, VlanId};
+use creepy_meow::steps::{Progress, StepEvent, CREATE_STEPS};
+use creepy_meow::sys::lxc::LxcTools;
+use creepy_meow::sys::rtnl::{RtNetlink, RtNetnsOpener};
+use creepy_meow::sys::Host;
+use serde_json::Value;
+
+use common::daemon::{Daemon, PORT};
+use common::http::{json, Req};
+use common::lab::{run_ok, Lab};
+use common::stats::{between, ms, ratio, verdict, Summary};
+
+const BENCH: &str = "provision";
+
+/// Times of one create, by part name.
+type Parts = HashMap<&'static str, Duration>;
+
+fn main() {
+    let n = common::env_usize("CMBENCH_CREATES", 30);
+    let lab = Lab::new(BENCH);
+    lab.enter();
+    common::runtime().block_on(run(&lab, n));
+}
+
+async fn run(lab: &Lab, n: usize) {
+    let daemon = Daemon::start(&lab.path("data"), &lab.path("lxc-daemon"), &[]).await;
+    let conf = lab.empty_net_conf();
+    let (shell_p, floor_p) = (lab.path("lxc-shell"), lab.path("lxc-floor"));
+    let engine = engine(&lab.path("lxc-engine"));
+    let mut runs: [Vec<Parts>; 4] = Default::default();
+    for i in 0..=n as u32 {
+        // Round-robin start, so no way is always first after the others' work.
+        for k in 0..4 {
+            let way = (i as usize + k) % 4;
+            let parts = match way {
+                0 => daemon_create(i + 1).await,
+                1 => engine_create(&engine, 1001 + i).await,
+                2 => shell_create(&shell_p, &conf, i),
+                _ => floor_create(&floor_p, &conf, i),
+            };
+            if i > 0 {
+                runs[way].push(with_rest(parts));
+            }
+        }
+    }
+    drop(daemon);
+    report(n, &runs);
+}
+
+/// Adds `rest`: everything but `lxc-create` (whose own spread on this machine, ±20 %, is
+/// larger than what a way adds), so the ways compare on what they add to the tools.
+fn with_rest(mut parts: Parts) -> Parts {
+    let rest = parts["total"].saturating_sub(parts["create_container"]);
+    parts.insert("rest", rest);
+    parts
+}
+
+fn engine(lxc: &Path) -> Engine {
+    let host = Host {
+        net: Arc::new(RtNetlink::connect().expect("netlink")),
+        netns: Arc::new(RtNetnsOpener),
+        lxc: Arc::new(LxcTools::new(lxc, "busybox", Vec::new()).expect("lxc path")),
+    };
+    let vlans = [2, 3, 4].map(|v| VlanId::new(v).expect("vlan")).to_vec();
+    let fabric = FabricConfig {
+        host_id: HostId::new(1).expect("host id"),
+        underlay: "eth1".into(),
+        vlans,
+        mtu: None,
+    };
+    Engine::new(host, fabric)
+}
+
+/// Through the API; parts from the job's recorded timestamps plus the client's view.
+async fn daemon_create(id: u32) -> Parts {
+    let t0 = Instant::now();
+    let post = Req::post_form("/api/container/create", common::create_form(id, 2));
+    let accepted = json(PORT, &post, 202).await;
+    let job_id = accepted["job_id"].as_str().expect("job_id").to_string();
+    let job = loop {
+        let j = json(
+            PORT,
+            &Req::get(format!("/api/jobs/{job_id}/wait?timeout=30")),
+            200,
+        )
+        .await;
+        match j["state"].as_str() {
+            Some("succeeded") => break j,
+            Some("failed" | "cancelled") => panic!("create {id} did not succeed: {j}"),
+            _ => {}
+        }
+    };
+    let client = t0.elapsed();
+    let mut parts = Parts::new();
+    parts.insert("client", client);
+    parts.insert("total", between(&job["created_at"], &job["finished_at"]));
+    parts.insert("queue", between(&job["created_at"], &job["started_at"]));
+    let steps: Vec<&Value> = job["steps"].as_array().expect("steps").iter().collect();
+    for (name, step) in CREATE_STEPS.iter().zip(&steps) {
+        parts.insert(name, between(&step["started_at"], &step["finished_at"]));
+    }
+    parts.insert("network", parts["create_veth"] + parts["configure_network"]);
+    parts
+}
+
+/// Clock-only progress: when each step started and ended, nothing stored.
+#[derive(Default)]
+struct Clock {
+    started: HashMap<&'static str, Instant>,
+    parts: Parts,
+}
+
+#[async_trait]
+impl Progress for Clock {
+    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+        match event {
+            StepEvent::Started => {
+                self.started.insert(step, Instant::now());
+            }
+            StepEvent::Done => {
+                self.parts.insert(step, self.started[step].elapsed());
+            }
+            other => return Err(format!("step {step}: {other:?}")),
+        }
+        Ok(())
+    }
+}
+
+async fn engine_create(engine: &Engine, id: u32) -> Parts {
+    let spec = common::store::spec(id);
+    let spec = creepy_meow::steps::CreateSpec {
+        vlan: VlanId::new(2).expect("vlan"),
+        ..spec
+    };
+    let mut clock = Clock::default();
+    let t0 = Instant::now();
+    engine
+        .create(&spec, &mut clock)
+        .await
+        .unwrap_or_else(|e| panic!("engine create {id}: {e}"));
+    let mut parts = clock.parts;
+    parts.insert("total", t0.elapsed());
+    parts.insert("network", parts["create_veth"] + parts["configure_network"]);
+    parts
+}
+
+/// Runs one command of the old pipeline and times it.
+fn timed(program: &str, args: &[&str]) -> (Duration, String) {
+    let t0 = Instant::now();
+    let out = run_ok(Command::new(program).args(args));
+    (
+        t0.elapsed(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn shell_create(lxc: &Path, conf: &Path, i: u32) -> Parts {
+    let (p, conf) = (path_str(lxc), path_str(conf));
+    let (name, host, peer) = (format!("sh{i}"), format!("vsh{i}"), format!("vshp{i}"));
+    let ip = format!("10.200.{}.{}/8", i / 250, i % 250 + 1);
+    let lxc = |tool: &str, extra: &[&str]| {
+        let mut a = vec!["-P", p.as_str(), "-n", name.as_str()];
+        a.extend_from_slice(extra);
+        timed(tool, &a)
+    };
+    let mut parts = Parts::new();
+    parts.insert(
+        "create_container",
+        lxc("lxc-create", &["-t", "busybox", "-f", &conf]).0,
+    );
+    parts.insert("start_container", lxc("lxc-start", &["-d"]).0);
+    let (info, pid) = lxc("lxc-info", &["-p", "-H"]);
+    let pid = pid.trim().to_string();
+    let add = timed(
+        "ip",
+        &["link", "add", &host, "type", "veth", "peer", "name", &peer],
+    )
+    .0;
+    let master = timed("ip", &["link", "set", &host, "master", "br2", "up"]).0;
+    let netns = timed("ip", &["link", "set", &peer, "netns", &pid]).0;
+    parts.insert("create_veth", info + add + master + netns);
+    let addr = lxc(
+        "lxc-attach",
+        &["--", "ip", "addr", "add", &ip, "dev", &peer],
+    )
+    .0;
+    let up = lxc("lxc-attach", &["--", "ip", "link", "set", &peer, "up"]).0;
+    parts.insert("configure_network", addr + up);
+    parts.insert("network", parts["create_veth"] + parts["configure_network"]);
+    let total = ["create_container", "start_container", "network"]
+        .iter()
+        .map(|k| parts[k])
+        .sum();
+    parts.insert("total", total);
+    parts
+}
+
+fn floor_create(lxc: &Path, conf: &Path, i: u32) -> Parts {
+    let (p, conf, name) = (path_str(lxc), path_str(conf), format!("fl{i}"));
+    let create = timed(
+        "lxc-create",
+        &["-P", &p, "-n", &name, "-t", "busybox", "-f", &conf],
+    )
+    .0;
+    let start = timed("lxc-start", &["-P", &p, "-n", &name, "-d"]).0;
+    Parts::from([
+        ("create_container", create),
+        ("start_container", start),
+        ("total", create + start),
+    ])
+}
+
+fn path_str(p: &Path) -> String {
+    PathBuf::from(p).display().to_string()
+}
+
+fn report(n: usize, runs: &[Vec<Parts>; 4]) {
+    let [daemon, engine, shell, floor] = runs;
+    let sum = |rs: &[Parts], part: &str| {
+        let v: Vec<Duration> = rs.iter().filter_map(|p| p.get(part).copied()).collect();
+        (!v.is_empty()).then(|| Summary::of(&v))
+    };
+    let floor_p50 = sum(floor, "total").expect("floor").p50;
+    let mut out = format!(
+        "## Provisioning latency: {n} sequential creates (busybox), interleaved\n\n\
+         | way | p50 ms | p95 ms | mean ms | p50 vs floor |\n|---|---|---|---|---|\n"
+    );
+    let rows: [(&str, &[Parts], &str); 5] = [
+        ("floor: lxc-create + lxc-start -d", floor, "total"),
+        ("shell pipeline (8 commands)", shell, "total"),
+        (
+            "daemon, accept → succeeded (job timestamps)",
+            daemon,
+            "total",
+        ),
+        (
+            "daemon, POST → wait sees succeeded (client)",
+            daemon,
+            "client",
+        ),
+        ("engine via library, no job store", engine, "total"),
+    ];
+    for (label, rs, part) in rows {
+        let s = sum(rs, part).expect(part);
+        out += &format!(
+            "| {label} | {} | {} | {} | {} |\n",
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.mean),
+            ratio(s.p50, floor_p50)
+        );
+    }
+    out += "\n| part (p50 / p95 ms) | daemon (recorded) | engine (no store) | shell | floor |\n\
+            |---|---|---|---|---|\n";
+    let cell = |rs: &[Parts], part: &str| match sum(rs, part) {
+        Some(s) => format!("{} / {}", ms(s.p50), ms(s.p95)),
+        None => "–".into(),
+    };
+    for part in CREATE_STEPS
+        .iter()
+        .copied()
+        .chain(["network", "queue", "rest"])
+    {
+        out += &format!(
+            "| {part} | {} | {} | {} | {} |\n",
+            cell(daemon, part),
+            cell(engine, part),
+            cell(shell, part),
+            cell(floor, part)
+        );
+    }
+    let net = sum(daemon, "network").expect("network");
+    let shell_net = sum(shell, "network").expect("shell network");
+    let total = sum(daemon, "total").expect("total");
+    let e2e = total.p50.as_secs_f64() / floor_p50.as_secs_f64();
+    // What the daemon adds beyond the tools, on the floor's scale: the floor plus the
+    // difference of the parts other than lxc-create.
+    let added = sum(daemon, "rest").expect("rest").p50.as_secs_f64()
+        - sum(floor, "rest").expect("rest").p50.as_secs_f64();
+    out += &format!(
+        "\nnetwork part, daemon p50 {} ms vs shell {} ms ({}): target ≤ 3 ms: **{}**\n\n\
+         create end to end p50 {} ms vs floor {} ms = {:+.1} %: target ≤ +5 %: **{}**\n\n\
+         beyond lxc-create (rest, p50) the daemon adds {:.1} ms to the floor's = {:+.1} % of the floor\n",
+        ms(net.p50),
+        ms(shell_net.p50),
+        ratio(net.p50, shell_net.p50),
+        verdict(net.p50 <= Duration::from_millis(3)),
+        ms(total.p50),
+        ms(floor_p50),
+        (e2e - 1.0) * 100.0,
+        verdict(e2e <= 1.05),
+        added * 1e3,
+        added / floor_p50.as_secs_f64() * 100.0,
+    );
+    common::emit(BENCH, &out);
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs creepy-meow's benchmarks (issue 7) one after another and writes one report,
+# target/bench/report.md: the machine, then each bench's numbers next to the baselines it
+# measured in the same run. See docs/PERFORMANCE.md for what each one measures.
+#
+#   sudo scripts/bench.sh                      # all five, about 10 minutes
+#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart)
+#
+# Sizes (env): CMBENCH_CREATES=30 CMBENCH_ACCEPT_SECS=3 CMBENCH_READ_SECS=3 CMBENCH_READ_BUSY=40
+#              CMBENCH_SCALE_N=500 CMBENCH_FINISHED=10000 CMBENCH_QUEUED=1000 CMBENCH_RESTARTS=7
+#
+# Every bench builds its own simulated server (network namespace cmbench<pid>-<bench>-s1,
+# scratch dir /tmp/cmbench<pid>-<bench>) and removes it; if a bench is killed, the trap below
+# stops its containers from that namespace and removes the rest. Nothing outside is touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALL=(provision accept reads scale restart)
+case "${1:-}" in
+  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+esac
+BENCHES=("$@")
+[ "${#BENCHES[@]}" -gt 0 ] || BENCHES=("${ALL[@]}")
+for b in "${BENCHES[@]}"; do
+  [[ " ${ALL[*]} " == *" $b "* ]] || { echo "bench: unknown bench $b (one of: ${ALL[*]})" >&2; exit 2; }
+done
+[ "$(id -u)" -eq 0 ] || { echo "bench: needs root (network namespaces, LXC); run with sudo" >&2; exit 1; }
+
+bash scripts/install-deps.sh
+
+export CMBENCH_TAG="cmbench$$"
+OUT="$PWD/target/bench"
+mkdir -p "$OUT"
+rm -f "$OUT"/*.md
+export CMBENCH_OUT="$OUT"
+
+sweep() {
+  local ns dir p c pid
+  for dir in /tmp/"$CMBENCH_TAG"-*; do
+    [ -d "$dir" ] || continue
+    ns="$(basename "$dir")-s1"
+    if [ -e "/run/netns/$ns" ]; then
+      for p in "$dir"/*/; do
+        for c in "$p"*/; do
+          [ -f "$c/config" ] || continue
+          c=$(basename "$c")
+          nsenter --net="/run/netns/$ns" -- lxc-stop -k -P "$p" -n "$c" >/dev/null 2>&1 || true
+          nsenter --net="/run/netns/$ns" -- lxc-destroy -P "$p" -n "$c" >/dev/null 2>&1 || true
+        done
+      done
+      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+      ip netns del "$ns" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+  done
+}
+trap sweep EXIT
+
+echo "bench: building (release)"
+# Only the bench targets (a bare `cargo bench` would also build the unit tests in release).
+cargo bench --locked --no-run --quiet $(printf -- '--bench %s ' "${BENCHES[@]}")
+
+{
+  echo "# creepy-meow benchmark report"
+  echo
+  echo "run: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+  echo
+  echo '```'
+  echo "nproc: $(nproc)"
+  grep -m1 'model name' /proc/cpuinfo || true
+  free -h
+  echo "kernel: $(uname -r)"
+  df -h /tmp | tail -1
+  lsblk -d -o NAME,ROTA,SIZE,MODEL 2>/dev/null | sed -n '1,4p' || true
+  echo "lxc: $(lxc-create --version 2>/dev/null || echo '?')"
+  echo '```'
+  echo
+} >"$OUT/report.md"
+
+for b in "${BENCHES[@]}"; do
+  echo "bench: $b (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "load average before $b: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/$b.md"
+  start=$(date +%s)
+  cargo bench --locked --quiet --bench "$b"
+  echo "($b took $(( $(date +%s) - start )) s)" >>"$OUT/$b.md"
+  { cat "$OUT/$b.md"; echo; } >>"$OUT/report.md"
+done
+echo "bench: report in $OUT/report.md"
