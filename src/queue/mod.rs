@@ -6,8 +6,9 @@
 //!   `addrs` and `meta`. Every change is one sled transaction over the trees it touches, so a
 //!   job and the reservations it holds (container ID, `(vlan, address)`) never disagree;
 //! - group commit: a change is acknowledged only once it is on disk ("accepted means
-//!   durable"); one flusher thread answers every waiter queued while it was busy with a single
-//!   `fsync`, so many concurrent requests share one;
+//!   durable"); one commit thread answers every waiter queued while it was busy with a single
+//!   flush and `fdatasync`, and commits every create waiting at that moment in one
+//!   transaction, so many concurrent requests share one disk sync;
 //! - a lock file in the data directory keeps a second daemon out;
 //! - pruning drops old finished jobs, never a queued or running one.
 //!
@@ -16,8 +17,9 @@
 //! destroy marks the container `destroying`; success releases it, failure or cancellation
 //! gives it back as `active`.
 
-mod flusher;
+mod committer;
 mod job;
+mod listed;
 mod lock;
 mod open;
 mod prune;
@@ -73,6 +75,8 @@ pub enum QueueError {
 
 #[cfg(test)]
 mod job_tests;
+#[cfg(test)]
+mod listed_tests;
 #[cfg(test)]
 mod open_tests;
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! pruning in `prune.rs`.
 //!
 //! Reads and transactions are synchronous and fast (sled keeps the working set in memory);
-//! only the wait for a flush is `async`, and that wait happens on the flusher thread.
+//! only the wait for a flush is `async`, and that wait happens on the commit thread.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +16,9 @@ use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 use uuid::Uuid;
 
-use super::flusher::Flusher;
+use super::committer::Committer;
 use super::job::{ContainerRecord, Job, JobState};
+use super::listed::Listed;
 use super::lock::DirLock;
 use super::tx::{self, decode, decode_u64, decode_uuid, Tx, TxResult, META_QUEUED};
 use super::QueueError;
@@ -42,7 +45,9 @@ impl Default for StoreOptions {
     }
 }
 
-/// The sled trees (see the module doc of [`super`]).
+/// The sled trees (see the module doc of [`super`]), shared by the store and its committer
+/// thread.
+#[derive(Clone)]
 pub(super) struct Trees {
     /// Job ID (16 bytes) → job JSON.
     pub(super) jobs: Tree,
@@ -56,25 +61,71 @@ pub(super) struct Trees {
     pub(super) addrs: Tree,
     /// Counters and the format marker.
     pub(super) meta: Tree,
+    /// Bumped after every committed transaction that wrote `containers`: the container list
+    /// cached for `GET /api/container/list` is current while this has not moved.
+    pub(super) containers_gen: Arc<AtomicU64>,
 }
 
-/// What a store shares between its clones. Fields drop in order: the flusher thread is joined
+impl Trees {
+    /// Runs `f` as one transaction over every tree; sled retries it on a conflict. `dir`
+    /// names the store in errors.
+    pub(super) fn transact<A>(
+        &self,
+        dir: &Path,
+        f: impl Fn(&Tx<'_>) -> TxResult<A>,
+    ) -> Result<A, QueueError> {
+        let touched = Cell::new(false);
+        let out = (
+            &self.jobs,
+            &self.pending,
+            &self.order,
+            &self.containers,
+            &self.addrs,
+            &self.meta,
+        )
+            .transaction(|(jobs, pending, order, containers, addrs, meta)| {
+                f(&Tx {
+                    jobs,
+                    pending,
+                    order,
+                    containers,
+                    addrs,
+                    meta,
+                    touched: &touched,
+                })
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => storage_error(dir, "write", e),
+            });
+        // After the commit (or an abort of a try that wrote): a reader that cached the list
+        // before this point sees the counter move and reads the trees again.
+        if touched.get() {
+            self.containers_gen.fetch_add(1, Ordering::Release);
+        }
+        out
+    }
+}
+
+/// What a store shares between its clones. Fields drop in order: the commit thread is joined
 /// first, then the trees close the database, then the directory lock is released.
 pub(super) struct Inner {
     /// The group committer.
-    pub(super) flusher: Flusher,
+    pub(super) committer: Committer,
     /// The trees.
     pub(super) trees: Trees,
     /// The data directory, for messages.
     pub(super) dir: PathBuf,
     /// The limits.
     pub(super) opts: StoreOptions,
+    /// The container list, cached between writes (`listed.rs`).
+    pub(super) listed: Listed,
     /// The directory lock, released last.
     pub(super) _lock: DirLock,
 }
 
 /// The durable job store. Cheap to clone; the database closes when the last clone is dropped
-/// (after a final wait for the flusher thread to answer whoever was waiting).
+/// (after a final wait for the commit thread to answer whoever was waiting).
 #[derive(Clone)]
 pub struct JobStore {
     pub(super) inner: Arc<Inner>,
@@ -102,7 +153,7 @@ impl JobStore {
     /// How many flushes to disk the store has done; fewer than the writes acknowledged when
     /// concurrent writers shared them.
     pub fn flushes(&self) -> u64 {
-        self.inner.flusher.flushes()
+        self.inner.committer.flushes()
     }
 
     /// The job `id`, or `None`.
@@ -237,29 +288,7 @@ impl JobStore {
 
     /// Runs `f` as one transaction over every tree; sled retries it on a conflict.
     pub(super) fn txn<A>(&self, f: impl Fn(&Tx<'_>) -> TxResult<A>) -> Result<A, QueueError> {
-        let t = &self.inner.trees;
-        (
-            &t.jobs,
-            &t.pending,
-            &t.order,
-            &t.containers,
-            &t.addrs,
-            &t.meta,
-        )
-            .transaction(|(jobs, pending, order, containers, addrs, meta)| {
-                f(&Tx {
-                    jobs,
-                    pending,
-                    order,
-                    containers,
-                    addrs,
-                    meta,
-                })
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => self.storage("write", e),
-            })
+        self.inner.trees.transact(&self.inner.dir, f)
     }
 
     /// Waits until every committed change is on disk.
@@ -268,20 +297,12 @@ impl JobStore {
     /// [`QueueError::Storage`] when the flush fails: the change is applied but may not survive
     /// a crash.
     pub(super) async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.flusher.flush().await.map_err(|e| {
-            QueueError::Storage(format!(
-                "cannot flush the job store in {} to disk: {e}",
-                self.inner.dir.display()
-            ))
-        })
+        self.inner.committer.flush().await
     }
 
     /// A sled error while doing `what`, naming the directory.
     pub(super) fn storage(&self, what: &str, e: sled::Error) -> QueueError {
-        QueueError::Storage(format!(
-            "job store in {}: cannot {what}: {e}",
-            self.inner.dir.display()
-        ))
+        storage_error(&self.inner.dir, what, e)
     }
 
     /// The job an `order` entry points to, with its bytes.
@@ -303,6 +324,14 @@ impl JobStore {
             None => Err(tx::corrupt("order", &seq, format!("job {id} is missing"))),
         }
     }
+}
+
+/// A sled error while doing `what` in the store in `dir`.
+fn storage_error(dir: &Path, what: &str, e: sled::Error) -> QueueError {
+    QueueError::Storage(format!(
+        "job store in {}: cannot {what}: {e}",
+        dir.display()
+    ))
 }
 
 /// A key as hex, for error messages.

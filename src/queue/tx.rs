@@ -4,6 +4,7 @@
 //! Keys are big-endian so sled's byte order is numeric order: `pending` and `order` iterate
 //! oldest first, `containers` by ID.
 
+use std::cell::Cell;
 use std::fmt::Display;
 use std::net::Ipv4Addr;
 
@@ -94,6 +95,8 @@ pub(super) struct Tx<'t> {
     pub addrs: &'t TransactionalTree,
     /// Counters.
     pub meta: &'t TransactionalTree,
+    /// Set when this transaction writes `containers`.
+    pub touched: &'t Cell<bool>,
 }
 
 impl Tx<'_> {
@@ -176,6 +179,7 @@ impl Tx<'_> {
 
     /// Stores `rec` and holds its address.
     pub fn put_record(&self, rec: &ContainerRecord) -> TxResult<()> {
+        self.touched.set(true);
         self.containers
             .insert(&container_key(rec.id), encode(rec).or_else(abort)?)?;
         self.addrs
@@ -185,6 +189,7 @@ impl Tx<'_> {
 
     /// Removes `rec` and frees its address.
     pub fn remove_record(&self, rec: &ContainerRecord) -> TxResult<()> {
+        self.touched.set(true);
         self.containers.remove(&container_key(rec.id))?;
         self.addrs.remove(&addr_key(rec.vlan, rec.ip.addr))?;
         Ok(())

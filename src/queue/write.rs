@@ -1,12 +1,14 @@
 //! The store's changes. Each is one transaction over the trees (a job and the reservations it
 //! holds change together), then a wait for the group commit: a change is answered only once it
-//! is on disk.
+//! is on disk. Creates go whole to the commit thread, which commits many in one transaction.
+
+use std::path::Path;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::job::{ContainerRecord, ContainerRecordState, Job, JobKind, JobRequest, JobState};
-use super::store::JobStore;
+use super::store::{JobStore, Trees};
 use super::tx::{abort, Tx, TxResult};
 use super::QueueError;
 use crate::model::ContainerId;
@@ -14,34 +16,14 @@ use crate::steps::{CreateSpec, StepEvent};
 
 impl JobStore {
     /// Queues a create of `spec`, reserving its container ID and `(vlan, address)`.
-    /// Returns once the job is on disk.
+    /// Returns once the job is on disk. Concurrent creates are committed together, in one
+    /// transaction and one disk sync (see `committer.rs`).
     ///
     /// # Errors
     /// [`QueueError::Conflict`] when the ID has a record or the address is held on that VLAN;
     /// [`QueueError::QueueFull`]; [`QueueError::Storage`] when sled or the flush fails.
     pub async fn enqueue_create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
-        let job = self.txn(|tx| {
-            if let Some(rec) = tx.record(spec.id)? {
-                return abort(match rec.job_id {
-                    Some(job) => QueueError::Conflict(format!(
-                        "container {} has a job pending (job {job})",
-                        spec.id
-                    )),
-                    None => QueueError::Conflict(format!("container {} already exists", spec.id)),
-                });
-            }
-            if let Some(holder) = tx.addr_holder(spec.vlan, spec.ip.addr)? {
-                return abort(QueueError::Conflict(format!(
-                    "{} is already used on vlan {} by container {holder}",
-                    spec.ip.addr, spec.vlan
-                )));
-            }
-            let now = OffsetDateTime::now_utc();
-            let job = self.new_job(tx, JobRequest::Create(spec.clone()), now)?;
-            tx.put_record(&ContainerRecord::creating(&spec, job.id, now))?;
-            Ok(job)
-        })?;
-        self.flush().await?;
+        let job = self.inner.committer.create(spec).await?;
         tracing::info!(job_id = %job.id, container_id = %job.container_id, "create queued");
         Ok(job)
     }
@@ -83,14 +65,7 @@ impl JobStore {
 
     /// Adds a queued job for `request`, if the queue has room.
     fn new_job(&self, tx: &Tx<'_>, request: JobRequest, now: OffsetDateTime) -> TxResult<Job> {
-        let max = self.inner.opts.max_queued;
-        if tx.queued()? >= max as u64 {
-            return abort(QueueError::QueueFull { max });
-        }
-        let job = Job::new(request, tx.next_seq()?, now);
-        tx.add_job(&job)?;
-        tx.push_pending(&job)?;
-        Ok(job)
+        new_job(tx, self.inner.opts.max_queued, request, now)?.or_else(abort)
     }
 
     /// Marks job `id` running and takes it out of the queue; counts an attempt.
@@ -112,8 +87,11 @@ impl JobStore {
         Ok(job)
     }
 
-    /// Records `event` for `step` of running job `id`; returns once it is on disk, so the
-    /// host is never changed without a record of it.
+    /// Records `event` for `step` of running job `id`. An event said before the host is
+    /// changed (`started`, `undoing`) or a failure returns once it is on disk, so the host is
+    /// never changed without a record of it. `done` and `undone` return once committed: the
+    /// next flushed write (the next step's `started`, or the job's end) takes them to disk, and
+    /// if the daemon dies first, recovery treats the step as possibly done, which it is.
     ///
     /// # Errors
     /// [`QueueError::NotFound`]; [`QueueError::Conflict`] when the job is not running;
@@ -135,7 +113,10 @@ impl JobStore {
             job.apply_step_event(step, event);
             tx.put_job(&job)
         })?;
-        self.flush().await
+        match event {
+            StepEvent::Done | StepEvent::Undone => Ok(()),
+            _ => self.flush().await,
+        }
     }
 
     /// Ends running job `id` with `result`, and settles its reservation in the same
@@ -207,6 +188,72 @@ impl JobStore {
         tracing::info!(job_id = %id, container_id = %job.container_id, "job cancelled");
         Ok(job)
     }
+}
+
+/// Commits a create of each of `specs`, in order, in one transaction: each is checked against
+/// the ledger as the ones before it left it, and gets its own result (a refusal writes
+/// nothing). The outer error is sled's, for the whole batch. Called by the commit thread,
+/// which then flushes once for all of them.
+pub(super) fn create_batch(
+    trees: &Trees,
+    dir: &Path,
+    max_queued: usize,
+    specs: &[CreateSpec],
+) -> Result<Vec<Result<Job, QueueError>>, QueueError> {
+    trees.transact(dir, |tx| {
+        let now = OffsetDateTime::now_utc();
+        specs
+            .iter()
+            .map(|spec| reserve_create(tx, max_queued, spec, now))
+            .collect()
+    })
+}
+
+/// The create of `spec` inside a transaction: `Ok(Err(_))` when refused.
+fn reserve_create(
+    tx: &Tx<'_>,
+    max_queued: usize,
+    spec: &CreateSpec,
+    now: OffsetDateTime,
+) -> TxResult<Result<Job, QueueError>> {
+    if let Some(rec) = tx.record(spec.id)? {
+        return Ok(Err(match rec.job_id {
+            Some(job) => QueueError::Conflict(format!(
+                "container {} has a job pending (job {job})",
+                spec.id
+            )),
+            None => QueueError::Conflict(format!("container {} already exists", spec.id)),
+        }));
+    }
+    if let Some(holder) = tx.addr_holder(spec.vlan, spec.ip.addr)? {
+        return Ok(Err(QueueError::Conflict(format!(
+            "{} is already used on vlan {} by container {holder}",
+            spec.ip.addr, spec.vlan
+        ))));
+    }
+    let job = match new_job(tx, max_queued, JobRequest::Create(spec.clone()), now)? {
+        Ok(job) => job,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tx.put_record(&ContainerRecord::creating(spec, job.id, now))?;
+    Ok(Ok(job))
+}
+
+/// Adds a queued job for `request` if the queue has fewer than `max` waiting; `Ok(Err(_))`
+/// when it is full.
+fn new_job(
+    tx: &Tx<'_>,
+    max: usize,
+    request: JobRequest,
+    now: OffsetDateTime,
+) -> TxResult<Result<Job, QueueError>> {
+    if tx.queued()? >= max as u64 {
+        return Ok(Err(QueueError::QueueFull { max }));
+    }
+    let job = Job::new(request, tx.next_seq()?, now);
+    tx.add_job(&job)?;
+    tx.push_pending(&job)?;
+    Ok(Ok(job))
 }
 
 /// Moves `job` to `next`, or leaves the transaction with [`QueueError::BadTransition`].

@@ -1,0 +1,221 @@
+//! Group commit: one thread makes the store's writes durable, many at a time.
+//!
+//! Two kinds of work reach it. A *flush* waiter committed its own transaction and waits for it
+//! to be on disk. A *create* hands over its whole write: the thread takes every create waiting
+//! at that moment and commits them in **one** sled transaction (each one checked against the
+//! ledger and against those before it in the batch, each answered with its own result), so N
+//! concurrent creates cost one log write instead of N. Then one flush answers everybody: sled's
+//! `Db::flush`, followed by an `fdatasync` of sled's log file, because sled makes its writes
+//! stable with `sync_file_range`, which flushes neither the file's size nor the disk's write
+//! cache (an accepted job must survive a power cut, not only a crash of the daemon).
+//!
+//! Why a thread of our own: sled 0.34.7's `flush_async` deadlocks when several tasks call it at
+//! once (spacejam/sled#1308), and the blocking `Db::flush` must not run on the reactor.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::job::Job;
+use super::store::{StoreOptions, Trees};
+use super::write::create_batch;
+use super::QueueError;
+use crate::steps::CreateSpec;
+
+/// Most pieces of work one round takes, so one transaction stays small.
+const MAX_BATCH: usize = 512;
+
+/// How a flush ended: `Ok`, or the error (shared by every waiter of that flush).
+type FlushResult = Result<(), QueueError>;
+
+/// What the thread is asked to do.
+enum Work {
+    /// Answer once everything committed before is on disk.
+    Flush(oneshot::Sender<FlushResult>),
+    /// Commit this create with the others waiting, and answer once it is on disk.
+    Create(Box<CreateSpec>, oneshot::Sender<Result<Job, QueueError>>),
+}
+
+/// What the thread works on.
+struct Shared {
+    db: sled::Db,
+    trees: Trees,
+    /// sled's log file, synced after every flush.
+    log: File,
+    dir: PathBuf,
+    max_queued: usize,
+    flushes: Arc<AtomicU64>,
+}
+
+/// The handle on the committer thread. Dropping it closes the channel and joins the thread.
+pub(super) struct Committer {
+    /// Where work goes; `None` once dropping.
+    tx: Option<mpsc::Sender<Work>>,
+    /// The thread, joined on drop so the database is closed when the store is.
+    thread: Option<JoinHandle<()>>,
+    /// Flushes done so far.
+    flushes: Arc<AtomicU64>,
+}
+
+impl Committer {
+    /// Starts the thread `creepy-meow-commit` for the store in `dir`.
+    ///
+    /// # Errors
+    /// When sled's log file cannot be opened or the thread cannot be spawned.
+    pub(super) fn spawn(
+        db: sled::Db,
+        trees: Trees,
+        dir: &Path,
+        opts: &StoreOptions,
+    ) -> Result<Self, QueueError> {
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(|e| {
+            QueueError::Storage(format!(
+                "cannot open the job store's log {}: {e}",
+                log_path.display()
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let shared = Shared {
+            db,
+            trees,
+            log,
+            dir: dir.to_owned(),
+            max_queued: opts.max_queued,
+            flushes: Arc::clone(&flushes),
+        };
+        let thread = std::thread::Builder::new()
+            .name("creepy-meow-commit".into())
+            .spawn(move || run(&shared, &rx))
+            .map_err(|e| {
+                QueueError::Storage(format!("cannot start the job store's commit thread: {e}"))
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            flushes,
+        })
+    }
+
+    /// Waits until everything committed before the call is on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::Storage`] when the flush fails or the thread has stopped.
+    pub(super) async fn flush(&self) -> Result<(), QueueError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.send(Work::Flush(done_tx))?;
+        done_rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Commits a create of `spec` with whatever other creates are waiting, and answers once it
+    /// is on disk.
+    ///
+    /// # Errors
+    /// The create's own refusal ([`QueueError::Conflict`], [`QueueError::QueueFull`]), or
+    /// [`QueueError::Storage`].
+    pub(super) async fn create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.send(Work::Create(Box::new(spec), done_tx))?;
+        done_rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// How many flushes the thread has done.
+    pub(super) fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, work: Work) -> Result<(), QueueError> {
+        match &self.tx {
+            Some(tx) => tx.send(work).map_err(|_| stopped()),
+            None => Err(stopped()),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop once it has answered whoever was queued.
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the job store's commit thread panicked");
+            }
+        }
+    }
+}
+
+fn stopped() -> QueueError {
+    QueueError::Storage("the job store's commit thread has stopped".into())
+}
+
+/// The thread's loop: wait for one piece of work, take the others already queued, commit the
+/// creates among them in one transaction, flush once, answer them all. Ends when every sender
+/// is gone.
+fn run(shared: &Shared, rx: &mpsc::Receiver<Work>) {
+    while let Ok(first) = rx.recv() {
+        let mut flush_waiters = Vec::new();
+        let mut specs = Vec::new();
+        let mut create_waiters = Vec::new();
+        for work in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
+            match work {
+                Work::Flush(w) => flush_waiters.push(w),
+                Work::Create(spec, w) => {
+                    specs.push(*spec);
+                    create_waiters.push(w);
+                }
+            }
+        }
+        let created = if specs.is_empty() {
+            Vec::new()
+        } else {
+            match create_batch(&shared.trees, &shared.dir, shared.max_queued, &specs) {
+                Ok(results) => results,
+                Err(e) => vec![Err(e); specs.len()],
+            }
+        };
+        let started = Instant::now();
+        let flushed = flush(shared);
+        tracing::trace!(
+            flush_waiters = flush_waiters.len(),
+            creates = specs.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "job store flushed"
+        );
+        for waiter in flush_waiters {
+            // A waiter that went away (its request was dropped) needs no answer.
+            let _ = waiter.send(flushed.clone());
+        }
+        for (waiter, result) in create_waiters.into_iter().zip(created) {
+            // A refused create wrote nothing: its refusal stands whatever the flush did.
+            let answer = match (result, &flushed) {
+                (Ok(_), Err(e)) => Err(e.clone()),
+                (result, _) => result,
+            };
+            let _ = waiter.send(answer);
+        }
+    }
+}
+
+/// Makes every committed write durable: sled's flush, then an `fdatasync` of its log.
+fn flush(shared: &Shared) -> FlushResult {
+    let result = shared
+        .db
+        .flush()
+        .map(drop)
+        .map_err(|e| e.to_string())
+        .and_then(|()| shared.log.sync_data().map_err(|e| e.to_string()));
+    shared.flushes.fetch_add(1, Ordering::Relaxed);
+    result.map_err(|e| {
+        tracing::error!(error = %e, "cannot flush the job store");
+        QueueError::Storage(format!(
+            "cannot flush the job store in {} to disk: {e}",
+            shared.dir.display()
+        ))
+    })
+}
