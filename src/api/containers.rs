@@ -5,10 +5,11 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
+use super::jobs::off_reactor;
 use super::request::{parse_create, BodyFormat};
 use super::{json_reply, AppState};
 use crate::model::ContainerId;
-use crate::queue::{ContainerRecordState, Job};
+use crate::queue::{Job, JobStore};
 
 fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
     raw.parse()
@@ -55,15 +56,17 @@ pub async fn create(
 }
 
 /// `GET /api/container/list`: the IDs of containers that exist (created and not destroyed).
-pub fn list(state: &AppState) -> Result<Response, ApiError> {
-    let ids: Vec<ContainerId> = state
-        .store
-        .containers()?
-        .into_iter()
-        .filter(|r| r.state != ContainerRecordState::Creating)
-        .map(|r| r.id)
-        .collect();
-    Ok(json_reply(StatusCode::OK, &json!({ "containers_id": ids })))
+/// Served from the store's cache while no write changed the records; otherwise the store reads
+/// every record, on the blocking pool.
+pub async fn list(state: &AppState) -> Result<Response, ApiError> {
+    let ids = match state.store.cached_listed() {
+        Some(ids) => ids,
+        None => off_reactor(state, JobStore::listed).await?,
+    };
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "containers_id": &*ids }),
+    ))
 }
 
 /// `GET /api/container/info/<ID>`: the record joined with what LXC and the kernel show.

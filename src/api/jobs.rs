@@ -21,7 +21,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const DEFAULT_LIMIT: usize = 100;
 
 /// Runs a store read that scans many jobs on the blocking pool, so the reactor keeps serving.
-async fn off_reactor<T: Send + 'static>(
+pub(super) async fn off_reactor<T: Send + 'static>(
     state: &AppState,
     read: impl FnOnce(&JobStore) -> Result<T, QueueError> + Send + 'static,
 ) -> Result<T, ApiError> {

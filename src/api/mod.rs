@@ -166,7 +166,7 @@ async fn dispatch(
             let bytes = read_body(body).await?;
             containers::create(state, format, &bytes).await
         }
-        (Method::GET, ["api", "container", "list"]) => containers::list(state),
+        (Method::GET, ["api", "container", "list"]) => containers::list(state).await,
         (Method::GET, ["api", "container", "info", id]) => containers::info(state, id).await,
         (Method::DELETE, ["api", "container", id]) => containers::destroy(state, id).await,
         (Method::GET, ["api", "jobs"]) => jobs::list(state, req).await,

@@ -182,9 +182,10 @@ impl LxcTools {
 #[async_trait]
 impl Lxc for LxcTools {
     async fn exists(&self, name: &str) -> SysResult<bool> {
-        Ok(tokio::fs::try_exists(self.path.join(name).join("config"))
-            .await
-            .unwrap_or(false))
+        // One stat of a local file, answered from the inode cache in microseconds: cheaper
+        // inline than a round trip through the blocking pool (`GET /api/container/info` asks
+        // this on every request).
+        Ok(self.path.join(name).join("config").exists())
     }
 
     async fn create(&self, name: &str) -> SysResult<()> {
