@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    creepy_meow::sys::memory::limit_malloc_arenas();
     let cli = creepy_meow::cli::Cli::parse();
     match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(creepy_meow::commands::run(cli)),

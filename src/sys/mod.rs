@@ -8,13 +8,15 @@
 //! - [`fake`] and [`fake_lxc`]: in-memory implementations that record calls in one log and play
 //!   scripted failures;
 //! - [`host`]: the bundle of all three that the engine is given;
-//! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything.
+//! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything;
+//! - [`memory`]: the allocator's arena cap, set first thing in `main`.
 
 pub mod error;
 pub mod fake;
 pub mod fake_lxc;
 pub mod host;
 pub mod lxc;
+pub mod memory;
 pub mod netlink;
 pub mod privilege;
 pub mod rtnl;
