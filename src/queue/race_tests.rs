@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::test_support::{open, open_with, spec, TempDir};
+use super::test_support::{open, open_with, record_ids, spec, TempDir};
 use super::write::create_batch;
 use super::{JobStore, QueueError, StoreOptions};
 use crate::steps::CreateSpec;
@@ -106,11 +106,5 @@ async fn a_batch_checks_each_create_against_the_ones_before_it() {
     drop(store);
     let store = open(&dir);
     assert_eq!(store.queued_count(), 3);
-    let ids: Vec<u32> = store
-        .containers()
-        .unwrap()
-        .iter()
-        .map(|r| r.id.get())
-        .collect();
-    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(record_ids(&store), [1, 2, 3]);
 }

@@ -1,7 +1,7 @@
 //! Store tests: durability across reopen, the reservation ledger, the lifecycle through the
 //! store, the queue bound, and the directory lock.
 
-use super::test_support::{cid, open, open_with, spec, TempDir};
+use super::test_support::{cid, open, open_with, record_ids, spec, TempDir};
 use super::{ContainerRecordState, JobState, JobStore, QueueError, StepState, StoreOptions};
 use crate::steps::{StepEvent, CREATE_STEPS};
 
@@ -134,13 +134,7 @@ async fn finishing_settles_the_reservation() {
     assert_eq!(store.container(cid(1)).unwrap(), None);
     store.enqueue_create(spec(1, 2, 1)).await.unwrap();
 
-    let ids: Vec<u32> = store
-        .containers()
-        .unwrap()
-        .iter()
-        .map(|r| r.id.get())
-        .collect();
-    assert_eq!(ids, [1, 4]);
+    assert_eq!(record_ids(&store), [1, 4]);
 }
 
 #[tokio::test]

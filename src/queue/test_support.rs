@@ -30,3 +30,13 @@ pub(super) fn spec(id: u64, vlan: u8, host: u8) -> CreateSpec {
         gateway: None,
     }
 }
+
+/// The IDs of every container record (any state), in order.
+pub(super) fn record_ids(store: &JobStore) -> Vec<u32> {
+    store
+        .containers()
+        .unwrap()
+        .iter()
+        .map(|r| r.id.get())
+        .collect()
+}

@@ -2,10 +2,11 @@
 
 /// How many malloc arenas glibc may keep. Its default, eight per core, gives every thread that
 /// allocates (tokio's workers and blocking pool, sled's IO threads) an arena of its own, each
-/// holding on to freed memory: the daemon's RSS then grew by ≈ 48 KiB per container created.
-/// Two arenas keep both cores allocating without contention and the growth near 38 KiB
-/// (measured in `benches/scale.rs`, see docs/PERFORMANCE.md).
-const MALLOC_ARENAS: i32 = 2;
+/// holding on to freed memory: the daemon's RSS grew by ≈ 48 KiB per container created.
+/// One arena holds it to ≈ 26 KiB (`benches/scale.rs`, see docs/PERFORMANCE.md: 22.8 MiB at
+/// 500 containers, against 28.2 with two arenas and 33.5 with glibc's default). The price,
+/// measured in `benches/accept.rs`: ≈ 12 % fewer accepts/s at 32 clients, p99 unchanged.
+const MALLOC_ARENAS: i32 = 1;
 
 /// Caps glibc's malloc arenas at [`MALLOC_ARENAS`], unless `MALLOC_ARENA_MAX` is set in the
 /// environment (glibc reads that itself, and an operator's choice wins). Call it first thing
