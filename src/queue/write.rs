@@ -87,11 +87,9 @@ impl JobStore {
         Ok(job)
     }
 
-    /// Records `event` for `step` of running job `id`. An event said before the host is
-    /// changed (`started`, `undoing`) or a failure returns once it is on disk, so the host is
-    /// never changed without a record of it. `done` and `undone` return once committed: the
-    /// next flushed write (the next step's `started`, or the job's end) takes them to disk, and
-    /// if the daemon dies first, recovery treats the step as possibly done, which it is.
+    /// Records `event` for `step` of running job `id`, and returns once it is on disk when
+    /// [`StepEvent::must_be_durable_at_once`] says so; otherwise once committed, and the next
+    /// flushed write takes it to disk.
     ///
     /// # Errors
     /// [`QueueError::NotFound`]; [`QueueError::Conflict`] when the job is not running;
@@ -113,10 +111,10 @@ impl JobStore {
             job.apply_step_event(step, event);
             tx.put_job(&job)
         })?;
-        match event {
-            StepEvent::Done | StepEvent::Undone => Ok(()),
-            _ => self.flush().await,
+        if event.must_be_durable_at_once() {
+            self.flush().await?;
         }
+        Ok(())
     }
 
     /// Ends running job `id` with `result`, and settles its reservation in the same

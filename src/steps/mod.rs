@@ -125,6 +125,17 @@ pub enum StepEvent<'e> {
     UndoFailed(&'e str),
 }
 
+impl StepEvent<'_> {
+    /// Whether a durable recorder must have this event on disk before the runner goes on.
+    /// Every event must, except the end of an action (`Done`, `Undone`): what follows it is
+    /// either another recorded event or the end of the job, whose durable write carries it,
+    /// and if the process dies in between, recovery already treats a `running` step as
+    /// possibly done, which it is. So the host is never changed without a durable record.
+    pub fn must_be_durable_at_once(self) -> bool {
+        !matches!(self, Self::Done | Self::Undone)
+    }
+}
+
 /// Where progress goes: the job store, a log, a test. An error from recording `Started` or
 /// `Done` fails the step (we do not act on the host without a record of it).
 #[async_trait]

@@ -1,5 +1,6 @@
-//! Step progress into the job store: each event is flushed before the runner goes on, so the
-//! store always says what may have been done to the host.
+//! Step progress into the job store: every event that announces a change to the host is on
+//! disk before the runner goes on (see [`StepEvent::must_be_durable_at_once`]), so the store
+//! always says what may have been done to the host.
 
 use std::time::Instant;
 
