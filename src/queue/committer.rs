@@ -1,10 +1,10 @@
 //! Group commit: one thread makes the store's writes durable, many at a time.
 //!
 //! Two kinds of work reach it. A *flush* waiter committed its own transaction and waits for it
-//! to be on disk. A *create* hands over its whole write: the thread takes every create waiting
-//! at that moment and commits them in **one** sled transaction (each one checked against the
-//! ledger and against those before it in the batch, each answered with its own result), so N
-//! concurrent creates cost one log write instead of N. Then one flush answers everybody: sled's
+//! to be on disk. A *write* (queueing a job: `enqueue.rs`) hands over the write itself: the
+//! thread takes every write waiting at that moment and runs them in **one** sled transaction,
+//! in order, each with its own outcome (a refused one writes nothing), so N concurrent requests
+//! cost one log write instead of N. Then one flush answers everybody: sled's
 //! `Db::flush`, followed by an `fdatasync` of sled's log file, because sled makes its writes
 //! stable with `sync_file_range`, which flushes neither the file's size nor the disk's write
 //! cache (an accepted job must survive a power cut, not only a crash of the daemon).
@@ -22,10 +22,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::job::Job;
-use super::store::{StoreOptions, Trees};
-use super::write::create_batch;
+use super::store::Trees;
+use super::tx::{Tx, TxResult};
 use super::QueueError;
-use crate::steps::CreateSpec;
 
 /// Most pieces of work one round takes, so one transaction stays small.
 const MAX_BATCH: usize = 512;
@@ -33,12 +32,21 @@ const MAX_BATCH: usize = 512;
 /// How a flush ended: `Ok`, or the error (shared by every waiter of that flush).
 type FlushResult = Result<(), QueueError>;
 
+/// A write run inside a batch's transaction. It sees the writes before it in the batch, and
+/// returns its own outcome: `Ok(Err(_))` is a refusal that wrote nothing; an `Err` is sled's
+/// and fails the whole batch. sled may run it more than once (on a conflict), so it must only
+/// read and write through the transaction.
+pub(super) type BatchedWrite = Box<dyn Fn(&Tx<'_>) -> TxResult<Result<Job, QueueError>> + Send>;
+
+/// What a batched write answers: its job, or why not.
+type WriteResult = Result<Job, QueueError>;
+
 /// What the thread is asked to do.
 enum Work {
     /// Answer once everything committed before is on disk.
     Flush(oneshot::Sender<FlushResult>),
-    /// Commit this create with the others waiting, and answer once it is on disk.
-    Create(Box<CreateSpec>, oneshot::Sender<Result<Job, QueueError>>),
+    /// Run this write with the others waiting, and answer once it is on disk.
+    Write(BatchedWrite, oneshot::Sender<WriteResult>),
 }
 
 /// What the thread works on.
@@ -48,7 +56,6 @@ struct Shared {
     /// sled's log file, synced after every flush.
     log: File,
     dir: PathBuf,
-    max_queued: usize,
     flushes: Arc<AtomicU64>,
 }
 
@@ -67,12 +74,7 @@ impl Committer {
     ///
     /// # Errors
     /// When sled's log file cannot be opened or the thread cannot be spawned.
-    pub(super) fn spawn(
-        db: sled::Db,
-        trees: Trees,
-        dir: &Path,
-        opts: &StoreOptions,
-    ) -> Result<Self, QueueError> {
+    pub(super) fn spawn(db: sled::Db, trees: Trees, dir: &Path) -> Result<Self, QueueError> {
         let log_path = dir.join("db");
         let log = File::open(&log_path).map_err(|e| {
             QueueError::Storage(format!(
@@ -87,7 +89,6 @@ impl Committer {
             trees,
             log,
             dir: dir.to_owned(),
-            max_queued: opts.max_queued,
             flushes: Arc::clone(&flushes),
         };
         let thread = std::thread::Builder::new()
@@ -113,15 +114,13 @@ impl Committer {
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Commits a create of `spec` with whatever other creates are waiting, and answers once it
-    /// is on disk.
+    /// Runs `write` with whatever other writes are waiting, and answers once it is on disk.
     ///
     /// # Errors
-    /// The create's own refusal ([`QueueError::Conflict`], [`QueueError::QueueFull`]), or
-    /// [`QueueError::Storage`].
-    pub(super) async fn create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
+    /// The write's own refusal, or [`QueueError::Storage`].
+    pub(super) async fn write(&self, write: BatchedWrite) -> WriteResult {
         let (done_tx, done_rx) = oneshot::channel();
-        self.send(Work::Create(Box::new(spec), done_tx))?;
+        self.send(Work::Write(write, done_tx))?;
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -154,36 +153,33 @@ fn stopped() -> QueueError {
     QueueError::Storage("the job store's commit thread has stopped".into())
 }
 
-/// The thread's loop: wait for one piece of work, take the others already queued, commit the
-/// creates among them in one transaction, flush once, answer them all. Ends when every sender
+/// The thread's loop: wait for one piece of work, take the others already queued, run the
+/// writes among them in one transaction, flush once, answer them all. Ends when every sender
 /// is gone.
 fn run(shared: &Shared, rx: &mpsc::Receiver<Work>) {
     while let Ok(first) = rx.recv() {
         let mut flush_waiters = Vec::new();
-        let mut specs = Vec::new();
-        let mut create_waiters = Vec::new();
+        let (mut writes, mut write_waiters) = (Vec::new(), Vec::new());
         for work in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
             match work {
                 Work::Flush(w) => flush_waiters.push(w),
-                Work::Create(spec, w) => {
-                    specs.push(*spec);
-                    create_waiters.push(w);
+                Work::Write(write, w) => {
+                    writes.push(write);
+                    write_waiters.push(w);
                 }
             }
         }
-        let created = if specs.is_empty() {
+        let written = if writes.is_empty() {
             Vec::new()
         } else {
-            match create_batch(&shared.trees, &shared.dir, shared.max_queued, &specs) {
-                Ok(results) => results,
-                Err(e) => vec![Err(e); specs.len()],
-            }
+            commit_batch(&shared.trees, &shared.dir, &writes)
+                .unwrap_or_else(|e| vec![Err(e); writes.len()])
         };
         let started = Instant::now();
         let flushed = flush(shared);
         tracing::trace!(
             flush_waiters = flush_waiters.len(),
-            creates = specs.len(),
+            writes = writes.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "job store flushed"
         );
@@ -191,8 +187,8 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Work>) {
             // A waiter that went away (its request was dropped) needs no answer.
             let _ = waiter.send(flushed.clone());
         }
-        for (waiter, result) in create_waiters.into_iter().zip(created) {
-            // A refused create wrote nothing: its refusal stands whatever the flush did.
+        for (waiter, result) in write_waiters.into_iter().zip(written) {
+            // A refused write wrote nothing: its refusal stands whatever the flush did.
             let answer = match (result, &flushed) {
                 (Ok(_), Err(e)) => Err(e.clone()),
                 (result, _) => result,
@@ -200,6 +196,16 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Work>) {
             let _ = waiter.send(answer);
         }
     }
+}
+
+/// Runs `writes` in order in one transaction; each gets its own outcome, the outer error is
+/// sled's, for the whole batch.
+pub(super) fn commit_batch(
+    trees: &Trees,
+    dir: &Path,
+    writes: &[BatchedWrite],
+) -> Result<Vec<WriteResult>, QueueError> {
+    trees.transact(dir, |tx| writes.iter().map(|write| write(tx)).collect())
 }
 
 /// Makes every committed write durable: sled's flush, then an `fdatasync` of its log.

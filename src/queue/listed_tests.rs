@@ -1,5 +1,4 @@
-//! The cached container list follows every write to the records, and `done` step records
-//! wait for the next flush.
+//! The cached container list follows every write to the records.
 
 use super::test_support::{open, spec, TempDir};
 use super::JobStore;
@@ -51,38 +50,4 @@ async fn the_list_follows_creates_failures_and_destroys() {
     store.start(d.id).await.unwrap();
     store.finish(d.id, Ok(())).await.unwrap();
     assert_eq!(listed(&store), [7]);
-}
-
-#[tokio::test]
-async fn done_records_ride_on_the_next_flush() {
-    let dir = TempDir::new("done-unflushed");
-    let store = open(&dir);
-    let job = store.enqueue_create(spec(5, 2, 5)).await.unwrap();
-    store.start(job.id).await.unwrap();
-    let step = CREATE_STEPS[0];
-    let before = store.flushes();
-    store
-        .record_step(job.id, step, StepEvent::Started)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.flushes(),
-        before + 1,
-        "started is flushed before acting"
-    );
-    store
-        .record_step(job.id, step, StepEvent::Done)
-        .await
-        .unwrap();
-    assert_eq!(store.flushes(), before + 1, "done waits for the next flush");
-    // The next flushed write carries it to disk.
-    store
-        .record_step(job.id, CREATE_STEPS[1], StepEvent::Started)
-        .await
-        .unwrap();
-    drop(store);
-    let store = open(&dir);
-    let steps = store.get(job.id).unwrap().unwrap().steps;
-    assert_eq!(steps[0].state, super::StepState::Done);
-    assert_eq!(steps[1].state, super::StepState::Running);
 }

@@ -7,7 +7,7 @@
 //!   job and the reservations it holds (container ID, `(vlan, address)`) never disagree;
 //! - group commit: a change is acknowledged only once it is on disk ("accepted means
 //!   durable"); one commit thread answers every waiter queued while it was busy with a single
-//!   flush and `fdatasync`, and commits every create waiting at that moment in one
+//!   flush and `fdatasync`, and runs every enqueue waiting at that moment in one
 //!   transaction, so many concurrent requests share one disk sync;
 //! - a lock file in the data directory keeps a second daemon out;
 //! - pruning drops old finished jobs, never a queued or running one.
@@ -18,6 +18,7 @@
 //! gives it back as `active`.
 
 mod committer;
+mod enqueue;
 mod job;
 mod listed;
 mod lock;
@@ -73,6 +74,8 @@ pub enum QueueError {
     Corrupt(String),
 }
 
+#[cfg(test)]
+mod commit_tests;
 #[cfg(test)]
 mod job_tests;
 #[cfg(test)]

@@ -68,7 +68,7 @@ impl JobStore {
             .meta
             .insert(META_QUEUED, &queued.to_be_bytes())
             .map_err(failed)?;
-        let committer = Committer::spawn(db, trees.clone(), dir, &opts)?;
+        let committer = Committer::spawn(db, trees.clone(), dir)?;
         tracing::info!(dir = %dir.display(), queued, jobs = trees.jobs.len(), "job store open");
         Ok(Self {
             inner: Arc::new(Inner {

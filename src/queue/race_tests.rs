@@ -1,11 +1,10 @@
-//! Concurrency tests: racing enqueues reserve exactly once, concurrent writers share flushes
-//! (group commit), and a batch of creates committed together checks each one.
+//! Concurrency tests: racing enqueues reserve exactly once, and concurrent writers share
+//! flushes (group commit).
 
 use std::sync::Arc;
 
-use super::test_support::{open, open_with, record_ids, spec, TempDir};
-use super::write::create_batch;
-use super::{JobStore, QueueError, StoreOptions};
+use super::test_support::{open, spec, TempDir};
+use super::{JobStore, QueueError};
 use crate::steps::CreateSpec;
 
 /// Runs one `enqueue_create` per spec, all at once; returns (accepted, conflicts).
@@ -68,43 +67,4 @@ async fn concurrent_writers_share_flushes() {
     let store = open(&dir);
     assert_eq!(store.queued_count(), 64);
     assert_eq!(store.list(None, 100).unwrap().len(), 64);
-}
-
-#[tokio::test]
-async fn a_batch_checks_each_create_against_the_ones_before_it() {
-    let dir = TempDir::new("batch");
-    let store = open_with(
-        &dir,
-        StoreOptions {
-            max_queued: 3,
-            ..StoreOptions::default()
-        },
-    );
-    let specs = [
-        spec(1, 2, 1),
-        spec(1, 2, 2), // same ID as the first
-        spec(2, 2, 1), // same address as the first
-        spec(2, 3, 1), // same address, other VLAN
-        spec(3, 2, 3),
-        spec(4, 2, 4), // the queue holds three
-    ];
-    let results = create_batch(&store.inner.trees, dir.path(), 3, &specs).unwrap();
-    let outcome: Vec<&str> = results
-        .iter()
-        .map(|r| match r {
-            Ok(_) => "ok",
-            Err(QueueError::Conflict(_)) => "conflict",
-            Err(QueueError::QueueFull { .. }) => "full",
-            Err(e) => panic!("unexpected error: {e}"),
-        })
-        .collect();
-    assert_eq!(outcome, ["ok", "conflict", "conflict", "ok", "ok", "full"]);
-    // Each accepted create has its own job, in order; the refused ones wrote nothing.
-    let seqs: Vec<u64> = results.iter().flatten().map(|j| j.seq).collect();
-    assert_eq!(seqs, [1, 2, 3]);
-    store.flush().await.unwrap();
-    drop(store);
-    let store = open(&dir);
-    assert_eq!(store.queued_count(), 3);
-    assert_eq!(record_ids(&store), [1, 2, 3]);
 }

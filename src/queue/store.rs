@@ -1,5 +1,5 @@
-//! [`JobStore`]: the trees and the reads. Opening is in `open.rs`, the writes in `write.rs`,
-//! pruning in `prune.rs`.
+//! [`JobStore`]: the trees and the reads. Opening is in `open.rs`, queueing jobs in
+//! `enqueue.rs`, the other writes in `write.rs`, pruning in `prune.rs`.
 //!
 //! Reads and transactions are synchronous and fast (sled keeps the working set in memory);
 //! only the wait for a flush is `async`, and that wait happens on the commit thread.

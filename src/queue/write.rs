@@ -1,73 +1,18 @@
-//! The store's changes. Each is one transaction over the trees (a job and the reservations it
-//! holds change together), then a wait for the group commit: a change is answered only once it
-//! is on disk. Creates go whole to the commit thread, which commits many in one transaction.
-
-use std::path::Path;
+//! The worker's changes to a job (start, step records, finish, requeue) and cancelling one.
+//! Each is one transaction over the trees (a job and the reservations it holds change
+//! together), then a wait for the group commit: a change is answered only once it is on disk.
+//! Queueing a job is in `enqueue.rs`.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::job::{ContainerRecord, ContainerRecordState, Job, JobKind, JobRequest, JobState};
-use super::store::{JobStore, Trees};
+use super::job::{ContainerRecordState, Job, JobKind, JobState};
+use super::store::JobStore;
 use super::tx::{abort, Tx, TxResult};
 use super::QueueError;
-use crate::model::ContainerId;
-use crate::steps::{CreateSpec, StepEvent};
+use crate::steps::StepEvent;
 
 impl JobStore {
-    /// Queues a create of `spec`, reserving its container ID and `(vlan, address)`.
-    /// Returns once the job is on disk. Concurrent creates are committed together, in one
-    /// transaction and one disk sync (see `committer.rs`).
-    ///
-    /// # Errors
-    /// [`QueueError::Conflict`] when the ID has a record or the address is held on that VLAN;
-    /// [`QueueError::QueueFull`]; [`QueueError::Storage`] when sled or the flush fails.
-    pub async fn enqueue_create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
-        let job = self.inner.committer.create(spec).await?;
-        tracing::info!(job_id = %job.id, container_id = %job.container_id, "create queued");
-        Ok(job)
-    }
-
-    /// Queues a destroy of container `id`, marking it `destroying`. Returns once the job is on
-    /// disk.
-    ///
-    /// # Errors
-    /// [`QueueError::NotFound`] when there is no such container; [`QueueError::Conflict`]
-    /// when a job holds it; [`QueueError::QueueFull`]; [`QueueError::Storage`].
-    pub async fn enqueue_destroy(&self, id: ContainerId) -> Result<Job, QueueError> {
-        let job = self.txn(|tx| {
-            let Some(mut rec) = tx.record(id)? else {
-                return abort(QueueError::NotFound(format!(
-                    "container {id} does not exist"
-                )));
-            };
-            if let Some(job) = rec.job_id {
-                let doing = match rec.state {
-                    ContainerRecordState::Creating => "being created",
-                    ContainerRecordState::Destroying => "being destroyed already",
-                    ContainerRecordState::Active => "held",
-                };
-                return abort(QueueError::Conflict(format!(
-                    "container {id} is {doing} (job {job})"
-                )));
-            }
-            let now = OffsetDateTime::now_utc();
-            let job = self.new_job(tx, JobRequest::Destroy { id }, now)?;
-            rec.state = ContainerRecordState::Destroying;
-            rec.job_id = Some(job.id);
-            tx.put_record(&rec)?;
-            Ok(job)
-        })?;
-        self.flush().await?;
-        tracing::info!(job_id = %job.id, container_id = %job.container_id, "destroy queued");
-        Ok(job)
-    }
-
-    /// Adds a queued job for `request`, if the queue has room.
-    fn new_job(&self, tx: &Tx<'_>, request: JobRequest, now: OffsetDateTime) -> TxResult<Job> {
-        new_job(tx, self.inner.opts.max_queued, request, now)?.or_else(abort)
-    }
-
     /// Marks job `id` running and takes it out of the queue; counts an attempt.
     ///
     /// # Errors
@@ -186,72 +131,6 @@ impl JobStore {
         tracing::info!(job_id = %id, container_id = %job.container_id, "job cancelled");
         Ok(job)
     }
-}
-
-/// Commits a create of each of `specs`, in order, in one transaction: each is checked against
-/// the ledger as the ones before it left it, and gets its own result (a refusal writes
-/// nothing). The outer error is sled's, for the whole batch. Called by the commit thread,
-/// which then flushes once for all of them.
-pub(super) fn create_batch(
-    trees: &Trees,
-    dir: &Path,
-    max_queued: usize,
-    specs: &[CreateSpec],
-) -> Result<Vec<Result<Job, QueueError>>, QueueError> {
-    trees.transact(dir, |tx| {
-        let now = OffsetDateTime::now_utc();
-        specs
-            .iter()
-            .map(|spec| reserve_create(tx, max_queued, spec, now))
-            .collect()
-    })
-}
-
-/// The create of `spec` inside a transaction: `Ok(Err(_))` when refused.
-fn reserve_create(
-    tx: &Tx<'_>,
-    max_queued: usize,
-    spec: &CreateSpec,
-    now: OffsetDateTime,
-) -> TxResult<Result<Job, QueueError>> {
-    if let Some(rec) = tx.record(spec.id)? {
-        return Ok(Err(match rec.job_id {
-            Some(job) => QueueError::Conflict(format!(
-                "container {} has a job pending (job {job})",
-                spec.id
-            )),
-            None => QueueError::Conflict(format!("container {} already exists", spec.id)),
-        }));
-    }
-    if let Some(holder) = tx.addr_holder(spec.vlan, spec.ip.addr)? {
-        return Ok(Err(QueueError::Conflict(format!(
-            "{} is already used on vlan {} by container {holder}",
-            spec.ip.addr, spec.vlan
-        ))));
-    }
-    let job = match new_job(tx, max_queued, JobRequest::Create(spec.clone()), now)? {
-        Ok(job) => job,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    tx.put_record(&ContainerRecord::creating(spec, job.id, now))?;
-    Ok(Ok(job))
-}
-
-/// Adds a queued job for `request` if the queue has fewer than `max` waiting; `Ok(Err(_))`
-/// when it is full.
-fn new_job(
-    tx: &Tx<'_>,
-    max: usize,
-    request: JobRequest,
-    now: OffsetDateTime,
-) -> TxResult<Result<Job, QueueError>> {
-    if tx.queued()? >= max as u64 {
-        return Ok(Err(QueueError::QueueFull { max }));
-    }
-    let job = Job::new(request, tx.next_seq()?, now);
-    tx.add_job(&job)?;
-    tx.push_pending(&job)?;
-    Ok(Ok(job))
 }
 
 /// Moves `job` to `next`, or leaves the transaction with [`QueueError::BadTransition`].

@@ -1,0 +1,132 @@
+//! Queueing a job: a create reserves its container ID and `(vlan, address)`, a destroy marks
+//! its container `destroying`. Both go whole to the commit thread, which commits every one
+//! waiting at that moment in one transaction and one disk sync (`committer.rs`); each is
+//! checked on its own, against the ledger as the ones before it in the batch left it.
+
+use time::OffsetDateTime;
+
+use super::committer::BatchedWrite;
+use super::job::{ContainerRecord, ContainerRecordState, Job, JobRequest};
+use super::store::JobStore;
+use super::tx::{Tx, TxResult};
+use super::QueueError;
+use crate::model::ContainerId;
+use crate::steps::CreateSpec;
+
+impl JobStore {
+    /// Queues a create of `spec`, reserving its container ID and `(vlan, address)`.
+    /// Returns once the job is on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::Conflict`] when the ID has a record or the address is held on that VLAN;
+    /// [`QueueError::QueueFull`]; [`QueueError::Storage`] when sled or the flush fails.
+    pub async fn enqueue_create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
+        let write = create_write(self.inner.opts.max_queued, spec);
+        let job = self.inner.committer.write(write).await?;
+        tracing::info!(job_id = %job.id, container_id = %job.container_id, "create queued");
+        Ok(job)
+    }
+
+    /// Queues a destroy of container `id`, marking it `destroying`. Returns once the job is on
+    /// disk.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when there is no such container; [`QueueError::Conflict`]
+    /// when a job holds it; [`QueueError::QueueFull`]; [`QueueError::Storage`].
+    pub async fn enqueue_destroy(&self, id: ContainerId) -> Result<Job, QueueError> {
+        let write = destroy_write(self.inner.opts.max_queued, id);
+        let job = self.inner.committer.write(write).await?;
+        tracing::info!(job_id = %job.id, container_id = %job.container_id, "destroy queued");
+        Ok(job)
+    }
+}
+
+/// The write that queues a create of `spec` while fewer than `max_queued` jobs wait.
+pub(super) fn create_write(max_queued: usize, spec: CreateSpec) -> BatchedWrite {
+    Box::new(move |tx| reserve_create(tx, max_queued, &spec))
+}
+
+/// The write that queues a destroy of container `id` while fewer than `max_queued` jobs wait.
+pub(super) fn destroy_write(max_queued: usize, id: ContainerId) -> BatchedWrite {
+    Box::new(move |tx| reserve_destroy(tx, max_queued, id))
+}
+
+/// The create of `spec` inside a transaction: `Ok(Err(_))` when refused (nothing written).
+fn reserve_create(
+    tx: &Tx<'_>,
+    max_queued: usize,
+    spec: &CreateSpec,
+) -> TxResult<Result<Job, QueueError>> {
+    if let Some(rec) = tx.record(spec.id)? {
+        return Ok(Err(match rec.job_id {
+            Some(job) => QueueError::Conflict(format!(
+                "container {} has a job pending (job {job})",
+                spec.id
+            )),
+            None => QueueError::Conflict(format!("container {} already exists", spec.id)),
+        }));
+    }
+    if let Some(holder) = tx.addr_holder(spec.vlan, spec.ip.addr)? {
+        return Ok(Err(QueueError::Conflict(format!(
+            "{} is already used on vlan {} by container {holder}",
+            spec.ip.addr, spec.vlan
+        ))));
+    }
+    let now = OffsetDateTime::now_utc();
+    let job = match new_job(tx, max_queued, JobRequest::Create(spec.clone()), now)? {
+        Ok(job) => job,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tx.put_record(&ContainerRecord::creating(spec, job.id, now))?;
+    Ok(Ok(job))
+}
+
+/// The destroy of container `id` inside a transaction: `Ok(Err(_))` when refused (nothing
+/// written).
+fn reserve_destroy(
+    tx: &Tx<'_>,
+    max_queued: usize,
+    id: ContainerId,
+) -> TxResult<Result<Job, QueueError>> {
+    let Some(mut rec) = tx.record(id)? else {
+        return Ok(Err(QueueError::NotFound(format!(
+            "container {id} does not exist"
+        ))));
+    };
+    if let Some(job) = rec.job_id {
+        let doing = match rec.state {
+            ContainerRecordState::Creating => "being created",
+            ContainerRecordState::Destroying => "being destroyed already",
+            ContainerRecordState::Active => "held",
+        };
+        return Ok(Err(QueueError::Conflict(format!(
+            "container {id} is {doing} (job {job})"
+        ))));
+    }
+    let now = OffsetDateTime::now_utc();
+    let job = match new_job(tx, max_queued, JobRequest::Destroy { id }, now)? {
+        Ok(job) => job,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    rec.state = ContainerRecordState::Destroying;
+    rec.job_id = Some(job.id);
+    tx.put_record(&rec)?;
+    Ok(Ok(job))
+}
+
+/// Adds a queued job for `request` if fewer than `max` wait; `Ok(Err(_))` when the queue is
+/// full.
+fn new_job(
+    tx: &Tx<'_>,
+    max: usize,
+    request: JobRequest,
+    now: OffsetDateTime,
+) -> TxResult<Result<Job, QueueError>> {
+    if tx.queued()? >= max as u64 {
+        return Ok(Err(QueueError::QueueFull { max }));
+    }
+    let job = Job::new(request, tx.next_seq()?, now);
+    tx.add_job(&job)?;
+    tx.push_pending(&job)?;
+    Ok(Ok(job))
+}
