@@ -70,18 +70,16 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread `creepy-meow-commit` for the store in `dir`.
+    /// Starts the thread `creepy-meow-commit` for the store in `dir`, whose sled log is `log`.
     ///
     /// # Errors
-    /// When sled's log file cannot be opened or the thread cannot be spawned.
-    pub(super) fn spawn(db: sled::Db, trees: Trees, dir: &Path) -> Result<Self, QueueError> {
-        let log_path = dir.join("db");
-        let log = File::open(&log_path).map_err(|e| {
-            QueueError::Storage(format!(
-                "cannot open the job store's log {}: {e}",
-                log_path.display()
-            ))
-        })?;
+    /// When the thread cannot be spawned.
+    pub(super) fn spawn(
+        db: sled::Db,
+        trees: Trees,
+        log: File,
+        dir: &Path,
+    ) -> Result<Self, QueueError> {
         let (tx, rx) = mpsc::channel();
         let flushes = Arc::new(AtomicU64::new(0));
         let shared = Shared {

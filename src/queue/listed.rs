@@ -7,7 +7,7 @@
 //! reader scan again, never serves a stale list.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Deserialize;
 
@@ -18,7 +18,10 @@ use super::QueueError;
 use crate::model::ContainerId;
 
 /// The IDs listed, and the counter value they were read under.
-pub(super) type Listed = Mutex<Option<(u64, Arc<[ContainerId]>)>>;
+type Cached = Option<(u64, Arc<[ContainerId]>)>;
+
+/// The cache, in the store.
+pub(super) type Listed = Mutex<Cached>;
 
 /// The fields of a container record that listing needs.
 #[derive(Deserialize)]
@@ -65,7 +68,7 @@ impl JobStore {
         }
     }
 
-    fn lock_listed(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<[ContainerId]>)>> {
+    fn lock_listed(&self) -> MutexGuard<'_, Cached> {
         // The guarded value is replaced whole, so a panic elsewhere cannot leave it torn.
         self.inner
             .listed

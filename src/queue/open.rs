@@ -8,6 +8,7 @@
 //! refuses, on every later start, a database that existed but lost it. Damage further in
 //! loses the newest writes the same way, and cannot be told from a crash.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,10 @@ use super::QueueError;
 /// eleven per create) stayed in memory; the working set (queued and running jobs, the
 /// ledger) is far smaller, and older pages come back from the OS page cache when read.
 const CACHE_BYTES: u64 = 8 << 20;
+
+/// The file in the data directory where sled 0.34 keeps its log (and pages); the commit
+/// thread `fdatasync`s it, and its size tells a new store from an existing one.
+const SLED_LOG: &str = "db";
 
 /// Key in `meta` of the on-disk format version.
 const META_FORMAT: &[u8] = b"format";
@@ -44,7 +49,8 @@ impl JobStore {
             ))
         })?;
         let lock = DirLock::acquire(dir)?;
-        let existed = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+        let log_path = dir.join(SLED_LOG);
+        let existed = std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 0);
         let failed = |e: sled::Error| open_error(dir, e);
         let db = sled::Config::new()
             .path(dir)
@@ -68,7 +74,13 @@ impl JobStore {
             .meta
             .insert(META_QUEUED, &queued.to_be_bytes())
             .map_err(failed)?;
-        let committer = Committer::spawn(db, trees.clone(), dir)?;
+        let log = File::open(&log_path).map_err(|e| {
+            QueueError::Storage(format!(
+                "cannot open the job store's log {}: {e}",
+                log_path.display()
+            ))
+        })?;
+        let committer = Committer::spawn(db, trees.clone(), log, dir)?;
         tracing::info!(dir = %dir.display(), queued, jobs = trees.jobs.len(), "job store open");
         Ok(Self {
             inner: Arc::new(Inner {

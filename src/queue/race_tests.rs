@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::test_support::{open, spec, TempDir};
+use super::test_support::{open, record_ids, spec, TempDir};
 use super::{JobStore, QueueError};
 use crate::steps::CreateSpec;
 
@@ -39,7 +39,7 @@ async fn racing_creates_of_one_id_reserve_it_once() {
     let specs = (1..=50).map(|host| spec(5, 2, host)).collect();
     assert_eq!(race(&store, specs).await, (1, 49));
     assert_eq!(store.queued_count(), 1);
-    assert_eq!(store.containers().unwrap().len(), 1);
+    assert_eq!(record_ids(&store).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,7 +49,7 @@ async fn racing_creates_of_one_address_reserve_it_once() {
     let specs = (1..=50).map(|id| spec(id, 2, 9)).collect();
     assert_eq!(race(&store, specs).await, (1, 49));
     assert_eq!(store.queued_count(), 1);
-    assert_eq!(store.containers().unwrap().len(), 1);
+    assert_eq!(record_ids(&store).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

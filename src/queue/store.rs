@@ -256,22 +256,6 @@ impl JobStore {
         Ok(counts)
     }
 
-    /// Every container record, by ID.
-    ///
-    /// # Errors
-    /// When sled fails or a record does not decode.
-    pub fn containers(&self) -> Result<Vec<ContainerRecord>, QueueError> {
-        self.inner
-            .trees
-            .containers
-            .iter()
-            .map(|item| {
-                let (key, bytes) = item.map_err(|e| self.storage("read containers", e))?;
-                decode("containers", &hex(&key), &bytes)
-            })
-            .collect()
-    }
-
     /// The record of container `id`, or `None`.
     ///
     /// # Errors

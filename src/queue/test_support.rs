@@ -34,9 +34,11 @@ pub(super) fn spec(id: u64, vlan: u8, host: u8) -> CreateSpec {
 /// The IDs of every container record (any state), in order.
 pub(super) fn record_ids(store: &JobStore) -> Vec<u32> {
     store
-        .containers()
-        .unwrap()
+        .inner
+        .trees
+        .containers
         .iter()
-        .map(|r| r.id.get())
+        .keys()
+        .map(|k| u32::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
         .collect()
 }
