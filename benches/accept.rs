@@ -36,7 +36,7 @@ const LEVELS: [usize; 4] = [1, 8, 32, 128];
 
 fn main() {
     let secs = common::env_usize("CMBENCH_ACCEPT_SECS", 3) as u64;
-    let lab = Lab::new(BENCH);
+    let lab = Lab::new();
     lab.enter();
     common::runtime().block_on(run(&lab, Duration::from_secs(secs)));
 }

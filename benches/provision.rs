@@ -37,8 +37,9 @@ use serde_json::Value;
 
 use common::daemon::{Daemon, PORT};
 use common::http::{json, Req};
-use common::lab::{run_ok, Lab};
+use common::lab::Lab;
 use common::stats::{between, ms, ratio, verdict, Summary};
+use common::testlab::lab::run_checked;
 
 const BENCH: &str = "provision";
 
@@ -47,7 +48,7 @@ type Parts = HashMap<&'static str, Duration>;
 
 fn main() {
     let n = common::env_usize("CMBENCH_CREATES", 30);
-    let lab = Lab::new(BENCH);
+    let lab = Lab::new();
     lab.enter();
     common::runtime().block_on(run(&lab, n));
 }
@@ -177,11 +178,8 @@ async fn engine_create(engine: &Engine, id: u32) -> Parts {
 /// Runs one command of the old pipeline and times it.
 fn timed(program: &str, args: &[&str]) -> (Duration, String) {
     let t0 = Instant::now();
-    let out = run_ok(Command::new(program).args(args));
-    (
-        t0.elapsed(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = run_checked(Command::new(program).args(args));
+    (t0.elapsed(), out)
 }
 
 fn shell_create(lxc: &Path, conf: &Path, i: u32) -> Parts {

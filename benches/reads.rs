@@ -32,7 +32,7 @@ const BUSY_BASE: u32 = 5001;
 fn main() {
     let secs = common::env_usize("CMBENCH_READ_SECS", 3) as u64;
     let busy = common::env_usize("CMBENCH_READ_BUSY", 40) as u32;
-    let lab = Lab::new(BENCH);
+    let lab = Lab::new();
     lab.enter();
     common::runtime().block_on(run(&lab, Duration::from_secs(secs), busy));
 }

@@ -28,7 +28,7 @@ fn main() {
     let finished = common::env_usize("CMBENCH_FINISHED", 10_000) as u32;
     let queued = common::env_usize("CMBENCH_QUEUED", 1_000) as u32;
     let restarts = common::env_usize("CMBENCH_RESTARTS", 7);
-    let lab = Lab::new(BENCH);
+    let lab = Lab::new();
     lab.enter();
     common::runtime().block_on(run(&lab, finished, queued, restarts));
 }

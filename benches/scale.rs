@@ -21,8 +21,9 @@ use serde_json::Value;
 
 use common::daemon::{Daemon, PORT};
 use common::http::{json, Conn, Req};
-use common::lab::{run_ok, Lab};
+use common::lab::Lab;
 use common::stats::{between, ms, ratio, rss_kib, verdict, Summary};
+use common::testlab::lab::run_checked;
 
 const BENCH: &str = "scale";
 const WINDOW: usize = 50;
@@ -35,7 +36,7 @@ fn main() {
         "CMBENCH_SCALE_N must be at least {}",
         2 * WINDOW
     );
-    let lab = Lab::new(BENCH);
+    let lab = Lab::new();
     lab.enter();
     common::runtime().block_on(run(&lab, n));
 }
@@ -75,11 +76,11 @@ fn floor(lxc: &Path, conf: &Path, tag: &str) -> Summary {
         .map(|i| {
             let name = format!("{tag}{i}");
             let t0 = Instant::now();
-            run_ok(
+            run_checked(
                 Command::new("lxc-create")
                     .args(["-P", &p, "-n", &name, "-t", "busybox", "-f", &conf]),
             );
-            run_ok(Command::new("lxc-start").args(["-P", &p, "-n", &name, "-d"]));
+            run_checked(Command::new("lxc-start").args(["-P", &p, "-n", &name, "-d"]));
             t0.elapsed()
         })
         .collect();

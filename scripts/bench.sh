@@ -9,9 +9,10 @@
 # Sizes (env): CMBENCH_CREATES=30 CMBENCH_ACCEPT_SECS=3 CMBENCH_READ_SECS=3 CMBENCH_READ_BUSY=40
 #              CMBENCH_SCALE_N=500 CMBENCH_FINISHED=10000 CMBENCH_QUEUED=1000 CMBENCH_RESTARTS=7
 #
-# Every bench builds its own simulated server (network namespace cmbench<pid>-<bench>-s1,
-# scratch dir /tmp/cmbench<pid>-<bench>) and removes it; if a bench is killed, the trap below
-# stops its containers from that namespace and removes the rest. Nothing outside is touched.
+# Every bench builds its own simulated server with the root tests' lab (tests/common/lab.rs:
+# namespaces cm<tag>-sw and cm<tag>-s1, scratch directory /tmp/creepy-meow-lab-cm<tag>) and
+# removes it, containers included. If a bench is killed, the next bench or root test sweeps
+# what it left (labs whose process is gone). Nothing outside is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,33 +29,10 @@ done
 
 bash scripts/install-deps.sh
 
-export CMBENCH_TAG="cmbench$$"
 OUT="$PWD/target/bench"
 mkdir -p "$OUT"
 rm -f "$OUT"/*.md
 export CMBENCH_OUT="$OUT"
-
-sweep() {
-  local ns dir p c pid
-  for dir in /tmp/"$CMBENCH_TAG"-*; do
-    [ -d "$dir" ] || continue
-    ns="$(basename "$dir")-s1"
-    if [ -e "/run/netns/$ns" ]; then
-      for p in "$dir"/*/; do
-        for c in "$p"*/; do
-          [ -f "$c/config" ] || continue
-          c=$(basename "$c")
-          nsenter --net="/run/netns/$ns" -- lxc-stop -k -P "$p" -n "$c" >/dev/null 2>&1 || true
-          nsenter --net="/run/netns/$ns" -- lxc-destroy -P "$p" -n "$c" >/dev/null 2>&1 || true
-        done
-      done
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-      ip netns del "$ns" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-  done
-}
-trap sweep EXIT
 
 echo "bench: building (release)"
 # Only the bench targets (a bare `cargo bench` would also build the unit tests in release).

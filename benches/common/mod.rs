@@ -1,5 +1,4 @@
-//! What every benchmark shares: a one-server lab in a network namespace of its own
-//! (`cmbench…`), the daemon started on it, a small HTTP/1.1 client with a load loop, latency
+//! What every benchmark shares: a one-server lab (the root tests' own), the daemon started on it, a small HTTP/1.1 client with a load loop, latency
 //! summaries, and a job store filled through the library.
 //!
 //! Each bench binary uses a subset, hence the blanket `dead_code` allowance.
@@ -10,6 +9,10 @@ pub mod http;
 pub mod lab;
 pub mod stats;
 pub mod store;
+
+/// The root tests' helpers (`tests/common`), for their lab.
+#[path = "../../tests/common/mod.rs"]
+pub mod testlab;
 
 /// The bench's answer to "how big": an env var, or the default.
 pub fn env_usize(name: &str, default: usize) -> usize {

@@ -327,7 +327,8 @@ fn ns_ip(ns: &str, args: &str) {
     run_checked(&mut nsenter(ns, bin("ip"), args.split_whitespace()));
 }
 
-fn run_checked(cmd: &mut Command) -> String {
+/// Runs `cmd`, panicking with its output when it fails; returns its stdout.
+pub fn run_checked(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));

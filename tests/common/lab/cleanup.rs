@@ -117,7 +117,13 @@ pub(super) fn try_run(mut cmd: Command) -> Result<Output, String> {
 /// Tolerates parts already gone (killed runs, earlier partial teardown).
 pub(super) fn teardown(servers: &[(String, PathBuf)], namespaces: &[String], root: &Path) {
     for (ns, dir) in servers {
-        destroy_containers(ns, &dir.join("lxc"));
+        // Any directory under a server's may be an LXC path (the daemon's `lxc`, the
+        // benches' several); destroy_containers skips entries that hold no container.
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                destroy_containers(ns, &entry.path());
+            }
+        }
     }
     for ns in namespaces {
         if !netns_path(ns).exists() {
