@@ -29,7 +29,7 @@ use futures::future::join_all;
 use common::daemon::{Daemon, PORT};
 use common::http::{load, Req};
 use common::lab::Lab;
-use common::stats::{ms, verdict, Summary};
+use common::stats::{ms, rate_cells, verdict, Summary};
 
 const BENCH: &str = "accept";
 const LEVELS: [usize; 4] = [1, 8, 32, 128];
@@ -225,6 +225,24 @@ async fn run(lab: &Lab, secs: Duration) {
     report(&levels, &library, [before, after], secs);
 }
 
+/// One row of the levels' table: `label`, the rate against the raw `fsync` rate, latencies,
+/// errors and the sync calls counted (n/a without perf).
+fn level_row(label: &str, l: &Level, fsync: f64) -> String {
+    let (full, rng, per) = match l.syncs {
+        Some((f, r)) => (
+            f.to_string(),
+            r.to_string(),
+            format!("{:.1}", l.jobs as f64 / (f + r).max(1) as f64),
+        ),
+        None => ("n/a".into(), "n/a".into(), "n/a".into()),
+    };
+    format!(
+        "| {label} | {} | {} | {full} | {rng} | {per} |\n",
+        rate_cells(l.rate, fsync, &l.lat),
+        l.errors
+    )
+}
+
 fn report(levels: &[Level], library: &(Level, u64), raw: Raw, secs: Duration) {
     let fsync = (raw[0].0 .0 + raw[1].0 .0) / 2.0;
     let range = (raw[0].1 .0 + raw[1].1 .0) / 2.0;
@@ -250,37 +268,12 @@ fn report(levels: &[Level], library: &(Level, u64), raw: Raw, secs: Duration) {
         line("sync_file_range (sled's)", |r| r.1),
     );
     for l in levels {
-        let (full, rng, per) = match l.syncs {
-            Some((f, r)) => (
-                f.to_string(),
-                r.to_string(),
-                format!("{:.1}", l.jobs as f64 / (f + r).max(1) as f64),
-            ),
-            None => ("n/a".into(), "n/a".into(), "n/a".into()),
-        };
-        out += &format!(
-            "| {} | {:.0} | {:.2}× | {} | {} | {} | {} | {full} | {rng} | {per} |\n",
-            l.clients,
-            l.rate,
-            l.rate / fsync,
-            ms(l.lat.p50),
-            ms(l.lat.p99),
-            ms(l.lat.max),
-            l.errors
-        );
+        out += &level_row(&l.clients.to_string(), l, fsync);
     }
     let (l, flushes) = library;
+    out += &level_row("library, 32 writers, no HTTP", l, fsync);
     out += &format!(
-        "| library, 32 writers, no HTTP | {:.0} | {:.2}× | {} | {} | {} | 0 | {} | {} | {:.1} |\n\n\
-         library: {flushes} group-committed flushes for {} jobs = {:.2} jobs per flush\n",
-        l.rate,
-        l.rate / fsync,
-        ms(l.lat.p50),
-        ms(l.lat.p99),
-        ms(l.lat.max),
-        l.syncs.map_or("n/a".into(), |s| s.0.to_string()),
-        l.syncs.map_or("n/a".into(), |s| s.1.to_string()),
-        l.jobs as f64 / l.syncs.map_or(1, |s| (s.0 + s.1).max(1)) as f64,
+        "\nlibrary: {flushes} group-committed flushes for {} jobs = {:.2} jobs per flush\n",
         l.jobs,
         l.jobs as f64 / (*flushes).max(1) as f64,
     );

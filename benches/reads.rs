@@ -21,7 +21,7 @@ use std::time::Duration;
 use common::daemon::{Daemon, PORT};
 use common::http::{json, load, Req};
 use common::lab::Lab;
-use common::stats::{ms, verdict, Summary};
+use common::stats::{rate_cells, verdict, Summary};
 
 const BENCH: &str = "reads";
 const CLIENTS: usize = 32;
@@ -139,13 +139,9 @@ fn report(phases: &[Phase], secs: Duration, rss: u64) {
             "–"
         };
         out += &format!(
-            "| {} | {:.0} | {:.2}× | {} | {} | {} | {} | {}/{} | {target} |\n",
+            "| {} | {} | {} | {}/{} | {target} |\n",
             p.name,
-            p.rate,
-            p.rate / base,
-            ms(p.lat.p50),
-            ms(p.lat.p99),
-            ms(p.lat.max),
+            rate_cells(p.rate, base, &p.lat),
             p.errors,
             yes(p.busy.0),
             yes(p.busy.1),

@@ -58,6 +58,17 @@ pub fn ms(d: Duration) -> String {
     }
 }
 
+/// The table cells `rate | rate/base× | p50 | p99 | max` of a load run.
+pub fn rate_cells(rate: f64, base: f64, lat: &Summary) -> String {
+    format!(
+        "{rate:.0} | {:.2}× | {} | {} | {}",
+        rate / base,
+        ms(lat.p50),
+        ms(lat.p99),
+        ms(lat.max)
+    )
+}
+
 /// `a / b` as `1.23×`.
 pub fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
