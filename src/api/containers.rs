@@ -5,9 +5,8 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::jobs::off_reactor;
 use super::request::{parse_create, BodyFormat};
-use super::{json_reply, AppState};
+use super::{json_reply, off_reactor, AppState};
 use crate::model::ContainerId;
 use crate::queue::{Job, JobStore};
 

@@ -9,9 +9,9 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::error::ApiError;
-use super::{json_reply, AppState, Request};
+use super::{json_reply, off_reactor, AppState, Request};
 use crate::metrics::Snapshot;
-use crate::queue::{JobState, JobStore, QueueError};
+use crate::queue::JobState;
 
 /// Longest `wait` a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -19,18 +19,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// `GET /api/jobs` without `?limit=`.
 const DEFAULT_LIMIT: usize = 100;
-
-/// Runs a store read that scans many jobs on the blocking pool, so the reactor keeps serving.
-pub(super) async fn off_reactor<T: Send + 'static>(
-    state: &AppState,
-    read: impl FnOnce(&JobStore) -> Result<T, QueueError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || read(&store))
-        .await
-        .map_err(|e| ApiError::internal(format!("store read panicked: {e}")))?
-        .map_err(ApiError::from)
-}
 
 fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)

@@ -25,7 +25,7 @@ use warp::{Filter, Reply};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::queue::JobStore;
+use crate::queue::{JobStore, QueueError};
 use crate::worker::QueueControl;
 use error::ApiError;
 
@@ -141,6 +141,19 @@ async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
 /// JSON with a status.
 pub fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// Runs a store read that scans many records on the blocking pool, so the reactor keeps
+/// serving.
+async fn off_reactor<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&JobStore) -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("store read panicked: {e}")))?
+        .map_err(ApiError::from)
 }
 
 async fn dispatch(
