@@ -1,5 +1,6 @@
 //! The commit thread's batches: writes committed together are each checked against the ones
-//! before them, and step records that end an action wait for the next flush.
+//! before them, a batch that only refused syncs nothing, and step records that end an action
+//! wait for the next flush.
 
 use super::committer::commit_batch;
 use super::enqueue::{create_write, destroy_write};
@@ -103,4 +104,27 @@ async fn done_records_ride_on_the_next_flush() {
     let steps = store.get(job.id).unwrap().unwrap().steps;
     assert_eq!(steps[0].state, StepState::Done);
     assert_eq!(steps[1].state, StepState::Running);
+}
+
+#[tokio::test]
+async fn refusals_alone_cost_no_disk_sync() {
+    let dir = TempDir::new("refusals");
+    let store = open(&dir);
+    store.enqueue_create(spec(5, 2, 5)).await.unwrap();
+    let before = store.flushes();
+    assert!(matches!(
+        store.enqueue_create(spec(5, 2, 6)).await,
+        Err(QueueError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.enqueue_destroy(cid(8)).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(
+        store.flushes(),
+        before,
+        "a refused enqueue wrote nothing to sync"
+    );
+    store.enqueue_create(spec(6, 2, 6)).await.unwrap();
+    assert_eq!(store.flushes(), before + 1);
 }

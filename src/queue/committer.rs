@@ -174,7 +174,12 @@ fn run(shared: &Shared, rx: &mpsc::Receiver<Work>) {
                 .unwrap_or_else(|e| vec![Err(e); writes.len()])
         };
         let started = Instant::now();
-        let flushed = flush(shared);
+        // A batch of refusals only wrote nothing: no disk sync for it.
+        let flushed = if flush_waiters.is_empty() && !written.iter().any(Result::is_ok) {
+            Ok(())
+        } else {
+            flush(shared)
+        };
         tracing::trace!(
             flush_waiters = flush_waiters.len(),
             writes = writes.len(),
