@@ -22,7 +22,6 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,7 +30,6 @@ use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{HostId, VlanId};
 use creepy_meow::steps::{Progress, StepEvent, CREATE_STEPS};
 use creepy_meow::sys::lxc::LxcTools;
-use creepy_meow::sys::rtnl::{RtNetlink, RtNetnsOpener};
 use creepy_meow::sys::Host;
 use serde_json::Value;
 
@@ -87,11 +85,8 @@ fn with_rest(mut parts: Parts) -> Parts {
 }
 
 fn engine(lxc: &Path) -> Engine {
-    let host = Host {
-        net: Arc::new(RtNetlink::connect().expect("netlink")),
-        netns: Arc::new(RtNetnsOpener),
-        lxc: Arc::new(LxcTools::new(lxc, "busybox", Vec::new()).expect("lxc path")),
-    };
+    let host =
+        Host::real(LxcTools::new(lxc, "busybox", Vec::new()).expect("lxc path")).expect("netlink");
     let vlans = [2, 3, 4].map(|v| VlanId::new(v).expect("vlan")).to_vec();
     let fabric = FabricConfig {
         host_id: HostId::new(1).expect("host id"),

@@ -64,6 +64,7 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
+    crate::testhook::install(&shutdown);
     let store = JobStore::open(&cfg.data_dir, cfg.store.clone())?;
     let actions = ensure_fabric(host.net.as_ref(), &cfg.fabric).await?;
     for action in &actions {
@@ -78,7 +79,6 @@ pub async fn run(
         control: control.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
-        step_pause: crate::worker::step_pause_from_env(),
     };
     let recovered = worker.recover().await?;
     if recovered > 0 {

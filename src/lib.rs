@@ -32,4 +32,5 @@ pub mod steps;
 pub mod sys;
 #[cfg(test)]
 mod test_support;
+pub mod testhook;
 pub mod worker;

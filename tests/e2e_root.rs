@@ -5,7 +5,6 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::containers::attach;
 use common::daemon::{lxc_path, Daemon, API, BIN};
@@ -135,7 +134,7 @@ fn the_original_curl_line_then_the_client_across_two_servers() {
     // A create that fails midway: the client shows the failed step and the rollback, exits 1.
     d2.kill();
     drop(d2);
-    let d2 = Daemon::start(s2, Some(400), false);
+    let d2 = Daemon::start(s2, Some("before_action:create_veth"), false);
     let mut cmd = s2.cmd(
         BIN,
         [
@@ -150,16 +149,9 @@ fn the_original_curl_line_then_the_client_across_two_servers() {
     );
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let running = d2.json(&["-s", &format!("{API}/api/jobs?state=running")]);
-        if running["jobs"][0]["steps"][1]["state"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the create never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    d2.wait_barrier("before_action:create_veth");
     s2.run_ok("ip", ["link", "del", "br2"]);
+    d2.release_barrier();
     let out = child.wait_with_output().unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");

@@ -5,7 +5,6 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::containers::attach;
@@ -16,7 +15,6 @@ use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{parse_vlan_list, ContainerId, HostId, VlanId};
 use creepy_meow::steps::{CreateSpec, NoProgress, Progress, StepEvent, CREATE_STEPS};
 use creepy_meow::sys::lxc::LxcTools;
-use creepy_meow::sys::rtnl::{RtNetlink, RtNetnsOpener};
 use creepy_meow::sys::Host;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creepy-meow");
@@ -37,11 +35,8 @@ fn fabric(lab: &Lab) {
 
 /// An engine for `server`; must be called inside [`on_server`].
 fn engine(host_id: u8, lxc: PathBuf) -> Engine {
-    let host = Host {
-        net: Arc::new(RtNetlink::connect().expect("netlink")),
-        netns: Arc::new(RtNetnsOpener),
-        lxc: Arc::new(LxcTools::new(&lxc, "busybox", vec![]).expect("lxc path")),
-    };
+    let host =
+        Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).expect("lxc path")).expect("netlink");
     let cfg = FabricConfig {
         host_id: HostId::new(u64::from(host_id)).unwrap(),
         underlay: "eth1".into(),

@@ -1,7 +1,6 @@
 //! `creepy-meow serve`: the provisioning daemon on the real host.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +10,6 @@ use crate::config::DaemonConfig;
 use crate::daemon;
 use crate::sys::lxc::LxcTools;
 use crate::sys::privilege::has_net_admin;
-use crate::sys::rtnl::{RtNetlink, RtNetnsOpener};
 use crate::sys::Host;
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -31,14 +29,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(1, e),
     };
-    let net = match RtNetlink::connect() {
-        Ok(n) => n,
+    let host = match Host::real(lxc) {
+        Ok(h) => h,
         Err(e) => return fail(1, e),
-    };
-    let host = Host {
-        net: Arc::new(net),
-        netns: Arc::new(RtNetnsOpener),
-        lxc: Arc::new(lxc),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -167,6 +167,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Kills whatever a crashed run of job `job` left running (a tool's children outlive the
+    /// daemon that started them) and returns once it is gone.
+    ///
+    /// # Errors
+    /// When some process does not die, or `/proc` cannot be read.
+    pub async fn stop_leftover_tools(&self, job: uuid::Uuid) -> Result<usize, EngineError> {
+        Ok(self.host.reaper.reap(job).await?)
+    }
+
     /// Undoes every create step for `spec`, whatever state an interrupted attempt left.
     pub async fn roll_back(
         &self,

@@ -97,7 +97,7 @@ fn reserve_destroy(
         let doing = match rec.state {
             ContainerRecordState::Creating => "being created",
             ContainerRecordState::Destroying => "being destroyed already",
-            ContainerRecordState::Active => "held",
+            ContainerRecordState::Active | ContainerRecordState::Leftover => "held",
         };
         return Ok(Err(QueueError::Conflict(format!(
             "container {id} is {doing} (job {job})"

@@ -27,6 +27,16 @@ pub enum JobKind {
     Destroy,
 }
 
+impl JobKind {
+    /// The kind as stored and shown (`create`, `destroy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Destroy => "destroy",
+        }
+    }
+}
+
 /// What was asked, kept whole so a job can run (or be rolled back) after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -317,6 +327,9 @@ pub enum ContainerRecordState {
     Active,
     /// A destroy job is pending or running.
     Destroying,
+    /// A create failed and its rollback could not undo everything: what is left on the host
+    /// keeps the ID and address reserved until a destroy removes it.
+    Leftover,
 }
 
 /// The ledger entry that holds a container ID and its `(vlan, address)` from the moment a

@@ -70,16 +70,36 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::BadTransition`] unless it is running;
     /// [`QueueError::Storage`].
     pub async fn finish(&self, id: Uuid, result: Result<(), String>) -> Result<Job, QueueError> {
+        let ending = match result {
+            Ok(()) => Ending::Succeeded,
+            Err(e) => Ending::Failed(e),
+        };
+        self.end(id, ending).await
+    }
+
+    /// Ends running job `id` as failed with `error`, when its rollback could not undo
+    /// everything: the container keeps its reservations as `leftover` (its ID and address are
+    /// not handed out while something of it is on the host) until a destroy cleans it up.
+    ///
+    /// # Errors
+    /// As [`Self::finish`].
+    pub async fn fail_leaving_host(&self, id: Uuid, error: String) -> Result<Job, QueueError> {
+        self.end(id, Ending::FailedLeavingHost(error)).await
+    }
+
+    async fn end(&self, id: Uuid, ending: Ending) -> Result<Job, QueueError> {
         let job = self.txn(|tx| {
             let mut job = tx.job(id)?;
-            let next = match result {
-                Ok(()) => JobState::Succeeded,
-                Err(_) => JobState::Failed,
+            let (next, error) = match &ending {
+                Ending::Succeeded => (JobState::Succeeded, None),
+                Ending::Failed(e) | Ending::FailedLeavingHost(e) => {
+                    (JobState::Failed, Some(e.clone()))
+                }
             };
             advance(&mut job, next)?;
-            job.error = result.clone().err();
+            job.error = error;
             job.finished_at = Some(OffsetDateTime::now_utc());
-            settle(tx, &job, result.is_ok())?;
+            settle(tx, &job, &ending)?;
             tx.put_job(&job)?;
             Ok(job)
         })?;
@@ -123,7 +143,7 @@ impl JobStore {
             advance(&mut job, JobState::Cancelled)?;
             tx.remove_pending(&job)?;
             job.finished_at = Some(OffsetDateTime::now_utc());
-            settle(tx, &job, false)?;
+            settle(tx, &job, &Ending::Failed(String::new()))?;
             tx.put_job(&job)?;
             Ok(job)
         })?;
@@ -138,10 +158,20 @@ fn advance(job: &mut Job, next: JobState) -> TxResult<()> {
     job.transition(next).or_else(abort)
 }
 
+/// How a job ends, for its reservation.
+enum Ending {
+    Succeeded,
+    /// Failed, and the host is as before the job.
+    Failed(String),
+    /// Failed, and the rollback left something on the host.
+    FailedLeavingHost(String),
+}
+
 /// Settles the reservation `job` held, once it is over. The container is kept (as `active`)
-/// after a successful create or a failed destroy, released otherwise. A record the job does
-/// not hold is left alone: the ledger never loses another job's reservation.
-fn settle(tx: &Tx<'_>, job: &Job, succeeded: bool) -> TxResult<()> {
+/// after a successful create or a failed destroy, kept as `leftover` after a create whose
+/// rollback left something behind, released otherwise. A record the job does not hold is left
+/// alone: the ledger never loses another job's reservation.
+fn settle(tx: &Tx<'_>, job: &Job, ending: &Ending) -> TxResult<()> {
     let Some(mut rec) = tx.record(job.container_id)? else {
         tracing::warn!(job_id = %job.id, container_id = %job.container_id, "job ended without a container record");
         return Ok(());
@@ -150,15 +180,19 @@ fn settle(tx: &Tx<'_>, job: &Job, succeeded: bool) -> TxResult<()> {
         tracing::warn!(job_id = %job.id, container_id = %job.container_id, holder = ?rec.job_id, "container record is not held by this job");
         return Ok(());
     }
-    let keep = match job.kind {
-        JobKind::Create => succeeded,
-        JobKind::Destroy => !succeeded,
+    let kept_as = match (job.kind, ending) {
+        (JobKind::Create, Ending::Succeeded) => Some(ContainerRecordState::Active),
+        (JobKind::Create, Ending::FailedLeavingHost(_)) => Some(ContainerRecordState::Leftover),
+        (JobKind::Create, Ending::Failed(_)) => None,
+        (JobKind::Destroy, Ending::Succeeded) => None,
+        (JobKind::Destroy, _) => Some(ContainerRecordState::Active),
     };
-    if keep {
-        rec.state = ContainerRecordState::Active;
-        rec.job_id = None;
-        tx.put_record(&rec)
-    } else {
-        tx.remove_record(&rec)
+    match kept_as {
+        Some(state) => {
+            rec.state = state;
+            rec.job_id = None;
+            tx.put_record(&rec)
+        }
+        None => tx.remove_record(&rec),
     }
 }

@@ -229,7 +229,17 @@ async fn apply_one(
         .map_err(StepError::Other)
 }
 
-/// Undoes `steps` newest first, never stopping at an error; returns the errors.
+/// How many times an undo is tried before its error is reported: right after a crash the host
+/// may still be settling (a process we killed still releasing files, a container still
+/// stopping), and an undo that fails then may well succeed a moment later.
+pub const UNDO_TRIES: u32 = 5;
+
+/// The pause before the second try; it doubles before each next one (100 + 200 + 400 + 800
+/// ms: a step is given up on after about 1.5 s).
+const UNDO_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Undoes `steps` newest first, never stopping at an error; returns the errors. Each undo is
+/// tried up to [`UNDO_TRIES`] times, with a doubling pause in between.
 pub async fn undo_steps(
     steps: &[Box<dyn Step>],
     ctx: &mut StepCtx<'_>,
@@ -238,7 +248,7 @@ pub async fn undo_steps(
     let mut errors = Vec::new();
     for step in steps.iter().rev() {
         let _ = progress.record(step.name(), StepEvent::Undoing).await;
-        match step.undo(ctx).await {
+        match undo_one(step.as_ref(), ctx).await {
             Ok(()) => {
                 let _ = progress.record(step.name(), StepEvent::Undone).await;
             }
@@ -253,6 +263,23 @@ pub async fn undo_steps(
         }
     }
     errors
+}
+
+async fn undo_one(step: &dyn Step, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+    let mut pause = UNDO_FIRST_PAUSE;
+    let mut tries = 1;
+    loop {
+        match step.undo(ctx).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= UNDO_TRIES => return Err(e),
+            Err(e) => {
+                tracing::warn!(step = step.name(), error = %e, tries, "undo failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

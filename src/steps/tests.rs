@@ -169,7 +169,7 @@ async fn kernel_failures_roll_back_too() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn undo_errors_are_collected_and_undo_goes_on() {
     let (host, net, lxc) = host().await;
     let s = spec();
@@ -177,7 +177,9 @@ async fn undo_errors_are_collected_and_undo_goes_on() {
     run_steps(&create_steps(), &mut ctx, &mut NoProgress)
         .await
         .unwrap();
-    net.fail_next("lxc-stop", libc::EIO);
+    for _ in 0..UNDO_TRIES {
+        net.fail_next("lxc-stop", libc::EIO);
+    }
     let errors = undo_steps(&create_steps(), &mut ctx, &mut NoProgress).await;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].0, "start_container");
@@ -187,6 +189,33 @@ async fn undo_errors_are_collected_and_undo_goes_on() {
         "undo went on past the error"
     );
     assert!(lxc.names().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undo_is_tried_again_with_a_growing_pause_before_it_counts_as_failed() {
+    let (host, net, lxc) = host().await;
+    let s = spec();
+    let mut ctx = StepCtx::new(&host, &s);
+    run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+        .await
+        .unwrap();
+    net.clear_calls();
+    // Fails while the host "settles", then succeeds: no error, nothing left.
+    for _ in 0..UNDO_TRIES - 1 {
+        net.fail_next("lxc-destroy", libc::EBUSY);
+    }
+    let started = tokio::time::Instant::now();
+    let errors = undo_steps(&create_steps(), &mut ctx, &mut NoProgress).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(lxc.names().is_empty());
+    let tries = net
+        .calls()
+        .iter()
+        .filter(|c| c.contains("lxc-destroy"))
+        .count();
+    assert_eq!(tries, UNDO_TRIES as usize);
+    // 100 + 200 + 400 + 800 ms of (paused, so exact) back-off.
+    assert_eq!(started.elapsed(), std::time::Duration::from_millis(1500));
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::fake::FakeNetlink;
 use super::lxc::{ContainerStatus, Lxc};
+use super::reap::Reaper;
 use super::{SysError, SysResult};
 
 #[derive(Default)]
@@ -117,5 +118,28 @@ impl Lxc for FakeLxc {
 
     async fn list(&self) -> SysResult<Vec<String>> {
         Ok(self.names())
+    }
+}
+
+/// A fake [`Reaper`]: logs `reap <job>` in its [`FakeNetlink`]'s call log (so a test sees it
+/// come before the undo it guards) and plays scripted failures; there is never anything to
+/// kill.
+#[derive(Clone)]
+pub struct FakeReaper {
+    net: FakeNetlink,
+}
+
+impl FakeReaper {
+    /// A fake reaper logging into `net`'s call log.
+    pub fn new(net: &FakeNetlink) -> Self {
+        Self { net: net.clone() }
+    }
+}
+
+#[async_trait]
+impl Reaper for FakeReaper {
+    async fn reap(&self, job: uuid::Uuid) -> SysResult<usize> {
+        self.net.record(format!("reap {job}"))?;
+        Ok(0)
     }
 }

@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use super::fake::FakeNetlink;
-use super::fake_lxc::FakeLxc;
-use super::lxc::Lxc;
+use super::fake_lxc::{FakeLxc, FakeReaper};
+use super::lxc::{Lxc, LxcTools};
 use super::netlink::{Netlink, NetnsOpener};
+use super::reap::{ProcReaper, Reaper};
+use super::rtnl::{RtNetlink, RtNetnsOpener};
+use super::SysResult;
 
 /// The host's kernel and LXC, behind their traits.
 #[derive(Clone)]
@@ -16,9 +19,25 @@ pub struct Host {
     pub netns: Arc<dyn NetnsOpener>,
     /// The LXC tools.
     pub lxc: Arc<dyn Lxc>,
+    /// Stops what a crashed run of a job left running.
+    pub reaper: Arc<dyn Reaper>,
 }
 
 impl Host {
+    /// The real host: rtnetlink in the calling thread's network namespace, the LXC tools
+    /// `lxc`, `/proc` for reaping.
+    ///
+    /// # Errors
+    /// When the netlink socket cannot be opened.
+    pub fn real(lxc: LxcTools) -> SysResult<Self> {
+        Ok(Self {
+            net: Arc::new(RtNetlink::connect()?),
+            netns: Arc::new(RtNetnsOpener),
+            lxc: Arc::new(lxc),
+            reaper: Arc::new(ProcReaper::default()),
+        })
+    }
+
     /// A host made of fakes, with an `eth1` underlay of MTU 1500; returns the fakes too, so the
     /// test can script failures and read the call log.
     pub fn fake() -> (Self, FakeNetlink, FakeLxc) {
@@ -29,6 +48,7 @@ impl Host {
             net: Arc::new(net.clone()),
             netns: Arc::new(net.clone()),
             lxc: Arc::new(lxc.clone()),
+            reaper: Arc::new(FakeReaper::new(&net)),
         };
         (host, net, lxc)
     }

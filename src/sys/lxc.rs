@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::{SysError, SysResult};
+use super::{process, SysError, SysResult};
 
 /// What LXC says of one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,50 +85,13 @@ impl LxcTools {
         &self.path
     }
 
-    /// Runs `program args` and returns its stdout, or the error with stderr.
+    /// Runs `program -P <path> args` for the current job (see [`super::process`]) and
+    /// returns its stdout, or the error with stderr.
     async fn tool(&self, what: String, program: &str, args: &[&str]) -> SysResult<String> {
         let mut cmd = Command::new(program);
-        cmd.arg("-P").arg(&self.path).args(args).kill_on_drop(true);
-        // If the daemon dies (kill -9, OOM), a half-run tool must die with it rather than go on
-        // changing the host while the restarted daemon rolls the job back. (`lxc-start -d`
-        // forks its monitor away first, so the container itself is not affected.)
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        cmd.arg("-P").arg(&self.path).args(args);
         let command = format!("{program} -P {} {}", self.path.display(), args.join(" "));
-        let output = match tokio::time::timeout(TOOL_TIMEOUT, cmd.output()).await {
-            Err(_) => {
-                return Err(SysError::Command {
-                    what,
-                    command,
-                    status: "timeout".into(),
-                    stderr: format!("no answer within {}s", TOOL_TIMEOUT.as_secs()),
-                })
-            }
-            Ok(Err(source)) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SysError::Io {
-                    what: format!("{what}: {program} is not installed (apt-get install lxc)"),
-                    source,
-                })
-            }
-            Ok(Err(source)) => return Err(SysError::Io { what, source }),
-            Ok(Ok(o)) => o,
-        };
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
-        Err(SysError::Command {
-            what,
-            command,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+        process::run(what, program, cmd, command, TOOL_TIMEOUT).await
     }
 }
 

@@ -7,7 +7,11 @@
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
 //! - [`fake`] and [`fake_lxc`]: in-memory implementations that record calls in one log and play
 //!   scripted failures;
-//! - [`host`]: the bundle of all three that the engine is given;
+//! - [`process`]: how every tool runs: tagged with the job it serves, in a process group of its
+//!   own, killed with its group on a time-out;
+//! - [`reap`]: the [`Reaper`] trait, which finds and kills what a crashed run of a job left
+//!   running, and its real implementation over `/proc`;
+//! - [`host`]: the bundle of them all that the engine is given;
 //! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything;
 //! - [`memory`]: the allocator's arena cap, set first thing in `main`.
 
@@ -19,9 +23,12 @@ pub mod lxc;
 pub mod memory;
 pub mod netlink;
 pub mod privilege;
+pub mod process;
+pub mod reap;
 pub mod rtnl;
 
 pub use error::{SysError, SysResult};
 pub use host::Host;
 pub use lxc::{ContainerStatus, Lxc};
 pub use netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};
+pub use reap::Reaper;

@@ -24,10 +24,26 @@ use progress::StoreProgress;
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 use crate::queue::{Job, JobRequest, JobStore, QueueError};
-use crate::steps::NoProgress;
+use crate::steps::{Progress, StepEvent};
+use crate::sys::process::owned_by;
+use crate::testhook;
 
 /// Pause between retries when the store itself fails.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Undo progress of recovery: recorded nowhere (the job is queued again or failed as a
+/// whole afterwards), but a crash test can stop the daemon before each undo.
+struct RecoveryProgress;
+
+#[async_trait::async_trait]
+impl Progress for RecoveryProgress {
+    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+        if event == StepEvent::Undoing {
+            testhook::barrier("recovery_undo", step).await;
+        }
+        Ok(())
+    }
+}
 
 /// Runs jobs. Owns the receiving side of the queue: there is exactly one.
 pub struct Worker {
@@ -41,22 +57,6 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Fires on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
-    /// Test hook: a pause on both sides of every step's action (see [`STEP_PAUSE_ENV`]).
-    pub step_pause: Option<Duration>,
-}
-
-/// Environment variable naming milliseconds to pause before and after every step's action.
-/// Only for tests that must land a SIGKILL inside a step; never set it in production.
-pub const STEP_PAUSE_ENV: &str = "CREEPY_MEOW_TEST_STEP_PAUSE_MS";
-
-/// The step pause asked for by [`STEP_PAUSE_ENV`], if any.
-pub fn step_pause_from_env() -> Option<Duration> {
-    let ms: u64 = std::env::var(STEP_PAUSE_ENV).ok()?.parse().ok()?;
-    tracing::warn!(
-        ms,
-        "{STEP_PAUSE_ENV} is set: every step is slowed down (test hook)"
-    );
-    Some(Duration::from_millis(ms))
 }
 
 impl Worker {
@@ -68,23 +68,38 @@ impl Worker {
         let interrupted = self.store.running()?;
         for job in &interrupted {
             tracing::warn!(job_id = %job.id, container_id = %job.container_id, "job was interrupted; reconciling with the host");
-            let leftovers = match &job.request {
-                JobRequest::Create(spec) => self.engine.roll_back(spec, &mut NoProgress).await,
-                JobRequest::Destroy { .. } => Vec::new(),
-            };
+            let leftovers = owned_by(job.id, self.undo_interrupted(job)).await;
             if leftovers.is_empty() {
                 self.store.requeue_interrupted(job.id).await?;
             } else {
-                let text: Vec<String> =
-                    leftovers.iter().map(|(s, e)| format!("{s}: {e}")).collect();
                 let msg = format!(
                     "interrupted by a crash and the rollback failed: {}",
-                    text.join("; ")
+                    leftovers.join("; ")
                 );
-                self.store.finish(job.id, Err(msg)).await?;
+                self.store.fail_leaving_host(job.id, msg).await?;
             }
         }
         Ok(interrupted.len())
+    }
+
+    /// Stops whatever the crashed run of `job` left running, then undoes what it may have
+    /// done; returns what could not be undone.
+    async fn undo_interrupted(&self, job: &Job) -> Vec<String> {
+        // Nothing may act on the host while we undo: a tool's children (a template still
+        // writing the rootfs) outlive the daemon that started them.
+        if let Err(e) = self.engine.stop_leftover_tools(job.id).await {
+            return vec![e.to_string()];
+        }
+        match &job.request {
+            JobRequest::Create(spec) => self
+                .engine
+                .roll_back(spec, &mut RecoveryProgress)
+                .await
+                .iter()
+                .map(|(s, e)| format!("{s}: {e}"))
+                .collect(),
+            JobRequest::Destroy { .. } => Vec::new(),
+        }
     }
 
     /// Takes and runs jobs until shutdown.
@@ -142,16 +157,18 @@ impl Worker {
             &self.control,
             &self.metrics,
             &self.shutdown,
-            self.step_pause,
         );
-        let outcome = match &job.request {
-            JobRequest::Create(spec) => self.engine.create(spec, &mut progress).await,
-            JobRequest::Destroy { id } => self
-                .engine
-                .destroy_recorded(*id, &mut progress)
-                .await
-                .map(drop),
-        };
+        let outcome = owned_by(job.id, async {
+            match &job.request {
+                JobRequest::Create(spec) => self.engine.create(spec, &mut progress).await,
+                JobRequest::Destroy { id } => self
+                    .engine
+                    .destroy_recorded(*id, &mut progress)
+                    .await
+                    .map(drop),
+            }
+        })
+        .await;
         // A create stopped by shutdown whose rollback was complete can simply run again later;
         // so can a destroy (every destroy step is idempotent).
         let clean_interrupt = progress.interrupted()
@@ -160,18 +177,33 @@ impl Worker {
                 Err(_) => true,
                 Ok(()) => false,
             };
-        let result = outcome.map_err(|e| e.to_string());
+        let left_behind =
+            matches!(&outcome, Err(EngineError::Create(c)) if !c.undo_errors.is_empty());
         if clean_interrupt {
             tracing::info!("shutting down: job rolled back and queued again");
             self.store.requeue_interrupted(job.id).await?;
-        } else {
-            match &result {
-                Ok(()) => tracing::info!("job succeeded"),
-                Err(e) => tracing::warn!(error = %e, "job failed"),
+            self.control.job_changed();
+            return Ok(());
+        }
+        testhook::barrier("before_finish", job.kind.as_str()).await;
+        match outcome.map_err(|e| e.to_string()) {
+            Ok(()) => {
+                tracing::info!("job succeeded");
+                self.store.finish(job.id, Ok(())).await?;
             }
-            self.store.finish(job.id, result).await?;
+            Err(e) if left_behind => {
+                tracing::error!(error = %e, "job failed and left something on the host");
+                self.store.fail_leaving_host(job.id, e).await?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "job failed");
+                self.store.finish(job.id, Err(e)).await?;
+            }
         }
         self.control.job_changed();
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,7 @@ use super::QueueControl;
 use crate::metrics::Metrics;
 use crate::queue::JobStore;
 use crate::steps::{Progress, StepEvent};
+use crate::testhook;
 
 /// Progress of one job, recorded in the store.
 pub struct StoreProgress<'a> {
@@ -22,7 +23,6 @@ pub struct StoreProgress<'a> {
     shutdown: &'a CancellationToken,
     step_started: Option<Instant>,
     interrupted: bool,
-    pause: Option<std::time::Duration>,
 }
 
 impl<'a> StoreProgress<'a> {
@@ -33,7 +33,6 @@ impl<'a> StoreProgress<'a> {
         control: &'a QueueControl,
         metrics: &'a Metrics,
         shutdown: &'a CancellationToken,
-        pause: Option<std::time::Duration>,
     ) -> Self {
         Self {
             store,
@@ -43,7 +42,6 @@ impl<'a> StoreProgress<'a> {
             shutdown,
             step_started: None,
             interrupted: false,
-            pause,
         }
     }
 
@@ -60,17 +58,17 @@ impl Progress for StoreProgress<'_> {
             self.interrupted = true;
             return Err("the daemon is shutting down".into());
         }
-        // The crash tests' hook: widen the window between "started" and "done" on both sides
-        // of the step's action, so a SIGKILL can land inside every step.
-        if let (Some(p), StepEvent::Done) = (self.pause, event) {
-            tokio::time::sleep(p).await;
+        // The crash tests' barriers (see `testhook`): the action is complete, its end is not
+        // recorded; the start is on disk, the action not begun.
+        if event == StepEvent::Done {
+            testhook::barrier("before_done", step).await;
         }
         self.store
             .record_step(self.job, step, event)
             .await
             .map_err(|e| format!("cannot record step {step}: {e}"))?;
-        if let (Some(p), StepEvent::Started) = (self.pause, event) {
-            tokio::time::sleep(p).await;
+        if event == StepEvent::Started {
+            testhook::barrier("before_action", step).await;
         }
         match event {
             StepEvent::Started => self.step_started = Some(Instant::now()),

@@ -16,14 +16,24 @@ pub const API: &str = "http://127.0.0.1:8080";
 pub struct Daemon<'a> {
     server: &'a Server,
     child: Option<Child>,
+    /// Length of the server's daemon.log when this daemon started: what follows is its own.
+    log_from: usize,
 }
+
+/// The test barrier's environment variable and the line the daemon prints on reaching it
+/// (`creepy_meow::testhook`).
+const BARRIER_ENV: &str = creepy_meow::testhook::BARRIER_ENV;
+const BARRIER_REACHED: &str = creepy_meow::testhook::REACHED;
+const RELEASE_ENV: &str = creepy_meow::testhook::RELEASE_ENV;
 
 pub fn lxc_path(s: &Server) -> PathBuf {
     s.dir.join("lxc")
 }
 
 impl<'a> Daemon<'a> {
-    pub fn start(server: &'a Server, step_pause_ms: Option<u64>, paused: bool) -> Self {
+    /// Starts a daemon without waiting for it to serve; with `barrier` (`phase:name`, see
+    /// `creepy_meow::testhook`) it holds the job there, for [`Self::kill_at_barrier`].
+    pub fn spawn(server: &'a Server, barrier: Option<&str>, paused: bool) -> Self {
         let (data, lxc) = (server.dir.join("data"), lxc_path(server));
         let mut args = vec![
             "serve".to_string(),
@@ -45,17 +55,26 @@ impl<'a> Daemon<'a> {
             .append(true)
             .open(server.dir.join("daemon.log"))
             .unwrap();
+        let log_from = log.metadata().unwrap().len() as usize;
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if let Some(ms) = step_pause_ms {
-            cmd.env("CREEPY_MEOW_TEST_STEP_PAUSE_MS", ms.to_string());
+        let release = server.dir.join("barrier-release");
+        let _ = std::fs::remove_file(&release);
+        if let Some(point) = barrier {
+            cmd.env(BARRIER_ENV, point).env(RELEASE_ENV, &release);
         }
         let child = server.spawn_cmd(cmd);
-        let d = Self {
+        Self {
             server,
             child: Some(child),
-        };
+            log_from,
+        }
+    }
+
+    /// Starts a daemon (see [`Self::spawn`]) and waits until it serves.
+    pub fn start(server: &'a Server, barrier: Option<&str>, paused: bool) -> Self {
+        let d = Self::spawn(server, barrier, paused);
         let deadline = Instant::now() + Duration::from_secs(20);
         while d.curl(&["-sf", &format!("{API}/healthz")]).status.code() != Some(0) {
             assert!(
@@ -68,8 +87,17 @@ impl<'a> Daemon<'a> {
         d
     }
 
+    /// This daemon's log (stdout and stderr), and its predecessors' on the same server.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.server.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// What this daemon itself logged.
+    pub fn own_log(&self) -> String {
+        self.log()
+            .get(self.log_from..)
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn curl(&self, args: &[&str]) -> std::process::Output {
@@ -122,21 +150,28 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// Polls until step `step` of job `id` is `running`, then SIGKILLs the daemon.
-    pub fn kill_inside(mut self, id: &str, step: &str) {
+    /// Waits (30 s at most) until the daemon says it reached its test barrier `point`.
+    pub fn wait_barrier(&self, point: &str) {
+        let line = format!("{BARRIER_REACHED}{point}");
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let j = self.job(id);
-            let state = j["steps"]
-                .as_array()
-                .and_then(|s| s.iter().find(|s| s["name"] == step))
-                .map(|s| s["state"].clone());
-            if state.as_ref().and_then(Value::as_str) == Some("running") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "step {step} never ran: {j}");
-            std::thread::sleep(Duration::from_millis(10));
+        while !self.own_log().lines().any(|l| l == line) {
+            assert!(
+                Instant::now() < deadline,
+                "barrier {point} never reached:\n{}",
+                self.own_log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Lets the daemon go on from its barrier.
+    pub fn release_barrier(&self) {
+        std::fs::write(self.server.dir.join("barrier-release"), "").unwrap();
+    }
+
+    /// Waits for the barrier `point`, then SIGKILLs the daemon there.
+    pub fn kill_at_barrier(mut self, point: &str) {
+        self.wait_barrier(point);
         self.kill();
     }
 

@@ -1,0 +1,69 @@
+//! Test barriers: named points in a job's life where the crash tests stop the daemon.
+//!
+//! `CREEPY_MEOW_TEST_BARRIER=<phase>:<name>` makes the daemon, on reaching that point, print
+//! `creepy-meow test barrier reached: <phase>:<name>` on stderr and hold the task there until
+//! shutdown begins or the file named by `CREEPY_MEOW_TEST_BARRIER_RELEASE` appears (forever,
+//! for a test that SIGKILLs it). A test waits for the line, then kills (or changes the host
+//! and releases): so a SIGKILL lands exactly where it is meant to, without sleeps. The points:
+//!
+//! | phase | name | where |
+//! |---|---|---|
+//! | `before_action` | step | the step's `running` record is on disk, nothing done yet |
+//! | `tool_spawned` | program (`lxc-create`...) | the tool runs; the daemon has not waited on it |
+//! | `before_done` | step | the step's action is complete, its `done` not recorded |
+//! | `before_finish` | job kind (`create`, `destroy`) | every step done, the job's end not recorded |
+//! | `recovery_undo` | step | recovery is about to undo this step of an interrupted job |
+//!
+//! Never set it in production: the daemon warns at start when it is.
+
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+
+/// The environment variable naming the barrier.
+pub const BARRIER_ENV: &str = "CREEPY_MEOW_TEST_BARRIER";
+
+/// The environment variable naming the file whose creation releases the barrier.
+pub const RELEASE_ENV: &str = "CREEPY_MEOW_TEST_BARRIER_RELEASE";
+
+/// The line printed on stderr when the barrier is reached, before the point's name.
+pub const REACHED: &str = "creepy-meow test barrier reached: ";
+
+struct Barrier {
+    point: String,
+    shutdown: CancellationToken,
+    release_file: Option<std::path::PathBuf>,
+}
+
+static BARRIER: OnceLock<Option<Barrier>> = OnceLock::new();
+
+/// Reads [`BARRIER_ENV`] once; a barrier reached later is released when `shutdown` fires.
+pub fn install(shutdown: &CancellationToken) {
+    BARRIER.get_or_init(|| {
+        let point = std::env::var(BARRIER_ENV).ok()?;
+        tracing::warn!(%point, "{BARRIER_ENV} is set: the daemon will stop at this point (test hook)");
+        Some(Barrier {
+            point,
+            shutdown: shutdown.clone(),
+            release_file: std::env::var_os(RELEASE_ENV).map(Into::into),
+        })
+    });
+}
+
+/// Holds the task at point `phase:name` if it is the installed barrier; returns at once
+/// otherwise (one load and a string compare).
+pub async fn barrier(phase: &str, name: &str) {
+    let Some(Some(b)) = BARRIER.get() else {
+        return;
+    };
+    if b.point.split_once(':') != Some((phase, name)) {
+        return;
+    }
+    eprintln!("{REACHED}{}", b.point);
+    while !b.release_file.as_ref().is_some_and(|f| f.exists()) {
+        tokio::select! {
+            _ = b.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+        }
+    }
+}
