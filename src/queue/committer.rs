@@ -38,6 +38,23 @@ type FlushResult = Result<(), QueueError>;
 /// read and write through the transaction.
 pub(super) type BatchedWrite = Box<dyn Fn(&Tx<'_>) -> TxResult<Result<Job, QueueError>> + Send>;
 
+/// Makes sled's log file stable on disk once sled has flushed it: `fdatasync` in production;
+/// tests put a recorder in its place that counts the syncs and can fail them, so that what
+/// "accepted means durable" rests on is observable.
+pub(super) trait LogSync: Send {
+    /// Syncs the log's data to the disk.
+    ///
+    /// # Errors
+    /// The file system's error.
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl LogSync for File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
 /// What a batched write answers: its job, or why not.
 type WriteResult = Result<Job, QueueError>;
 
@@ -53,8 +70,8 @@ enum Work {
 struct Shared {
     db: sled::Db,
     trees: Trees,
-    /// sled's log file, synced after every flush.
-    log: File,
+    /// Syncs sled's log file after every flush.
+    log: Box<dyn LogSync>,
     dir: PathBuf,
     flushes: Arc<AtomicU64>,
 }
@@ -70,19 +87,20 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread `creepy-meow-commit` for the store in `dir`, whose sled log is `log`.
+    /// Starts the thread `creepy-meow-commit` for the store in `dir`, whose sled log `log`
+    /// syncs.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
     pub(super) fn spawn(
         db: sled::Db,
         trees: Trees,
-        log: File,
+        log: Box<dyn LogSync>,
         dir: &Path,
     ) -> Result<Self, QueueError> {
         let (tx, rx) = mpsc::channel();
         let flushes = Arc::new(AtomicU64::new(0));
-        let shared = Shared {
+        let mut shared = Shared {
             db,
             trees,
             log,
@@ -91,7 +109,7 @@ impl Committer {
         };
         let thread = std::thread::Builder::new()
             .name("creepy-meow-commit".into())
-            .spawn(move || run(&shared, &rx))
+            .spawn(move || run(&mut shared, &rx))
             .map_err(|e| {
                 QueueError::Storage(format!("cannot start the job store's commit thread: {e}"))
             })?;
@@ -154,7 +172,7 @@ fn stopped() -> QueueError {
 /// The thread's loop: wait for one piece of work, take the others already queued, run the
 /// writes among them in one transaction, flush once, answer them all. Ends when every sender
 /// is gone.
-fn run(shared: &Shared, rx: &mpsc::Receiver<Work>) {
+fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
     while let Ok(first) = rx.recv() {
         let mut flush_waiters = Vec::new();
         let (mut writes, mut write_waiters) = (Vec::new(), Vec::new());
@@ -212,13 +230,13 @@ pub(super) fn commit_batch(
 }
 
 /// Makes every committed write durable: sled's flush, then an `fdatasync` of its log.
-fn flush(shared: &Shared) -> FlushResult {
+fn flush(shared: &mut Shared) -> FlushResult {
     let result = shared
         .db
         .flush()
         .map(drop)
         .map_err(|e| e.to_string())
-        .and_then(|()| shared.log.sync_data().map_err(|e| e.to_string()));
+        .and_then(|()| shared.log.sync().map_err(|e| e.to_string()));
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     result.map_err(|e| {
         tracing::error!(error = %e, "cannot flush the job store");

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -51,6 +52,50 @@ impl DirLock {
             .write_all(format!("{}\n", std::process::id()).as_bytes())
             .map_err(|e| io_error("write", &e))?;
         Ok(Self { _file: lock })
+    }
+}
+
+/// Waits until nothing holds an exclusive `flock` on `file` (if it exists), for at most
+/// `deadline`. Used on sled's own `db` lock once we hold [`DirLock`]: then only a handle of
+/// this same process that is still being closed can hold it (sled's background flusher thread
+/// lets go of the file a moment after the database is dropped), so a reopen right after a close
+/// waits for it instead of failing with sled's "could not acquire lock". A new daemon process
+/// never meets it: a dead process holds no lock.
+///
+/// # Errors
+/// [`QueueError::InUse`] when it is still held at the deadline; [`QueueError::Storage`] when
+/// the file cannot be opened or locked for another reason.
+pub(super) fn wait_until_unlocked(file: &Path, deadline: Duration) -> Result<(), QueueError> {
+    let until = Instant::now() + deadline;
+    loop {
+        let f = match File::open(file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(QueueError::Storage(format!(
+                    "cannot open {}: {e}",
+                    file.display()
+                )))
+            }
+        };
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(_released_on_drop) => return Ok(()),
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(QueueError::InUse(format!(
+                    "{} is still locked by a job store of this process that is being closed",
+                    file.display()
+                )))
+            }
+            Err((_, e)) => {
+                return Err(QueueError::Storage(format!(
+                    "cannot lock {}: {e}",
+                    file.display()
+                )))
+            }
+        }
     }
 }
 

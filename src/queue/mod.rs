@@ -89,4 +89,6 @@ mod race_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]
+mod sync_tests;
+#[cfg(test)]
 mod test_support;

@@ -12,9 +12,9 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::committer::Committer;
+use super::committer::{Committer, LogSync};
 use super::job::{ContainerRecord, Job};
-use super::lock::DirLock;
+use super::lock::{wait_until_unlocked, DirLock};
 use super::store::{hex, Inner, JobStore, StoreOptions, Trees};
 use super::tx::{decode, decode_uuid, META_QUEUED};
 use super::QueueError;
@@ -27,6 +27,10 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// The file in the data directory where sled 0.34 keeps its log (and pages); the commit
 /// thread `fdatasync`s it, and its size tells a new store from an existing one.
 const SLED_LOG: &str = "db";
+
+/// How long an open waits for a handle of this process, still being closed, to let go of
+/// sled's lock (see [`wait_until_unlocked`]).
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Key in `meta` of the on-disk format version.
 const META_FORMAT: &[u8] = b"format";
@@ -42,6 +46,15 @@ impl JobStore {
     /// (nothing is reset); [`QueueError::Storage`] when the directory cannot be created or
     /// opened.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self, QueueError> {
+        Self::open_syncing(dir, opts, |log| Box::new(log))
+    }
+
+    /// [`Self::open`], with sled's log synced through what `sync` makes of the open file.
+    pub(super) fn open_syncing(
+        dir: &Path,
+        opts: StoreOptions,
+        sync: impl FnOnce(File) -> Box<dyn LogSync>,
+    ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             QueueError::Storage(format!(
                 "cannot create data directory {}: {e}",
@@ -50,6 +63,7 @@ impl JobStore {
         })?;
         let lock = DirLock::acquire(dir)?;
         let log_path = dir.join(SLED_LOG);
+        wait_until_unlocked(&log_path, SLED_LOCK_WAIT)?;
         let existed = std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 0);
         let failed = |e: sled::Error| open_error(dir, e);
         let db = sled::Config::new()
@@ -80,7 +94,7 @@ impl JobStore {
                 log_path.display()
             ))
         })?;
-        let committer = Committer::spawn(db, trees.clone(), log, dir)?;
+        let committer = Committer::spawn(db, trees.clone(), sync(log), dir)?;
         tracing::info!(dir = %dir.display(), queued, jobs = trees.jobs.len(), "job store open");
         Ok(Self {
             inner: Arc::new(Inner {

@@ -1,0 +1,145 @@
+//! "Accepted means durable", observed at the disk sync itself: a recorder takes the place of
+//! the `fdatasync` of sled's log, holds it closed until the test opens it, counts the syncs
+//! and fails them on demand. (Reopening after a drop cannot show this: sled flushes on drop.)
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+
+use super::committer::LogSync;
+use super::test_support::{spec, TempDir};
+use super::{JobStore, QueueError, StoreOptions};
+use crate::steps::StepEvent;
+
+/// What the test sees of the recorder.
+#[derive(Default)]
+struct Control {
+    /// Whether syncs may go on.
+    open: Mutex<bool>,
+    opened: Condvar,
+    /// Syncs that completed successfully.
+    synced: AtomicU64,
+    /// How many syncs still to fail.
+    fail: AtomicU32,
+    /// Told each time a sync begins.
+    entered: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl Control {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+struct Recorder {
+    log: File,
+    ctl: Arc<Control>,
+}
+
+impl LogSync for Recorder {
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.ctl.entered.lock().unwrap().as_ref() {
+            let _ = tx.send(());
+        }
+        let mut open = self.ctl.open.lock().unwrap();
+        while !*open {
+            open = self.ctl.opened.wait(open).unwrap();
+        }
+        drop(open);
+        let fail = self.ctl.fail.load(Ordering::SeqCst);
+        if fail > 0 {
+            self.ctl.fail.store(fail - 1, Ordering::SeqCst);
+            return Err(std::io::Error::other("injected fdatasync failure"));
+        }
+        self.log.sync_data()?;
+        self.ctl.synced.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A store whose log syncs wait for the test; returns the store, its control, and the
+/// receiver told when a sync begins.
+fn gated_store(dir: &TempDir) -> (JobStore, Arc<Control>, mpsc::Receiver<()>) {
+    let ctl = Arc::new(Control::default());
+    let (tx, rx) = mpsc::channel();
+    *ctl.entered.lock().unwrap() = Some(tx);
+    let for_store = Arc::clone(&ctl);
+    let store = JobStore::open_syncing(dir.path(), StoreOptions::default(), move |log| {
+        Box::new(Recorder {
+            log,
+            ctl: for_store,
+        })
+    })
+    .unwrap();
+    (store, ctl, rx)
+}
+
+fn wait_entered(rx: &mpsc::Receiver<()>) {
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the commit thread never began a sync");
+}
+
+#[tokio::test]
+async fn no_202_before_the_sync_of_its_batch() {
+    let dir = TempDir::new("sync-order");
+    let (store, ctl, entered) = gated_store(&dir);
+    let mut accept = Box::pin(store.enqueue_create(spec(1, 2, 1)));
+    assert!(accept.as_mut().now_or_never().is_none());
+    wait_entered(&entered);
+    // The sync is held: had the answer been sent before it, it would be ready now.
+    assert!(
+        accept.as_mut().now_or_never().is_none(),
+        "the create was acknowledged before its batch was synced"
+    );
+    ctl.open();
+    accept.await.unwrap();
+    assert_eq!(ctl.synced.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_sync_gives_no_202_to_anyone_in_the_batch() {
+    let dir = TempDir::new("sync-fail");
+    let (store, ctl, entered) = gated_store(&dir);
+    ctl.fail.store(u32::MAX, Ordering::SeqCst);
+    let mut accepts: Vec<_> = (1..=3)
+        .map(|i| Box::pin(store.enqueue_create(spec(i, 2, i as u8))))
+        .collect();
+    for a in &mut accepts {
+        assert!(a.as_mut().now_or_never().is_none());
+    }
+    wait_entered(&entered);
+    ctl.open();
+    for a in accepts {
+        match a.await {
+            Err(QueueError::Storage(e)) => assert!(e.contains("injected"), "{e}"),
+            other => panic!("a create whose sync failed was answered {other:?}"),
+        }
+    }
+    assert_eq!(ctl.synced.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_steps_start_is_synced_before_the_runner_may_act() {
+    let dir = TempDir::new("sync-step");
+    let (store, ctl, entered) = gated_store(&dir);
+    ctl.open();
+    let job = store.enqueue_create(spec(1, 2, 1)).await.unwrap();
+    store.start(job.id).await.unwrap();
+    while entered.try_recv().is_ok() {}
+    *ctl.open.lock().unwrap() = false;
+    let mut started = Box::pin(store.record_step(job.id, "create_container", StepEvent::Started));
+    assert!(started.as_mut().now_or_never().is_none());
+    wait_entered(&entered);
+    assert!(
+        started.as_mut().now_or_never().is_none(),
+        "a step's start was confirmed before it was on disk"
+    );
+    let before = ctl.synced.load(Ordering::SeqCst);
+    ctl.open();
+    started.await.unwrap();
+    assert_eq!(ctl.synced.load(Ordering::SeqCst), before + 1);
+}
