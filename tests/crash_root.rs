@@ -99,14 +99,17 @@ fn assert_no_stray_container_dirs(s: &Server, want: &[String]) {
     assert_eq!(dirs, want, "a container directory without a succeeded job");
 }
 
-fn assert_host_matches(d: &Daemon, s: &Server) {
+/// The host and the daemon's ledger both hold exactly containers `ids` (written by the test,
+/// never read back from the daemon), each running with its address, and no job is running.
+fn assert_host_matches(d: &Daemon, s: &Server, ids: &[u64]) {
     let listed = d.json(&["-s", &format!("{API}/api/container/list")]);
-    let ids: Vec<u64> = listed["containers_id"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let mut ids = ids.to_vec();
+    ids.sort();
+    assert_eq!(
+        listed["containers_id"],
+        serde_json::json!(ids),
+        "the ledger lists other containers than the test made"
+    );
     let mut want_running: Vec<String> = ids.iter().map(|i| format!("container{i}")).collect();
     want_running.sort();
     let mut want_veths: Vec<String> = ids.iter().map(|i| format!("vethc_br{i}")).collect();
@@ -165,7 +168,12 @@ fn barriers(kind: &str, steps: &[&str], tools: &[&str]) -> Vec<String> {
 
 /// SIGKILL at `point` during `act` (which returns the job), restart at once; the job must
 /// then succeed on a later attempt, with the host as the ledger says and no tool left.
-fn kill_at_then_recover(s: &Server, point: &str, act: impl Fn(&Daemon) -> String) -> String {
+fn kill_at_then_recover(
+    s: &Server,
+    point: &str,
+    act: impl Fn(&Daemon) -> String,
+    expected: &[u64],
+) -> String {
     let mut d = Daemon::start(s, Some(point), false);
     let job = act(&d);
     d.wait_barrier(point);
@@ -197,7 +205,7 @@ fn kill_at_then_recover(s: &Server, point: &str, act: impl Fn(&Daemon) -> String
         done["attempts"].as_u64().unwrap() >= 2,
         "killed at {point}, the job must have been run again: {done}"
     );
-    assert_host_matches(&d, s);
+    assert_host_matches(&d, s, expected);
     assert_eq!(
         tools_left(std::slice::from_ref(&job)),
         Vec::<String>::new(),
@@ -221,16 +229,23 @@ fn sigkill_at_every_barrier_then_restart_converges() {
     let s = lab.server(1);
     let create_points = barriers("create", &CREATE_STEPS, &["lxc-create", "lxc-start"]);
     let mut jobs = Vec::new();
-    for (i, point) in create_points.iter().enumerate() {
-        let id = 10 + i as u32;
-        jobs.push(kill_at_then_recover(s, point, |d| d.create(id)));
+    let mut present = Vec::new();
+    for (id, point) in (10..).zip(&create_points) {
+        present.push(u64::from(id));
+        jobs.push(kill_at_then_recover(s, point, |d| d.create(id), &present));
     }
+    assert_eq!(present, (10..=20).collect::<Vec<u64>>());
     let destroy_points = barriers("destroy", &DESTROY_STEPS, &["lxc-stop", "lxc-destroy"]);
-    assert!(destroy_points.len() <= create_points.len());
-    for (i, point) in destroy_points.iter().enumerate() {
-        let victim = 10 + i as u32;
-        jobs.push(kill_at_then_recover(s, point, |d| d.destroy(victim)));
+    for (victim, point) in (10..).zip(&destroy_points) {
+        present.retain(|&p| p != u64::from(victim));
+        jobs.push(kill_at_then_recover(
+            s,
+            point,
+            |d| d.destroy(victim),
+            &present,
+        ));
     }
+    assert_eq!(present, [19, 20], "nine destroy barriers");
     // Every job is still there, finished, exactly once.
     let d = Daemon::start(s, None, false);
     let all = d.json(&["-s", &format!("{API}/api/jobs?limit=1000")]);
@@ -257,7 +272,7 @@ fn sigkill_inside_recoverys_own_rollback_is_recovered_too() {
     let done = d.wait(&job);
     assert_eq!(done["state"], "succeeded", "{done}\n{}", d.log());
     assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
-    assert_host_matches(&d, s);
+    assert_host_matches(&d, s, &[41]);
     assert_eq!(tools_left(&[job]), Vec::<String>::new());
 }
 
@@ -295,11 +310,11 @@ fn sigkills_at_random_moments_leave_no_orphans() {
         drop(d);
         d = Daemon::start(s, None, false);
     }
-    let mut succeeded = 0;
-    for j in &jobs {
+    let mut succeeded = Vec::new();
+    for (id, j) in (50..).zip(&jobs) {
         let done = d.wait(j);
         match done["state"].as_str() {
-            Some("succeeded") => succeeded += 1,
+            Some("succeeded") => succeeded.push(id),
             // Allowed only when nothing is left: the container's record is gone too.
             Some("failed") => {
                 let id = done["container_id"].as_u64().unwrap();
@@ -320,8 +335,8 @@ fn sigkills_at_random_moments_leave_no_orphans() {
             _ => panic!("seed {seed}: {done}"),
         }
     }
-    eprintln!("{succeeded} of {} creates succeeded", jobs.len());
-    assert_host_matches(&d, s);
+    eprintln!("{} of {} creates succeeded", succeeded.len(), jobs.len());
+    assert_host_matches(&d, s, &succeeded);
     assert_eq!(tools_left(&jobs), Vec::<String>::new(), "seed {seed}");
 }
 
@@ -353,7 +368,7 @@ fn a_job_acknowledged_just_before_sigkill_is_there_after_restart() {
     drop(d);
     let d = Daemon::start(s, None, false);
     assert_eq!(d.wait(&last)["state"], "succeeded");
-    assert_host_matches(&d, s);
+    assert_host_matches(&d, s, &[21, 22, 23, 24]);
 }
 
 #[test]
@@ -378,5 +393,5 @@ fn sigterm_undoes_the_current_job_which_resumes_after_restart() {
     let d = Daemon::start(s, None, false);
     let done = d.wait(&job);
     assert_eq!(done["state"], "succeeded", "{done}");
-    assert_host_matches(&d, s);
+    assert_host_matches(&d, s, &[31]);
 }

@@ -238,3 +238,32 @@ async fn undo_of_nothing_succeeds_and_is_idempotent() {
         .is_empty());
     assert!(leftovers(&net, &lxc).await.is_empty());
 }
+
+#[tokio::test]
+async fn recoverys_blind_undo_cleans_up_after_any_number_of_done_steps() {
+    // created only, started, veth without its address, everything: as a crash leaves them.
+    for done in 1..=4 {
+        let (host, net, lxc) = host().await;
+        let s = spec();
+        let mut ctx = StepCtx::new(&host, &s);
+        run_steps(&create_steps()[..done], &mut ctx, &mut NoProgress)
+            .await
+            .unwrap();
+        let made = leftovers(&net, &lxc).await;
+        assert_eq!(
+            made,
+            [
+                &["container5"][..],
+                &["container5"],
+                &["vethc_br5", "container5"],
+                &["vethc_br5", "container5"]
+            ][done - 1],
+            "after {done} steps"
+        );
+        // Recovery knows nothing of the crashed run: a fresh context, every step's undo.
+        let mut fresh = StepCtx::new(&host, &s);
+        let errors = undo_steps(&create_steps(), &mut fresh, &mut NoProgress).await;
+        assert!(errors.is_empty(), "after {done} steps: {errors:?}");
+        assert!(leftovers(&net, &lxc).await.is_empty(), "after {done} steps");
+    }
+}

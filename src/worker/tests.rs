@@ -179,3 +179,33 @@ async fn a_create_whose_rollback_succeeds_on_a_retry_releases_its_reservation() 
     assert_eq!(r.worker.store.container(spec(10).id).unwrap(), None);
     assert!(r.lxc.names().is_empty());
 }
+
+#[tokio::test]
+async fn a_create_stopped_by_shutdown_is_queued_again_when_its_rollback_is_clean() {
+    let r = rig().await;
+    let job = r.worker.store.enqueue_create(spec(11)).await.unwrap();
+    r.worker.shutdown.cancel();
+    let next = r.worker.store.next_queued().unwrap().unwrap();
+    r.worker.run_job(next).await.unwrap();
+    let again = r.worker.store.get(job.id).unwrap().unwrap();
+    assert_eq!(again.state, JobState::Queued);
+    let rec = r.worker.store.container(spec(11).id).unwrap().unwrap();
+    assert_eq!(rec.state, ContainerRecordState::Creating);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_stopped_by_shutdown_whose_rollback_fails_is_failed_not_requeued() {
+    let r = rig().await;
+    let job = r.worker.store.enqueue_create(spec(12)).await.unwrap();
+    r.worker.shutdown.cancel();
+    for _ in 0..UNDO_TRIES {
+        r.net.fail_next("lxc-destroy container12", libc::EIO);
+    }
+    let next = r.worker.store.next_queued().unwrap().unwrap();
+    r.worker.run_job(next).await.unwrap();
+    let done = r.worker.store.get(job.id).unwrap().unwrap();
+    assert_eq!(done.state, JobState::Failed, "{done:?}");
+    assert!(done.error.unwrap().contains("rollback incomplete"));
+    let rec = r.worker.store.container(spec(12).id).unwrap().unwrap();
+    assert_eq!(rec.state, ContainerRecordState::Leftover);
+}
