@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::cli::{FabricArgs, LogFormat, ServeArgs, VlanList};
 use crate::fabric::FabricConfig;
-use crate::model::{HostId, VlanId};
+use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
 
 /// Default listen address: loopback only, so an unconfigured daemon is not open to the network.
@@ -105,11 +105,15 @@ impl DaemonConfig {
         };
         let vlans = match (&args.fabric.vlans, &file.vlans) {
             (Some(v), _) => Some(v.clone()),
-            (None, Some(list)) => Some(VlanList(
-                list.iter()
-                    .map(|&v| VlanId::new(v).map_err(|e| format!("config vlans: {e}")))
-                    .collect::<Result<_, _>>()?,
-            )),
+            (None, Some(list)) => {
+                let vlans = list
+                    .iter()
+                    .map(|&v| VlanId::new(v))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(check_vlan_list)
+                    .map_err(|e| format!("config vlans: {e}"))?;
+                Some(VlanList(vlans))
+            }
             (None, None) => None,
         };
         let host_id = match (args.fabric.host_id, file.host_id) {

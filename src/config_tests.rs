@@ -85,3 +85,22 @@ fn bad_files_and_open_listeners_are_refused() {
     let e = DaemonConfig::resolve(&serve_args(&["--listen", "127.0.0.1:1"])).unwrap_err();
     assert!(e.contains("--host-id is required"), "{e}");
 }
+
+#[test]
+fn the_files_vlan_list_is_checked_like_the_flag() {
+    for (text, want) in [
+        ("vlans = [2, 2]\n", "config vlans: vlan 2 is listed twice"),
+        ("vlans = []\n", "config vlans: the vlan list is empty"),
+        ("vlans = [2, 5000]\n", "config vlans: "),
+    ] {
+        let (_dir, cfg) = temp_file("v.toml", text);
+        let err = DaemonConfig::resolve(&serve_args(&[
+            "--host-id",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(err.starts_with(want), "{text}: {err}");
+    }
+}

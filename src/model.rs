@@ -315,20 +315,31 @@ impl From<Ipv4Cidr> for String {
 /// # Errors
 /// On a bad number, an empty list or a VLAN named twice.
 pub fn parse_vlan_list(s: &str) -> Result<Vec<VlanId>, InvalidValue> {
-    let mut out: Vec<VlanId> = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let v: VlanId = part.parse()?;
-        if out.contains(&v) {
+    let vlans = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<VlanId>, _>>()?;
+    check_vlan_list(vlans)
+}
+
+/// Checks a list of VLANs however it was given (flag or config file): not empty, none twice.
+///
+/// # Errors
+/// When a VLAN is listed twice or the list is empty.
+pub fn check_vlan_list(vlans: Vec<VlanId>) -> Result<Vec<VlanId>, InvalidValue> {
+    for (i, v) in vlans.iter().enumerate() {
+        if vlans[..i].contains(v) {
             return Err(invalid(format!("vlan {v} is listed twice")));
         }
-        out.push(v);
     }
-    if out.is_empty() {
+    if vlans.is_empty() {
         return Err(invalid(
             "the vlan list is empty; give at least one, like 2,3,4",
         ));
     }
-    Ok(out)
+    Ok(vlans)
 }
 
 #[cfg(test)]
