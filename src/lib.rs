@@ -1,20 +1,34 @@
 //! creepy-meow: provisions LXC containers onto VXLAN overlay networks that span many servers.
 //!
-//! The parts, from the outside in:
+//! # The path of a request
 //!
-//! - [`cli`] and [`commands`]: the `creepy-meow` binary's subcommands; `main.rs` only wires them;
-//! - [`fabric`]: the per-server host fabric (`vxlanV` enslaved to `brV`, host address on the
-//!   bridge), planned as a diff against the kernel and applied idempotently;
-//! - [`engine`]: validates a create against the limits and the host, then runs [`steps`]:
-//!   create the LXC container, start it, one veth pair into its namespace, configure `eth0` —
-//!   each step reversible, rolled back newest-first on failure; also destroy and inspect;
+//! A create travels down these parts, each calling only the ones below it:
+//!
+//! 1. [`api`] (HTTP, on warp): parses and validates the request into [`model`] values, and
+//!    answers `202` once [`queue`] has the job on disk;
+//! 2. [`queue`]: the durable job store on sled — jobs, their step records, the ledger that
+//!    reserves container IDs and addresses — with group commit (many requests, one disk sync);
+//! 3. [`worker`]: the one worker; takes queued jobs oldest first, records every step before it
+//!    acts, recovers jobs a crash interrupted (stopping what their tools left running first);
+//! 4. [`engine`] and [`steps`]: checks a create against the limits and the host, then runs the
+//!    reversible steps (create the LXC container, start it, a veth pair into its namespace,
+//!    configure `eth0`), rolling back newest first on failure; also destroy and inspect;
+//! 5. [`sys`]: the only code that talks to the kernel (rtnetlink) or runs `lxc-*` tools,
+//!    behind traits with in-memory fakes for unit tests.
+//!
+//! # Around it
+//!
+//! - [`fabric`]: the per-server host fabric (`vxlanV` enslaved to `brV`, the host address on
+//!   the bridge), planned as a pure diff against the kernel and applied idempotently; `setup`
+//!   runs it at boot, `serve` ensures it at start;
+//! - [`daemon`]: `serve`'s start-up order (store, fabric, recovery, API and worker) and its
+//!   life until shutdown; [`config`]: its flags over a TOML file over defaults;
+//! - [`cli`], [`commands`] and [`client`]: the `creepy-meow` binary's subcommands (`main.rs`
+//!   only wires them) and the HTTP client with its live step display;
 //! - [`model`]: validated values (container, VLAN and host IDs, IPv4 prefixes) and the names
 //!   derived from them, within the kernel's limits;
-//! - [`sys`]: the only code that talks to the kernel (rtnetlink) or runs LXC tools, behind
-//!   traits with in-memory fakes for unit tests.
-//!
-//! Data flows one way: a command validates its input into [`model`] values, decides what to do
-//! from what [`sys`] reports, then acts through [`sys`].
+//! - [`metrics`]: the counters behind `GET /metrics`; [`logging`]: text or JSON logs;
+//! - [`testhook`]: the crash tests' named barriers, inert unless their variable is set.
 
 pub mod api;
 pub mod cli;
