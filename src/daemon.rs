@@ -99,7 +99,7 @@ pub async fn run(
             addr: cfg.listen,
             source,
         })?;
-    store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
+    let pruner = store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
     let worker_task = tokio::spawn(worker.run());
     let state = Arc::new(AppState {
         store,
@@ -114,6 +114,7 @@ pub async fn run(
     }
     api::serve(state, listener, shutdown).await;
     let _ = worker_task.await;
+    let _ = pruner.await;
     tracing::info!("stopped");
     Ok(())
 }

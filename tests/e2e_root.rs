@@ -6,7 +6,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 
-use common::containers::attach;
+use common::containers::ping_from;
 use common::daemon::{lxc_path, Daemon, API, BIN};
 use common::{Lab, Server};
 
@@ -90,14 +90,9 @@ fn the_original_curl_line_then_the_client_across_two_servers() {
         );
     }
     assert!(stdout.contains("succeeded"), "{stdout}");
-    let ping = attach(
-        s1,
-        "container5",
-        &["ping", "-c", "1", "-W", "2", "192.168.2.6"],
-    );
     assert!(
-        ping.status.success(),
-        "container5 cannot reach container6: {ping:?}"
+        ping_from(s1, "container5", Ipv4Addr::new(192, 168, 2, 6)),
+        "container5 cannot reach container6"
     );
     let out = client(s2, &["list"]);
     assert_eq!(text(&out.stdout).trim(), "container6");

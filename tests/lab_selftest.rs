@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::lab::{encode_tag, tag_pid};
 use common::{sweep_stale, Lab};
 
 fn netns_paths(lab: &Lab) -> Vec<PathBuf> {
@@ -105,9 +106,26 @@ fn ping_size_respects_the_1500_mtu() {
         s1.ping_size(s2, 1472, true),
         "1472 + 28 = 1500 bytes with DF must pass"
     );
+    // One byte over: refused by the sender (EMSGSIZE), not merely lost on the way.
+    let over = s1.run(
+        "ping",
+        [
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1473",
+            "10.77.0.2",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&over.stderr);
     assert!(
-        !s1.ping_size(s2, 1473, true),
-        "1501 bytes with DF must not pass"
+        !over.status.success() && stderr.contains("message too long, mtu=1500"),
+        "1501 bytes with DF must be refused at eth1's MTU of 1500: {over:?}"
     );
     assert!(
         s1.ping_size(s2, 3000, false),
@@ -195,15 +213,25 @@ fn labs_in_one_process_get_distinct_tags() {
     assert_ne!(a.server(1).netns, b.server(1).netns);
 }
 
-/// Same encoding as the lab's tags: "cm" + 6 base36 digits of (pid << 9 | n).
-fn tag_for(pid: u64, n: u64) -> String {
-    let mut v = (pid << 9) | n;
-    let mut digits = [0u8; 6];
-    for d in digits.iter_mut().rev() {
-        *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize];
-        v /= 36;
+#[test]
+fn tags_encode_the_owner_pid_and_decode_back() {
+    // Literal tags: "cm" + 6 base36 digits of (pid << 9 | n), n taken modulo 512.
+    for (pid, n, tag) in [
+        (1, 0, "cm0000e8"),
+        (1, 1, "cm0000e9"),
+        (1, 511, "cm0000sf"),
+        (12345, 7, "cm03rh1j"),
+        (12345, 512, "cm03rh1c"),
+        (4_194_303, 511, "cmzik0zj"), // the largest pid (pid_max is at most 2^22)
+    ] {
+        assert_eq!(encode_tag(pid, n), tag, "encode_tag({pid}, {n})");
+        assert_eq!(tag_pid(tag), Some(pid), "tag_pid({tag})");
     }
-    format!("cm{}", String::from_utf8(digits.to_vec()).unwrap())
+    let me = std::process::id();
+    assert_eq!(tag_pid(&encode_tag(me, 3)), Some(me));
+    for not_a_tag in ["cm0000E8", "xx0000e8", "cm0000e", "cm0000e8-s1", "cm0000é"] {
+        assert_eq!(tag_pid(not_a_tag), None, "{not_a_tag}");
+    }
 }
 
 #[test]
@@ -211,7 +239,7 @@ fn sweep_removes_labs_of_dead_owners_only() {
     common::require_root();
     // Fake labs left by a killed process: tags encoding a dead pid (< pid_max, as
     // real tags are). Only the one with its temp-dir marker counts as ours.
-    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
         .trim()
         .parse()
@@ -220,7 +248,7 @@ fn sweep_removes_labs_of_dead_owners_only() {
         .rev()
         .find(|p| !Path::new(&format!("/proc/{p}")).exists())
         .unwrap();
-    let (owned, unowned) = (tag_for(dead, 510), tag_for(dead, 511));
+    let (owned, unowned) = (encode_tag(dead, 510), encode_tag(dead, 511));
     let dir = std::env::temp_dir().join(format!("creepy-meow-lab-{owned}"));
     std::fs::create_dir_all(dir.join("s1")).unwrap();
     let names = [

@@ -91,22 +91,38 @@ async fn existing_names_conflict_and_nothing_of_theirs_is_touched() {
     assert_eq!(err.to_string(), "interface vethc_br6 already exists");
 }
 
-#[tokio::test]
-async fn the_1023rd_container_on_a_vlan_is_refused_as_full() {
-    let (engine, net) = engine().await;
+/// Makes `count` ports `port0..` of bridge `br2`, as containers' veths would be.
+async fn fill_br2(net: &FakeNetlink, count: usize) {
     let br2 = net.link("br2").await.unwrap().unwrap().index;
-    for i in 0..MAX_CONTAINERS_PER_VLAN {
+    for i in 0..count {
         let name = format!("port{i}");
         net.add_device(&name, 1450);
         net.edit_link(&name, |l| l.master = Some(br2));
     }
-    let err = engine
+}
+
+/// A bridge holds 1024 ports (BR_MAX_PORTS): the VXLAN uplink, 1022 containers and one spare.
+/// Literal numbers on purpose: the limit is a promise, not whatever the constant says.
+#[tokio::test]
+async fn the_1022nd_container_on_a_vlan_is_accepted_and_the_1023rd_refused_as_full() {
+    let (engine, net) = engine().await;
+    fill_br2(&net, 1021).await;
+    engine
         .create(&spec(7, 2, "192.168.2.7/24"), &mut NoProgress)
         .await
+        .unwrap_or_else(|e| panic!("the 1022nd container was refused: {e}"));
+    let err = engine
+        .create(&spec(8, 2, "192.168.2.8/24"), &mut NoProgress)
+        .await
         .unwrap_err();
-    assert!(err.to_string().contains("vlan 2 is full"), "{err}");
+    assert!(matches!(err, EngineError::Conflict(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("vlan 2 is full: br2 has 1022 containers"),
+        "{err}"
+    );
     engine
-        .create(&spec(7, 3, "192.168.3.7/24"), &mut NoProgress)
+        .create(&spec(8, 3, "192.168.3.8/24"), &mut NoProgress)
         .await
         .unwrap();
 }

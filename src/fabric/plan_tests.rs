@@ -28,9 +28,21 @@ fn underlay() -> LinkState {
     }
 }
 
+/// The VXLAN VLAN 2 needs, written out: VNI 2, group 239.0.0.2, IANA port 4789, bound to the
+/// underlay `eth1` (ifindex 2). Literal on purpose, so a wrong `vxlan_spec` cannot agree with
+/// itself.
+fn good_vxlan2_attrs() -> VxlanAttrs {
+    VxlanAttrs {
+        vni: 2,
+        group: Some(std::net::Ipv4Addr::new(239, 0, 0, 2)),
+        port: 4789,
+        underlay: Some(2),
+    }
+}
+
 /// A correct fabric for VLAN 2 of host 1.
 fn good_vlan2() -> Observed {
-    let vx = vxlan_spec(VlanId::new(2).unwrap(), 2, 1450).attrs;
+    let vx = good_vxlan2_attrs();
     let mut seen = Observed {
         links: vec![
             underlay(),
@@ -103,8 +115,13 @@ fn wrong_vni_and_port_recreate_the_vxlan_naming_the_difference() {
     };
     assert_eq!(name, "vxlan2");
     assert_eq!(why, "vxlan2 has VNI 7 (want 2), dstport 8472 (want 4789)");
-    assert!(
-        matches!(&actions[1], Action::CreateVxlan(s) if s.attrs.vni == 2 && s.attrs.port == 4789)
+    assert_eq!(
+        actions[1],
+        Action::CreateVxlan(VxlanSpec {
+            name: "vxlan2".into(),
+            attrs: good_vxlan2_attrs(),
+            mtu: 1450,
+        })
     );
     assert!(actions.contains(&Action::SetMaster {
         name: "vxlan2".into(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -85,11 +86,12 @@ impl JobStore {
 
     /// Prunes every `every` on the blocking pool until `shutdown` fires or the store is
     /// closed. The task holds no reference to the store between prunes, so it never keeps the
-    /// database open.
+    /// database open. Join the returned handle at shutdown: it ends once a prune under way
+    /// has finished.
     ///
     /// # Panics
     /// When called outside a tokio runtime.
-    pub fn spawn_pruner(&self, every: Duration, shutdown: CancellationToken) {
+    pub fn spawn_pruner(&self, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             loop {
@@ -106,6 +108,6 @@ impl JobStore {
                     Err(e) => tracing::error!(error = %e, "the prune task failed"),
                 }
             }
-        });
+        })
     }
 }

@@ -74,7 +74,7 @@ async fn prune_drops_old_finished_jobs_only() {
 }
 
 #[tokio::test]
-async fn the_pruner_runs_until_shutdown() {
+async fn the_pruner_runs_until_shutdown_then_stops() {
     let dir = TempDir::new("pruner");
     let opts = StoreOptions {
         keep_finished: 0,
@@ -83,7 +83,7 @@ async fn the_pruner_runs_until_shutdown() {
     let store = open_with(&dir, opts);
     let job = finished(&store, 1, true).await;
     let shutdown = CancellationToken::new();
-    store.spawn_pruner(Duration::from_millis(10), shutdown.clone());
+    let pruner = store.spawn_pruner(Duration::from_millis(10), shutdown.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.get(job).unwrap().is_some() {
         assert!(
@@ -92,5 +92,11 @@ async fn the_pruner_runs_until_shutdown() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The store is still open, so only the token can stop it.
+    assert!(!pruner.is_finished(), "the pruner stopped before shutdown");
     shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), pruner)
+        .await
+        .expect("the pruner still runs 10 s after shutdown")
+        .expect("the pruner panicked");
 }

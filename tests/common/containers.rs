@@ -1,7 +1,9 @@
 //! Reaching into containers on a simulated server.
 
+use std::net::Ipv4Addr;
 use std::process::Output;
 
+use super::lab::{ping_retrying, size_args};
 use super::Server;
 
 /// Runs `args` inside container `name` with `lxc-attach`, from the server's namespace (where
@@ -11,4 +13,62 @@ pub fn attach(server: &Server, name: &str, args: &[&str]) -> Output {
     let mut all = vec!["-P", lxc.to_str().expect("utf-8 path"), "-n", name, "--"];
     all.extend_from_slice(args);
     server.run("lxc-attach", all)
+}
+
+/// Init PID of running container `name` (server's LXC path `<dir>/lxc`).
+pub fn pid_of(server: &Server, name: &str) -> String {
+    let lxc = server.dir.join("lxc");
+    let out = server.run_ok(
+        "lxc-info",
+        [
+            "-P",
+            lxc.to_str().expect("utf-8 path"),
+            "-n",
+            name,
+            "-p",
+            "-H",
+        ],
+    );
+    out.trim().to_string()
+}
+
+/// Runs a host tool inside container `name`'s network namespace (iputils ping has -M do, busybox's
+/// does not).
+pub fn in_container(
+    server: &Server,
+    name: &str,
+    program: &str,
+    args: &[impl AsRef<str>],
+) -> Output {
+    let pid = pid_of(server, name);
+    let mut all = vec![
+        format!("--net=/proc/{pid}/ns/net"),
+        "--".into(),
+        program.into(),
+    ];
+    all.extend(args.iter().map(|a| a.as_ref().to_string()));
+    server.run("nsenter", &all)
+}
+
+/// Reachability from container `name`, with the lab's retries ([`Server::ping`]).
+pub fn ping_from(server: &Server, name: &str, target: Ipv4Addr) -> bool {
+    let place = format!("container {name} on {}", server.netns);
+    ping_retrying(&place, target, &[], |args| {
+        in_container(server, name, "ping", args)
+    })
+}
+
+/// [`ping_from`] with an ICMP payload of `payload` bytes, DF set or not ([`Server::ping_size`]).
+pub fn ping_size_from(
+    server: &Server,
+    name: &str,
+    target: Ipv4Addr,
+    payload: usize,
+    dont_fragment: bool,
+) -> bool {
+    let place = format!("container {name} on {}", server.netns);
+    let extra = size_args(payload, dont_fragment);
+    ping_retrying(&place, target, &extra, |args| {
+        in_container(server, name, "ping", args)
+    })
 }

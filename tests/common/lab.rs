@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::sleep;
 use std::time::Duration;
 
-use cleanup::{encode_tag, kill_tracked, sweep, teardown};
+use cleanup::{kill_tracked, sweep, teardown};
+// Public for the lab's self-test only.
+#[allow(unused_imports)]
+pub use cleanup::{encode_tag, tag_pid};
 
 mod cleanup;
 
@@ -82,7 +85,7 @@ pub struct Server {
 #[derive(Debug)]
 struct Tracked {
     pid: i32,
-    pidfd: Option<OwnedFd>,
+    pidfd: OwnedFd,
 }
 
 impl Lab {
@@ -178,28 +181,57 @@ impl Lab {
         self.created_ns.push(ns.to_string());
         ns_ip(ns, "link set lo up");
     }
+
+    /// Kills the tracked children, then removes containers, namespaces and the temp dir.
+    /// Returns what could not be removed.
+    fn tear_down(&mut self) -> Vec<String> {
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut errors: Vec<String> = children
+            .iter()
+            .filter_map(|c| kill_tracked(c).err())
+            .collect();
+        let servers: Vec<(String, PathBuf)> = self
+            .servers
+            .iter()
+            .map(|s| (s.netns.clone(), s.dir.clone()))
+            .collect();
+        errors.extend(teardown(&servers, &self.created_ns, &self.root));
+        errors
+    }
 }
 
+/// A lab that leaks (a namespace, a container, a process) fails the test that owned it. If
+/// that test is already failing, the leak is only printed: a panic in a drop during unwinding
+/// would abort the whole test binary and hide the first failure.
 impl Drop for Lab {
     fn drop(&mut self) {
-        let tag = self.tag.clone();
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            let children =
-                std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
-            for child in &children {
-                kill_tracked(child);
-            }
-            let servers: Vec<(String, PathBuf)> = self
-                .servers
-                .iter()
-                .map(|s| (s.netns.clone(), s.dir.clone()))
-                .collect();
-            teardown(&servers, &self.created_ns, &self.root);
-        }));
-        if res.is_err() {
-            eprintln!("lab {tag}: teardown panicked; run sweep_stale() or `ip netns list` to check for leftovers");
+        let errors = match catch_unwind(AssertUnwindSafe(|| self.tear_down())) {
+            Ok(errors) => errors,
+            Err(panic) => vec![format!("teardown panicked: {}", panic_text(&*panic))],
+        };
+        if errors.is_empty() {
+            return;
+        }
+        let msg = format!(
+            "lab {}: teardown failed (`ip netns list`, sweep_stale() to clean up):\n  {}",
+            self.tag,
+            errors.join("\n  ")
+        );
+        if std::thread::panicking() {
+            eprintln!("{msg}");
+        } else {
+            panic!("{msg}");
         }
     }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(not a string)")
 }
 
 impl Server {
@@ -250,16 +282,21 @@ impl Server {
     /// If you reap the child yourself, its leftover descendants are no longer killed.
     pub fn spawn_cmd(&self, mut cmd: Command) -> Child {
         cmd.process_group(0);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
         let pid = child.id() as i32;
         // A pidfd lets drop signal/reap safely even if the pid got reaped and reused.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        if pidfd.is_none() {
-            eprintln!("lab: pidfd_open({pid}) failed; child will not be killed on drop");
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            // Untracked, it would outlive the lab: kill it and its group while it is unreaped
+            // (so its pid is still ours), then fail.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("lab: pidfd_open({pid}) failed: {err}; the lab could not kill this child on drop (pidfd_open needs Linux 5.3)");
         }
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         self.children
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -269,44 +306,54 @@ impl Server {
 
     /// Reachability check that tolerates ARP/bridge settling (up to ~5 tries).
     pub fn ping(&self, target: Ipv4Addr) -> bool {
-        self.ping_with(target, &[])
+        ping_retrying(&self.netns, target, &[], |args| self.run("ping", args))
     }
 
     /// Ping with a given ICMP payload size, for MTU tests; `dont_fragment` sets DF.
     /// A DF packet refused locally ("message too long") fails after one try (~1 s).
     pub fn ping_size(&self, target: Ipv4Addr, payload: usize, dont_fragment: bool) -> bool {
-        let df = if dont_fragment { "do" } else { "dont" };
-        self.ping_with(target, &["-s", &payload.to_string(), "-M", df])
+        let extra = size_args(payload, dont_fragment);
+        ping_retrying(&self.netns, target, &extra, |args| self.run("ping", args))
     }
+}
 
-    fn ping_with(&self, target: Ipv4Addr, extra: &[&str]) -> bool {
-        let target = target.to_string();
-        for attempt in 0..PING_ATTEMPTS {
-            let mut args = vec!["-n", "-c", "1", "-W", "1"];
-            args.extend_from_slice(extra);
-            args.push(&target);
-            let out = self.run("ping", &args);
-            if out.status.success() {
-                return true;
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("failed to execute") {
-                panic!(
-                    "cannot run ping in {}: {stderr} (install iputils-ping)",
-                    self.netns
-                );
-            }
-            // DF packet above the local (path) MTU: deterministic, no retries. (Needs
-            // ping without -q, which would hide this message.)
-            if stderr.contains("message too long") {
-                return false;
-            }
-            if attempt + 1 < PING_ATTEMPTS {
-                sleep(Duration::from_millis(200));
-            }
+/// iputils ping's options for an ICMP payload of `payload` bytes, with DF set or not.
+pub fn size_args(payload: usize, dont_fragment: bool) -> Vec<String> {
+    let df = if dont_fragment { "do" } else { "dont" };
+    vec!["-s".into(), payload.to_string(), "-M".into(), df.into()]
+}
+
+/// Pings `target` once per try, up to `PING_ATTEMPTS` tries, until a reply: ARP and bridge
+/// learning may need a moment. `run` runs iputils ping with the given arguments where the
+/// ping should start (`place` names it for errors).
+pub fn ping_retrying(
+    place: &str,
+    target: Ipv4Addr,
+    extra: &[String],
+    mut run: impl FnMut(&[String]) -> Output,
+) -> bool {
+    let mut args: Vec<String> = ["-n", "-c", "1", "-W", "1"].map(String::from).to_vec();
+    args.extend_from_slice(extra);
+    args.push(target.to_string());
+    for attempt in 0..PING_ATTEMPTS {
+        let out = run(&args);
+        if out.status.success() {
+            return true;
         }
-        false
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("failed to execute") {
+            panic!("cannot run ping in {place}: {stderr} (install iputils-ping)");
+        }
+        // DF packet above the local (path) MTU: deterministic, no retries. (Needs
+        // ping without -q, which would hide this message.)
+        if stderr.contains("message too long") {
+            return false;
+        }
+        if attempt + 1 < PING_ATTEMPTS {
+            sleep(Duration::from_millis(200));
+        }
     }
+    false
 }
 
 fn nsenter(

@@ -15,7 +15,7 @@ const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tag = "cm" + 6 base36 digits of (pid << 9 | counter): pids are < 2^22 on Linux,
 /// so 31 bits fit in 36^6, and the owner pid can be decoded by sweep_stale.
-pub(super) fn encode_tag(pid: u32, n: u32) -> String {
+pub fn encode_tag(pid: u32, n: u32) -> String {
     let mut v = (u64::from(pid) << 9) | u64::from(n & 511);
     let mut digits = [b'0'; 6];
     for d in digits.iter_mut().rev() {
@@ -25,7 +25,8 @@ pub(super) fn encode_tag(pid: u32, n: u32) -> String {
     format!("{TAG_PREFIX}{}", std::str::from_utf8(&digits).unwrap())
 }
 
-pub(super) fn tag_pid(tag: &str) -> Option<u32> {
+/// The owner pid [`encode_tag`] put in `tag`; `None` for a name that is not a lab tag.
+pub fn tag_pid(tag: &str) -> Option<u32> {
     let digits = tag.strip_prefix(TAG_PREFIX)?;
     if digits.len() != 6
         || !digits
@@ -39,8 +40,12 @@ pub(super) fn tag_pid(tag: &str) -> Option<u32> {
         .map(|v| (v >> 9) as u32)
 }
 
-pub(super) fn kill_tracked(t: &Tracked) {
-    let Some(fd) = &t.pidfd else { return };
+/// Kills a tracked child and its process group, and reaps it.
+///
+/// # Errors
+/// When it is still there `TEARDOWN_TIMEOUT` after SIGKILL.
+pub(super) fn kill_tracked(t: &Tracked) -> Result<(), String> {
+    let fd = &t.pidfd;
     let sent = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
@@ -51,7 +56,7 @@ pub(super) fn kill_tracked(t: &Tracked) {
         )
     };
     if sent != 0 {
-        return; // already reaped by the test: its pid may be reused, do not touch it
+        return Ok(()); // already reaped by the test: its pid may be reused, do not touch it
     }
     // Not reaped yet, so its pid (== pgid) cannot be reused: safe to kill the group.
     unsafe { libc::kill(-t.pid, libc::SIGKILL) };
@@ -68,11 +73,10 @@ pub(super) fn kill_tracked(t: &Tracked) {
         };
         // With WNOHANG, si_pid stays 0 while the child is still running.
         if r != 0 || unsafe { info.si_pid() } != 0 {
-            return;
+            return Ok(());
         }
         if Instant::now() > deadline {
-            eprintln!("lab: pid {} did not exit after SIGKILL", t.pid);
-            return;
+            return Err(format!("pid {} did not exit after SIGKILL", t.pid));
         }
         sleep(Duration::from_millis(20));
     }
@@ -114,54 +118,76 @@ pub(super) fn try_run(mut cmd: Command) -> Result<Output, String> {
     }
 }
 
-/// Tolerates parts already gone (killed runs, earlier partial teardown).
-pub(super) fn teardown(servers: &[(String, PathBuf)], namespaces: &[String], root: &Path) {
+/// Tolerates parts already gone (killed runs, earlier partial teardown). Returns what it could
+/// not remove; then the temp dir (the ownership marker) is kept, so a later sweep retries.
+pub(super) fn teardown(
+    servers: &[(String, PathBuf)],
+    namespaces: &[String],
+    root: &Path,
+) -> Vec<String> {
+    let mut errors = Vec::new();
     for (ns, dir) in servers {
         // Any directory under a server's may be an LXC path (the daemon's `lxc`, the
         // benches' several); destroy_containers skips entries that hold no container.
         for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
             if entry.path().is_dir() {
-                destroy_containers(ns, &entry.path());
+                destroy_containers(ns, &entry.path(), &mut errors);
             }
         }
     }
     for ns in namespaces {
-        if !netns_path(ns).exists() {
-            continue;
-        }
-        // Anything still inside is ours (untracked spawns, LXC monitors): kill it so
-        // it cannot outlive the lab in an unnamed namespace. Never ourselves: with
-        // --test-threads=1 the main thread may have been setns()'d in by the code
-        // under test, and `ip netns pids` reports the whole process then.
-        if let Ok(out) = try_run({
-            let mut c = Command::new(bin("ip"));
-            c.args(["netns", "pids", ns]);
-            c
-        }) {
-            for pid in String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .filter(|&p| p != std::process::id() as i32)
-            {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        let mut del = Command::new(bin("ip"));
-        del.args(["netns", "del", ns]);
-        if let Err(e) = try_run(del) {
-            eprintln!("lab: {e}");
+        if let Err(e) = delete_namespace(ns) {
+            errors.push(e);
         }
     }
-    if let Err(e) = fs::remove_dir_all(root) {
+    if !errors.is_empty() {
+        errors.push(format!("kept {} for a later sweep", root.display()));
+    } else if let Err(e) = fs::remove_dir_all(root) {
         if e.kind() != ErrorKind::NotFound {
-            eprintln!("lab: remove {}: {e}", root.display());
+            errors.push(format!("remove {}: {e}", root.display()));
         }
     }
+    errors
+}
+
+/// Kills what is left inside namespace `ns`, deletes it, and checks that it is gone.
+fn delete_namespace(ns: &str) -> Result<(), String> {
+    if !netns_path(ns).exists() {
+        return Ok(());
+    }
+    // Anything still inside is ours (untracked spawns, LXC monitors): kill it so
+    // it cannot outlive the lab in an unnamed namespace. Never ourselves: with
+    // --test-threads=1 the main thread may have been setns()'d in by the code
+    // under test, and `ip netns pids` reports the whole process then.
+    if let Ok(out) = try_run({
+        let mut c = Command::new(bin("ip"));
+        c.args(["netns", "pids", ns]);
+        c
+    }) {
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|&p| p != std::process::id() as i32)
+        {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let mut del = Command::new(bin("ip"));
+    del.args(["netns", "del", ns]);
+    let deleted = try_run(del);
+    if netns_path(ns).exists() {
+        let why = deleted
+            .err()
+            .unwrap_or_else(|| "ip netns del succeeded".into());
+        return Err(format!("leaked namespace {ns} ({why})"));
+    }
+    Ok(())
 }
 
 /// LXC's command socket lives in the namespace that started the container, so stop
-/// and destroy from there; elsewhere lxc-destroy would wipe a running rootfs.
-pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path) {
+/// and destroy from there; elsewhere lxc-destroy would wipe a running rootfs. A container
+/// still there afterwards is pushed onto `errors`.
+pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path, errors: &mut Vec<String>) {
     let Ok(entries) = fs::read_dir(lxc_dir) else {
         return;
     };
@@ -171,10 +197,10 @@ pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path) {
         }
         let name = entry.file_name();
         if !netns_path(ns).exists() {
-            eprintln!(
-                "lab: namespace {ns} gone; cannot stop container {name:?} in {}",
+            errors.push(format!(
+                "leaked container {name:?} in {}: namespace {ns} gone, cannot stop it",
                 lxc_dir.display()
-            );
+            ));
             continue;
         }
         let lxc = |tool: &str, extra: &[&str]| {
@@ -183,8 +209,16 @@ pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path) {
             try_run(c)
         };
         let stop = lxc("lxc-stop", &["-k"]);
-        if let Err(e) = lxc("lxc-destroy", &[]) {
-            eprintln!("lab: {e}\n  (lxc-stop: {:?})", stop.err());
+        let destroyed = lxc("lxc-destroy", &[]);
+        if entry.path().exists() {
+            let why = destroyed
+                .err()
+                .unwrap_or_else(|| "lxc-destroy succeeded".into());
+            let stop = stop.err().unwrap_or_else(|| "succeeded".into());
+            errors.push(format!(
+                "leaked container {name:?} in {} ({why}; lxc-stop: {stop})",
+                lxc_dir.display()
+            ));
         }
     }
 }
@@ -235,6 +269,9 @@ pub(super) fn sweep(include_own: bool) {
             .map(|n| (n.clone(), entry.path().join(&n[tag.len() + 1..])))
             .collect();
         eprintln!("lab: sweeping stale lab {tag} ({} namespaces)", mine.len());
-        teardown(&servers, &mine, &entry.path());
+        // Best effort: another run's leftovers must not fail this one; a later sweep retries.
+        for e in teardown(&servers, &mine, &entry.path()) {
+            eprintln!("lab: sweep of {tag}: {e}");
+        }
     }
 }
