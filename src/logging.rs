@@ -1,5 +1,8 @@
 //! Log setup: tracing to stderr, filtered by `RUST_LOG`.
 
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -16,11 +19,25 @@ pub fn init_command() {
 /// For the daemon: info by default, as text or JSON lines.
 pub fn init_daemon(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = daemon_subscriber(format, filter, std::io::stderr).try_init();
+}
+
+/// The daemon's log format, writing to `writer`: [`init_daemon`] passes stderr, the API tests a
+/// buffer they read back (so they check the fields operators see, `job_id`, `container_id`,
+/// `step`, in the format they see them).
+pub fn daemon_subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().finish()),
+    }
 }

@@ -8,11 +8,14 @@ mod openapi;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use creepy_meow::cli::LogFormat;
 use creepy_meow::config::DaemonConfig;
 use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{parse_vlan_list, HostId};
 use creepy_meow::queue::StoreOptions;
+use creepy_meow::sys::fake::FakeNetlink;
 use creepy_meow::sys::Host;
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +26,8 @@ struct Daemon {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     dir: PathBuf,
+    /// The fake host's network, to script failures.
+    net: FakeNetlink,
 }
 
 impl Drop for Daemon {
@@ -50,7 +55,7 @@ async fn start(opts: Opts) -> Daemon {
     let dir = std::env::temp_dir().join(format!("cm-api-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = config(&dir, &opts);
-    let (host, _net, _lxc) = Host::fake();
+    let (host, net, _lxc) = Host::fake();
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let sd = shutdown.clone();
@@ -66,6 +71,7 @@ async fn start(opts: Opts) -> Daemon {
         shutdown,
         task: Some(task),
         dir,
+        net,
     }
 }
 
@@ -83,7 +89,7 @@ fn config(dir: &std::path::Path, opts: &Opts) -> DaemonConfig {
         template: "busybox".into(),
         template_args: vec![],
         token: opts.token.map(String::from),
-        log_format: creepy_meow::cli::LogFormat::Text,
+        log_format: LogFormat::Text,
         paused: opts.paused,
         store: StoreOptions {
             max_queued: opts.max_queued,
@@ -97,24 +103,29 @@ impl Daemon {
         format!("{}{path}", self.base)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    /// Sends `req` and checks the answer against docs/openapi.json; returns its status,
+    /// headers and body (JSON, or the text as a JSON string).
+    async fn send_full(&self, req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
         let req = req.build().expect("request");
         let (method, path) = (
             req.method().as_str().to_lowercase(),
             req.url().path().to_string(),
         );
         let resp = self.http.execute(req).await.expect("request");
-        let status = resp.status();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        openapi::conform(&method, &path, status.as_u16(), &ctype, &body);
+        openapi::conform(&method, &path, status.as_u16(), &headers, &body);
+        (status, headers, body)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let (status, _, body) = self.send_full(req).await;
         (status, body)
+    }
+
+    async fn post(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url(path))).await
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -553,4 +564,385 @@ async fn the_client_says_one_sentence_for_a_missing_or_wrong_token() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no containers");
     d.stop().await;
+}
+
+/// A header's value as text.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The job ID in a 202 answer.
+fn job_id(accepted: &Value) -> &str {
+    accepted["job_id"].as_str().expect("job_id")
+}
+
+#[tokio::test]
+async fn a_runtime_pause_holds_new_jobs_until_resume() {
+    let d = start(DEFAULT).await;
+    assert_eq!(
+        d.post("/api/queue/pause").await,
+        (
+            StatusCode::OK,
+            json!({"paused": true, "queued": 0, "running": 0})
+        )
+    );
+    let (s, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
+    assert_eq!(
+        (s, job["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("queued"))
+    );
+    // Bounded, not a timing assert: a worker that ignored the pause would finish this job on
+    // the fake host long before the wait gives up, and the wait would answer `succeeded`.
+    let (s, j) = d
+        .get(&format!("/api/jobs/{}/wait?timeout=1", job_id(&job)))
+        .await;
+    assert_eq!(
+        (s, j["state"].as_str()),
+        (StatusCode::OK, Some("queued")),
+        "{j}"
+    );
+    assert_eq!(
+        d.get("/api/queue").await.1,
+        json!({"paused": true, "queued": 1, "running": 0})
+    );
+    // The worker may already have taken the job by the time resume answers: only `paused` is
+    // certain.
+    let (s, q) = d.post("/api/queue/resume").await;
+    assert_eq!((s, q["paused"].as_bool()), (StatusCode::OK, Some(false)));
+    assert_eq!(d.wait(&job).await["state"], "succeeded");
+    assert_eq!(
+        d.get("/api/queue").await.1,
+        json!({"paused": false, "queued": 0, "running": 0})
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_says_retry_after_and_a_refused_token_says_www_authenticate() {
+    let d = start(Opts {
+        token: Some("s3cret"),
+        paused: true,
+        max_queued: 1,
+    })
+    .await;
+    let create = |body: &str| {
+        d.http
+            .post(d.url("/api/container/create"))
+            .bearer_auth("s3cret")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+    };
+    let (s, _, _) = d.send_full(create("id=1&vlan=2&ip=192.168.2.11/24")).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, h, e) = d.send_full(create("id=2&vlan=2&ip=192.168.2.12/24")).await;
+    assert_eq!((s.as_u16(), e["code"].as_str()), (503, Some("queue_full")));
+    assert_eq!(header(&h, "retry-after"), Some("5"));
+    for token in [None, Some("wrong")] {
+        let mut req = d.http.get(d.url("/api/container/list"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (s, h, e) = d.send_full(req).await;
+        assert_eq!(
+            (s.as_u16(), e["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{token:?}"
+        );
+        assert_eq!(header(&h, "www-authenticate"), Some("Bearer"), "{token:?}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn bad_wait_and_list_queries_get_400_with_the_documented_code() {
+    let d = start(Opts {
+        paused: true,
+        ..DEFAULT
+    })
+    .await;
+    let (_, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
+    let wait = format!("/api/jobs/{}/wait", job_id(&job));
+    let invalid = Some("invalid_field");
+    let cases: [(String, Option<&str>, Option<&str>); 13] = [
+        (format!("{wait}?timeout=-1"), invalid, Some("timeout")),
+        (format!("{wait}?timeout=soon"), invalid, Some("timeout")),
+        (format!("{wait}?timeout=NaN"), invalid, Some("timeout")),
+        (format!("{wait}?timeout="), invalid, Some("timeout")),
+        (format!("{wait}?timeout=%FF"), Some("malformed_query"), None),
+        ("/api/jobs?limit=0".into(), invalid, Some("limit")),
+        ("/api/jobs?limit=10001".into(), invalid, Some("limit")),
+        ("/api/jobs?limit=-1".into(), invalid, Some("limit")),
+        ("/api/jobs?limit=2.5".into(), invalid, Some("limit")),
+        ("/api/jobs?limit=many".into(), invalid, Some("limit")),
+        ("/api/jobs?state=sleeping".into(), invalid, Some("state")),
+        (
+            "/api/jobs?state=%C3%28".into(),
+            Some("malformed_query"),
+            None,
+        ),
+        (
+            "/api/jobs?limit=1&x=%80".into(),
+            Some("malformed_query"),
+            None,
+        ),
+    ];
+    for (path, code, field) in cases {
+        let (s, e) = d.get(&path).await;
+        assert_eq!(
+            (s.as_u16(), e["code"].as_str(), e["field"].as_str()),
+            (400, code, field),
+            "{path}: {e}"
+        );
+    }
+    // The edges of the ranges are accepted; timeout=0 answers at once with the current state.
+    for path in [
+        "/api/jobs?limit=1".to_string(),
+        "/api/jobs?limit=10000".into(),
+        format!("{wait}?timeout=0"),
+    ] {
+        assert_eq!(d.get(&path).await.0, StatusCode::OK, "{path}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_job_list_answers_the_newest_100_by_default() {
+    let d = start(Opts {
+        paused: true,
+        ..DEFAULT
+    })
+    .await;
+    for id in 1..=101 {
+        let (s, e) = d
+            .form(&format!("id={id}&vlan=2&ip=192.168.2.{}/24", id + 10))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+    }
+    let ids = |jobs: &Value| -> Vec<u64> {
+        let jobs = jobs["jobs"].as_array().expect("jobs");
+        jobs.iter()
+            .map(|j| j["container_id"].as_u64().unwrap())
+            .collect()
+    };
+    let (s, jobs) = d.get("/api/jobs").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ids(&jobs), (2..=101).rev().collect::<Vec<u64>>());
+    assert_eq!(ids(&d.get("/api/jobs?limit=101").await.1).len(), 101);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn info_during_a_queued_create_says_absent_creating_and_names_the_job() {
+    let d = start(Opts {
+        paused: true,
+        ..DEFAULT
+    })
+    .await;
+    let (_, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
+    let (s, info) = d.get("/api/container/info/5").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        info,
+        json!({
+            "id": 5, "name": "container5", "vlan": 2, "ip": "192.168.2.5/24", "gateway": null,
+            "state": "ABSENT", "pid": null, "mtu": null, "host_veth": null, "bridge": "br2",
+            "record_state": "creating", "job_id": job_id(&job),
+        })
+    );
+    d.post("/api/queue/resume").await;
+    assert_eq!(d.wait(&job).await["state"], "succeeded");
+    let (_, info) = d.get("/api/container/info/5").await;
+    assert_eq!(
+        (&info["state"], &info["record_state"], &info["job_id"]),
+        (&json!("RUNNING"), &json!("active"), &Value::Null),
+        "{info}"
+    );
+    d.stop().await;
+}
+
+/// Panics unless each of `lines` is a whole line of the `/metrics` answer.
+async fn assert_metrics(d: &Daemon, lines: &[&str]) {
+    let (s, body) = d.get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    let text = body.as_str().expect("metrics text");
+    for line in lines {
+        assert!(text.lines().any(|l| l == *line), "no {line:?} in:\n{text}");
+    }
+}
+
+/// The names docs/OPERATIONS.md promises operators, written out: a renamed metric breaks alerts.
+#[tokio::test]
+async fn metrics_export_every_documented_name() {
+    let d = start(DEFAULT).await;
+    let (_, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
+    assert_eq!(d.wait(&job).await["state"], "succeeded");
+    assert_metrics(
+        &d,
+        &[
+            "# TYPE creepy_meow_jobs gauge",
+            "creepy_meow_jobs{state=\"queued\"} 0",
+            "creepy_meow_jobs{state=\"running\"} 0",
+            "creepy_meow_jobs{state=\"succeeded\"} 1",
+            "creepy_meow_jobs{state=\"failed\"} 0",
+            "creepy_meow_jobs{state=\"cancelled\"} 0",
+            "# TYPE creepy_meow_queue_depth gauge",
+            "creepy_meow_queue_depth 0",
+            "# TYPE creepy_meow_queue_paused gauge",
+            "creepy_meow_queue_paused 0",
+            "# TYPE creepy_meow_step_duration_seconds summary",
+            "creepy_meow_step_duration_seconds_count{step=\"create_container\"} 1",
+            "creepy_meow_step_duration_seconds_count{step=\"start_container\"} 1",
+            "creepy_meow_step_duration_seconds_count{step=\"create_veth\"} 1",
+            "creepy_meow_step_duration_seconds_count{step=\"configure_network\"} 1",
+        ],
+    )
+    .await;
+    let (_, body) = d.get("/metrics").await;
+    for step in [
+        "create_container",
+        "start_container",
+        "create_veth",
+        "configure_network",
+    ] {
+        let sum = format!("creepy_meow_step_duration_seconds_sum{{step=\"{step}\"}} ");
+        let value = body
+            .as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&sum));
+        assert!(
+            value.is_some_and(|v| v.parse::<f64>().is_ok_and(|s| s >= 0.0)),
+            "{sum}: {body}"
+        );
+    }
+    d.post("/api/queue/pause").await;
+    d.form("id=6&vlan=2&ip=192.168.2.6/24").await;
+    assert_metrics(
+        &d,
+        &[
+            "creepy_meow_jobs{state=\"queued\"} 1",
+            "creepy_meow_queue_depth 1",
+            "creepy_meow_queue_paused 1",
+        ],
+    )
+    .await;
+    d.stop().await;
+}
+
+/// What a subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Runs a create that fails at `create_veth` on a daemon logging in `format` at the default
+/// level (info) into a buffer; returns the job ID and the log (without colours). The subscriber
+/// is this thread's default only (the test runtime runs the daemon's tasks on this thread), so
+/// other tests' lines stay out.
+async fn failed_create_log(format: LogFormat) -> (String, String) {
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let subscriber = creepy_meow::logging::daemon_subscriber(
+        format,
+        tracing_subscriber::EnvFilter::new("info"),
+        move || writer.clone(),
+    );
+    // tracing caches at each call site whether anyone listens. While one dispatcher exists it
+    // asks only the default of the thread that reaches the site first: another test's thread,
+    // which has none, would silence the site for this one too. With a second (silent)
+    // dispatcher it asks them all; the rebuild redoes the sites reached before.
+    let _silent = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    let d = start(DEFAULT).await;
+    d.net.fail_next("create_veth", libc::EBUSY);
+    let (_, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
+    assert_eq!(d.wait(&job).await["state"], "failed");
+    let id = job_id(&job).to_string();
+    d.stop().await;
+    (id, strip_ansi(&log.text()))
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A JSON log line's field `name`, from the event or from the spans it is in.
+fn log_field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
+    std::iter::once(&line["fields"])
+        .chain(line["spans"].as_array().into_iter().flatten())
+        .find_map(|fields| fields[name].as_str())
+}
+
+#[tokio::test]
+async fn a_jobs_json_log_lines_carry_job_id_container_id_and_step() {
+    let (id, log) = failed_create_log(LogFormat::Json).await;
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    let line = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in:\n{log}"))
+    };
+    for message in [
+        "create accepted",
+        "job started",
+        "step failed, rolling back",
+        "job failed",
+    ] {
+        let l = line(message);
+        assert_eq!(log_field(l, "job_id"), Some(id.as_str()), "{l}");
+        assert_eq!(log_field(l, "container_id"), Some("5"), "{l}");
+    }
+    let failed = line("step failed, rolling back");
+    assert_eq!(log_field(failed, "step"), Some("create_veth"), "{failed}");
+    // Every line about this job names the container too.
+    for l in lines.iter().filter(|l| log_field(l, "job_id") == Some(&id)) {
+        assert_eq!(log_field(l, "container_id"), Some("5"), "{l}");
+    }
+}
+
+#[tokio::test]
+async fn a_jobs_text_log_lines_carry_job_id_container_id_and_step() {
+    let (id, log) = failed_create_log(LogFormat::Text).await;
+    let line = |message: &str| {
+        log.lines()
+            .find(|l| l.contains(message))
+            .unwrap_or_else(|| panic!("no {message:?} line in:\n{log}"))
+    };
+    for message in ["job started", "step failed, rolling back", "job failed"] {
+        let l = line(message);
+        assert!(l.contains(&format!("job_id={id}")), "{l}");
+        assert!(l.contains("container_id=5"), "{l}");
+    }
+    let failed = line("step failed, rolling back");
+    assert!(failed.contains("step=\"create_veth\""), "{failed}");
 }

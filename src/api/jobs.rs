@@ -41,24 +41,33 @@ pub fn get(state: &AppState, raw: &str) -> Result<Response, ApiError> {
     Ok(json_reply(StatusCode::OK, &job))
 }
 
+/// How long `wait` waits: [`DEFAULT_WAIT`] without `?timeout=`, never more than [`MAX_WAIT`].
+///
+/// # Errors
+/// 400 `invalid_field` for a timeout that is not a non-negative number of seconds.
+fn wait_timeout(raw: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(t) = raw else {
+        return Ok(DEFAULT_WAIT);
+    };
+    let seconds = t
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "timeout",
+                format!("timeout {t:?} is not a number of seconds"),
+            )
+        })?;
+    // Capped before the conversion: `Duration::from_secs_f64` panics on values past u64 seconds
+    // (`?timeout=1e300`).
+    Ok(Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64())))
+}
+
 /// `GET /api/jobs/<id>/wait?timeout=S`: answers when the job finishes or the timeout passes.
 pub async fn wait(state: &AppState, raw: &str, req: &Request) -> Result<Response, ApiError> {
     let id = parse_job_id(raw)?;
-    let timeout = match req.params()?.get("timeout") {
-        None => DEFAULT_WAIT,
-        Some(t) => Duration::from_secs_f64(
-            t.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "timeout",
-                        format!("timeout {t:?} is not a number of seconds"),
-                    )
-                })?,
-        ),
-    }
-    .min(MAX_WAIT);
+    let timeout = wait_timeout(req.params()?.get("timeout").map(String::as_str))?;
     let mut changes = state.control.changes();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -133,4 +142,36 @@ pub async fn metrics(state: &AppState) -> Result<Response, ApiError> {
     };
     let text = state.metrics.render(&snap);
     Ok(warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_defaults_to_30_seconds_and_caps_at_60() {
+        assert_eq!(wait_timeout(None), Ok(Duration::from_secs(30)));
+        assert_eq!(wait_timeout(Some("0")), Ok(Duration::ZERO));
+        assert_eq!(wait_timeout(Some("0.25")), Ok(Duration::from_millis(250)));
+        assert_eq!(wait_timeout(Some("60")), Ok(Duration::from_secs(60)));
+        for over in ["60.5", "61", "3600", "1e300"] {
+            assert_eq!(
+                wait_timeout(Some(over)),
+                Ok(Duration::from_secs(60)),
+                "{over}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wait_timeout_that_is_not_seconds_names_the_field() {
+        for bad in ["", "-1", "soon", "NaN", "inf", "1s"] {
+            let e = wait_timeout(Some(bad)).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code, e.field),
+                (400, "invalid_field", Some("timeout")),
+                "{bad:?}"
+            );
+        }
+    }
 }

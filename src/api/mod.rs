@@ -106,15 +106,43 @@ impl Request {
     /// The query parameters.
     ///
     /// # Errors
-    /// 400 for a query that cannot be decoded.
+    /// 400 `malformed_query` for a query that cannot be decoded: its percent-escapes are not
+    /// UTF-8 (`serde_urlencoded` alone would turn them into U+FFFD and carry on).
     pub fn params(&self) -> Result<HashMap<String, String>, ApiError> {
-        serde_urlencoded::from_str(&self.query).map_err(|e| {
+        let malformed = |why: String| {
             ApiError::bad_request(
                 "malformed_query",
-                format!("the query string cannot be read: {e}"),
+                format!("the query string cannot be read: {why}"),
             )
-        })
+        };
+        if std::str::from_utf8(&percent_decode(self.query.as_bytes())).is_err() {
+            return Err(malformed("it is not UTF-8 once decoded".into()));
+        }
+        serde_urlencoded::from_str(&self.query).map_err(|e| malformed(e.to_string()))
     }
+}
+
+/// The bytes `raw` stands for: `%XX` escapes decoded, anything else (a stray `%` too) kept as
+/// is, as `application/x-www-form-urlencoded` parsing does. The separators `&`, `=` are ASCII,
+/// so the whole is UTF-8 exactly when every name and value is.
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escape = raw.get(i + 1..i + 3).filter(|_| raw[i] == b'%');
+        match escape.and_then(|h| Some(hex(h[0])? * 16 + hex(h[1])?)) {
+            Some(byte) => {
+                out.push(byte as u8);
+                i += 3;
+            }
+            None => {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 type Body = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
@@ -219,4 +247,38 @@ fn known_path(segs: &[&str]) -> bool {
             | ["api", "queue"]
             | ["api", "queue", "pause" | "resume"]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(q: &str) -> Request {
+        Request {
+            method: Method::GET,
+            path: "/api/jobs".into(),
+            query: q.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_query_is_read_as_forms_are() {
+        let p = query("state=failed&limit=5&note=a%20b+c&odd=%zz%")
+            .params()
+            .unwrap();
+        assert_eq!(p["state"], "failed");
+        assert_eq!(p["limit"], "5");
+        assert_eq!(p["note"], "a b c");
+        assert_eq!(p["odd"], "%zz%");
+        assert_eq!(query("note=%C3%A9").params().unwrap()["note"], "\u{e9}");
+    }
+
+    #[test]
+    fn a_query_that_is_not_utf8_once_decoded_is_malformed() {
+        for q in ["state=%FF", "limit=%C3%28", "%80=1", "note=%C3"] {
+            let e = query(q).params().unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, "malformed_query"), "{q}");
+        }
+    }
 }

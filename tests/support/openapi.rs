@@ -1,8 +1,10 @@
 //! Checks real API responses against docs/openapi.json: the operation must exist, the status
-//! must be documented for it, and a JSON body must match the documented schema.
+//! must be documented for it, every header documented for that answer must be present, and a
+//! JSON body must match the documented schema.
 
 use std::sync::OnceLock;
 
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 fn spec() -> &'static Value {
@@ -63,8 +65,26 @@ fn validate(schema_ref: &str, body: &Value, what: &str) {
     );
 }
 
+/// Panics unless every header the document promises for this response is present.
+fn documented_headers(resp: &Value, headers: &HeaderMap, what: &str) {
+    for name in resp["headers"]
+        .as_object()
+        .into_iter()
+        .flat_map(|h| h.keys())
+    {
+        assert!(
+            headers.contains_key(name.as_str()),
+            "{what}: header {name} is documented but missing; got {headers:?}"
+        );
+    }
+}
+
 /// Panics unless the response is what the document says `method path` answers.
-pub fn conform(method: &str, path: &str, status: u16, content_type: &str, body: &Value) {
+pub fn conform(method: &str, path: &str, status: u16, headers: &HeaderMap, body: &Value) {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let what = format!("{} {path} -> {status}", method.to_uppercase());
     let error_schema = "#/components/schemas/Error";
     let Some(t) = template(path) else {
@@ -79,6 +99,7 @@ pub fn conform(method: &str, path: &str, status: u16, content_type: &str, body: 
         .get(status.to_string())
         .map(resolve)
         .unwrap_or_else(|| panic!("{what}: status not documented for {t}"));
+    documented_headers(resp, headers, &what);
     let mime = content_type.split(';').next().unwrap_or("").trim();
     let content = resp["content"]
         .get(mime)
