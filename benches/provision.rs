@@ -28,7 +28,8 @@ use async_trait::async_trait;
 use creepy_meow::engine::Engine;
 use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{HostId, VlanId};
-use creepy_meow::steps::{Progress, StepEvent, CREATE_STEPS};
+use creepy_meow::spec::{StepEvent, StepName};
+use creepy_meow::steps::Progress;
 use creepy_meow::sys::lxc::LxcTools;
 use creepy_meow::sys::Host;
 use serde_json::Value;
@@ -122,8 +123,11 @@ async fn daemon_create(id: u32) -> Parts {
     parts.insert("total", between(&job["created_at"], &job["finished_at"]));
     parts.insert("queue", between(&job["created_at"], &job["started_at"]));
     let steps: Vec<&Value> = job["steps"].as_array().expect("steps").iter().collect();
-    for (name, step) in CREATE_STEPS.iter().zip(&steps) {
-        parts.insert(name, between(&step["started_at"], &step["finished_at"]));
+    for (name, step) in StepName::CREATE.iter().zip(&steps) {
+        parts.insert(
+            name.as_str(),
+            between(&step["started_at"], &step["finished_at"]),
+        );
     }
     parts.insert("network", parts["create_veth"] + parts["configure_network"]);
     parts
@@ -138,7 +142,8 @@ struct Clock {
 
 #[async_trait]
 impl Progress for Clock {
-    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
+        let step = step.as_str();
         match event {
             StepEvent::Started => {
                 self.started.insert(step, Instant::now());
@@ -154,7 +159,7 @@ impl Progress for Clock {
 
 async fn engine_create(engine: &Engine, id: u32) -> Parts {
     let spec = common::store::spec(id);
-    let spec = creepy_meow::steps::CreateSpec {
+    let spec = creepy_meow::spec::CreateSpec {
         vlan: VlanId::new(2).expect("vlan"),
         ..spec
     };
@@ -279,9 +284,9 @@ fn report(n: usize, runs: &[Vec<Parts>; 4]) {
         Some(s) => format!("{} / {}", ms(s.p50), ms(s.p95)),
         None => "–".into(),
     };
-    for part in CREATE_STEPS
+    for part in StepName::CREATE
         .iter()
-        .copied()
+        .map(|s| s.as_str())
         .chain(["network", "queue", "rest"])
     {
         out += &format!(

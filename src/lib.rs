@@ -26,7 +26,8 @@
 //! - [`cli`], [`commands`] and [`client`]: the `creepy-meow` binary's subcommands (`main.rs`
 //!   only wires them) and the HTTP client with its live step display;
 //! - [`model`]: validated values (container, VLAN and host IDs, IPv4 prefixes) and the names
-//!   derived from them, within the kernel's limits;
+//!   derived from them, within the kernel's limits; [`spec`]: what a job asks for and the
+//!   names its steps are stored under, below both the queue and the steps;
 //! - [`metrics`]: the counters behind `GET /metrics`; [`logging`]: text or JSON logs;
 //! - [`testhook`]: the crash tests' named barriers, inert unless their variable is set.
 
@@ -42,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod spec;
 pub mod steps;
 pub mod sys;
 #[cfg(test)]

@@ -13,7 +13,8 @@ use common::{Lab, Server};
 use creepy_meow::engine::Engine;
 use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{parse_vlan_list, ContainerId, HostId, VlanId};
-use creepy_meow::steps::{CreateSpec, NoProgress, Progress, StepEvent, CREATE_STEPS};
+use creepy_meow::spec::{CreateSpec, StepEvent, StepName};
+use creepy_meow::steps::{NoProgress, Progress};
 use creepy_meow::sys::lxc::LxcTools;
 use creepy_meow::sys::Host;
 
@@ -153,11 +154,11 @@ fn containers_on_two_servers_reach_each_other_with_full_mtu() {
 }
 
 /// Fails one step, before or after its apply.
-struct FailAt(&'static str, StepEvent<'static>);
+struct FailAt(StepName, StepEvent<'static>);
 
 #[async_trait]
 impl Progress for FailAt {
-    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
         if step == self.0 && event == self.1 {
             return Err(format!("forced failure at {step} {event:?}"));
         }
@@ -171,7 +172,7 @@ fn a_failure_forced_at_each_step_leaves_nothing_behind() {
     fabric(&lab);
     let s = lab.server(1);
     assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
-    for step in CREATE_STEPS {
+    for step in StepName::CREATE {
         for when in [StepEvent::Started, StepEvent::Done] {
             let lxc = lxc_path(s);
             let err = on_server(s, move || async move {

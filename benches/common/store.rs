@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use creepy_meow::model::{ContainerId, VlanId};
 use creepy_meow::queue::{JobStore, StoreOptions};
-use creepy_meow::steps::CreateSpec;
+use creepy_meow::spec::CreateSpec;
 use futures::future::join_all;
 use uuid::Uuid;
 

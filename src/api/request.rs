@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use crate::model::{ContainerId, Ipv4Cidr, VlanId};
-use crate::steps::CreateSpec;
+use crate::spec::CreateSpec;
 
 /// Fields a create request may carry.
 const FIELDS: [&str; 4] = ["id", "vlan", "ip", "gateway"];

@@ -3,9 +3,9 @@
 
 use crate::fabric::FabricConfig;
 use crate::model::ContainerId;
+use crate::spec::{CreateSpec, StepName};
 use crate::steps::{
-    create_steps, run_steps, undo_steps, CreateError, CreateSpec, NoProgress, Progress, StepCtx,
-    StepError, StepEvent,
+    run_forward, run_steps, undo_steps, CreateError, NoProgress, Progress, StepCtx, StepError,
 };
 use crate::sys::{Host, LinkKind, SysError};
 
@@ -22,9 +22,17 @@ pub enum EngineError {
     /// The request clashes with what exists (container or interface already there, VLAN full).
     #[error("{0}")]
     Conflict(String),
-    /// A step failed; the rollback result is inside.
+    /// A create step failed; the rollback result is inside.
     #[error(transparent)]
     Create(Box<CreateError>),
+    /// A destroy step failed (nothing is rolled back: the destroy can be run again).
+    #[error("step {step} failed: {error}")]
+    Step {
+        /// The step.
+        step: StepName,
+        /// Why.
+        error: StepError,
+    },
     /// The host could not be read or changed.
     #[error(transparent)]
     Sys(#[from] SysError),
@@ -161,9 +169,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.check_request(spec)?;
         self.check_host(spec).await?;
-        let steps = create_steps();
         let mut ctx = StepCtx::new(&self.host, spec);
-        run_steps(&steps, &mut ctx, progress).await?;
+        run_steps(&StepName::CREATE, &mut ctx, progress).await?;
         Ok(())
     }
 
@@ -181,10 +188,9 @@ impl Engine {
         &self,
         spec: &CreateSpec,
         progress: &mut dyn Progress,
-    ) -> Vec<(&'static str, StepError)> {
-        let steps = create_steps();
+    ) -> Vec<(StepName, StepError)> {
         let mut ctx = StepCtx::new(&self.host, spec);
-        undo_steps(&steps, &mut ctx, progress).await
+        undo_steps(&StepName::CREATE, &mut ctx, progress).await
     }
 
     /// Stops and destroys `container<ID>` and removes its host veth. Returns whether there was
@@ -196,7 +202,7 @@ impl Engine {
         self.destroy_recorded(id, &mut NoProgress).await
     }
 
-    /// [`Self::destroy`], recording each of [`DESTROY_STEPS`] in `progress`.
+    /// [`Self::destroy`], recording each of [`StepName::DESTROY`] in `progress`.
     ///
     /// # Errors
     /// When LXC or the kernel refuses, or a progress record fails.
@@ -205,23 +211,13 @@ impl Engine {
         id: ContainerId,
         progress: &mut dyn Progress,
     ) -> Result<bool, EngineError> {
-        let name = id.container_name();
-        let existed = self.host.lxc.exists(&name).await?;
-        let [stop, delete_veth, destroy] = DESTROY_STEPS;
-        recorded(progress, stop, self.host.lxc.stop(&name)).await?;
-        let veth = self.host.net.link(&id.host_veth()).await?;
-        recorded(progress, delete_veth, async {
-            match &veth {
-                Some(link) => match self.host.net.delete_link(link.index).await {
-                    Err(e) if !e.is_not_found() => Err(e),
-                    _ => Ok(()),
-                },
-                None => Ok(()),
-            }
-        })
-        .await?;
-        recorded(progress, destroy, self.host.lxc.destroy(&name)).await?;
-        Ok(existed || veth.is_some())
+        let existed = self.host.lxc.exists(&id.container_name()).await?
+            || self.host.net.link(&id.host_veth()).await?.is_some();
+        let mut ctx = StepCtx::for_container(&self.host, id);
+        run_forward(&StepName::DESTROY, &mut ctx, progress)
+            .await
+            .map_err(|(step, error)| EngineError::Step { step, error })?;
+        Ok(existed)
     }
 
     /// What the host shows of `container<ID>`, or `None` when it does not exist.
@@ -240,38 +236,6 @@ impl Engine {
             host_veth: veth.map(|l| l.name),
         }))
     }
-}
-
-/// Names of the destroy steps, in order.
-pub const DESTROY_STEPS: [&str; 3] = ["stop_container", "delete_veth", "destroy_container"];
-
-/// Runs `action` between `Started` and `Done`/`Failed` records of `step`.
-async fn recorded(
-    progress: &mut dyn Progress,
-    step: &'static str,
-    action: impl std::future::Future<Output = Result<(), SysError>>,
-) -> Result<(), EngineError> {
-    progress
-        .record(step, StepEvent::Started)
-        .await
-        .map_err(|e| {
-            EngineError::Sys(SysError::Unexpected {
-                what: step.into(),
-                detail: e,
-            })
-        })?;
-    if let Err(e) = action.await {
-        let _ = progress
-            .record(step, StepEvent::Failed(&e.to_string()))
-            .await;
-        return Err(e.into());
-    }
-    progress.record(step, StepEvent::Done).await.map_err(|e| {
-        EngineError::Sys(SysError::Unexpected {
-            what: step.into(),
-            detail: e,
-        })
-    })
 }
 
 #[cfg(test)]

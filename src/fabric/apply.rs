@@ -3,7 +3,7 @@
 use super::plan::{plan_removal, plan_setup, Action, Observed};
 use super::{FabricConfig, FabricError, MIN_MTU, VXLAN_OVERHEAD};
 use crate::model::VlanId;
-use crate::sys::{Netlink, SysError, SysResult};
+use crate::sys::{IdempotentResult, Netlink, SysResult};
 
 /// Reads every link, and the addresses of the fabric's bridges and VXLAN devices.
 async fn observe(nl: &dyn Netlink, vlans: &[VlanId]) -> SysResult<Observed> {
@@ -94,33 +94,23 @@ pub async fn remove_fabric(
     Ok(actions)
 }
 
-async fn index_of(nl: &dyn Netlink, name: &str) -> SysResult<u32> {
-    nl.link(name)
-        .await?
-        .map(|l| l.index)
-        .ok_or_else(|| SysError::NotFound {
-            what: format!("link {name}"),
-        })
-}
-
 async fn run(nl: &dyn Netlink, action: &Action) -> SysResult<()> {
     match action {
         Action::CreateBridge { name, mtu } => nl.create_bridge(name, *mtu).await,
         Action::CreateVxlan(spec) => nl.create_vxlan(spec).await,
-        Action::DeleteLink { name, .. } => match index_of(nl, name).await {
-            Ok(i) => nl.delete_link(i).await,
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        },
-        Action::SetMtu { name, mtu, .. } => nl.set_mtu(index_of(nl, name).await?, *mtu).await,
-        Action::SetMaster { name, bridge } => {
-            let br = index_of(nl, bridge).await?;
-            nl.set_master(index_of(nl, name).await?, Some(br)).await
+        Action::DeleteLink { name, .. } => {
+            let deleted = async { nl.delete_link(nl.index_of(name).await?).await };
+            deleted.await.missing_ok()
         }
-        Action::SetUp { name } => nl.set_up(index_of(nl, name).await?).await,
-        Action::AddAddress { name, addr } => nl.add_address(index_of(nl, name).await?, *addr).await,
+        Action::SetMtu { name, mtu, .. } => nl.set_mtu(nl.index_of(name).await?, *mtu).await,
+        Action::SetMaster { name, bridge } => {
+            let br = nl.index_of(bridge).await?;
+            nl.set_master(nl.index_of(name).await?, Some(br)).await
+        }
+        Action::SetUp { name } => nl.set_up(nl.index_of(name).await?).await,
+        Action::AddAddress { name, addr } => nl.add_address(nl.index_of(name).await?, *addr).await,
         Action::DeleteAddress { name, addr, .. } => {
-            nl.delete_address(index_of(nl, name).await?, *addr).await
+            nl.delete_address(nl.index_of(name).await?, *addr).await
         }
     }
 }

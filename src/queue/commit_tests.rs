@@ -6,7 +6,7 @@ use super::committer::commit_batch;
 use super::enqueue::{create_write, destroy_write};
 use super::test_support::{cid, open, open_with, record_ids, spec, TempDir};
 use super::{QueueError, StepState, StoreOptions};
-use crate::steps::{StepEvent, CREATE_STEPS};
+use crate::spec::{StepEvent, StepName};
 
 #[tokio::test]
 async fn a_batch_checks_each_write_against_the_ones_before_it() {
@@ -78,7 +78,7 @@ async fn done_records_ride_on_the_next_flush() {
     let store = open(&dir);
     let job = store.enqueue_create(spec(5, 2, 5)).await.unwrap();
     store.start(job.id).await.unwrap();
-    let step = CREATE_STEPS[0];
+    let step = StepName::CreateContainer;
     let before = store.flushes();
     store
         .record_step(job.id, step, StepEvent::Started)
@@ -96,7 +96,7 @@ async fn done_records_ride_on_the_next_flush() {
     assert_eq!(store.flushes(), before + 1, "done waits for the next flush");
     // The next flushed write carries it to disk.
     store
-        .record_step(job.id, CREATE_STEPS[1], StepEvent::Started)
+        .record_step(job.id, StepName::StartContainer, StepEvent::Started)
         .await
         .unwrap();
     drop(store);

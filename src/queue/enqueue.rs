@@ -11,7 +11,7 @@ use super::store::JobStore;
 use super::tx::{Tx, TxResult};
 use super::QueueError;
 use crate::model::ContainerId;
-use crate::steps::CreateSpec;
+use crate::spec::CreateSpec;
 
 impl JobStore {
     /// Queues a create of `spec`, reserving its container ID and `(vlan, address)`.

@@ -12,10 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::model::{ContainerId, Ipv4Cidr, VlanId};
-use crate::steps::{CreateSpec, StepEvent, CREATE_STEPS};
-
-/// Names of a destroy job's steps, in order (the engine runs them).
-pub use crate::engine::DESTROY_STEPS;
+use crate::spec::{CreateSpec, StepEvent, StepName};
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,11 +64,11 @@ impl JobRequest {
         }
     }
 
-    /// Names of the steps a job of this request runs, in order.
-    pub fn step_names(&self) -> &'static [&'static str] {
+    /// The steps a job of this request runs, in order.
+    pub fn step_names(&self) -> &'static [StepName] {
         match self {
-            Self::Create(_) => &CREATE_STEPS,
-            Self::Destroy { .. } => &DESTROY_STEPS,
+            Self::Create(_) => &StepName::CREATE,
+            Self::Destroy { .. } => &StepName::DESTROY,
         }
     }
 }
@@ -159,8 +156,8 @@ pub enum StepState {
 /// One step of a job, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// The step's name, one of [`CREATE_STEPS`] or [`DESTROY_STEPS`].
-    pub name: String,
+    /// The step.
+    pub name: StepName,
     /// Where it is.
     pub state: StepState,
     /// When it started.
@@ -179,9 +176,9 @@ pub struct StepRecord {
 
 impl StepRecord {
     /// A step not started yet.
-    pub fn pending(name: &str) -> Self {
+    pub fn pending(name: StepName) -> Self {
         Self {
-            name: name.to_owned(),
+            name,
             state: StepState::Pending,
             started_at: None,
             finished_at: None,
@@ -235,7 +232,7 @@ impl Job {
             steps: request
                 .step_names()
                 .iter()
-                .map(|n| StepRecord::pending(n))
+                .map(|&n| StepRecord::pending(n))
                 .collect(),
             request,
             state: JobState::Queued,
@@ -264,14 +261,14 @@ impl Job {
 
     /// Records a runner event for `step`, now. A step name the job does not list is added at
     /// the end, so no event is lost.
-    pub fn apply_step_event(&mut self, step: &str, event: StepEvent<'_>) {
+    pub fn apply_step_event(&mut self, step: StepName, event: StepEvent<'_>) {
         self.apply_step_event_at(step, event, OffsetDateTime::now_utc());
     }
 
     /// [`Self::apply_step_event`] at a given time.
     pub(crate) fn apply_step_event_at(
         &mut self,
-        step: &str,
+        step: StepName,
         event: StepEvent<'_>,
         now: OffsetDateTime,
     ) {
@@ -309,7 +306,7 @@ impl Job {
     /// error, no start time; `attempts` is kept.
     pub(crate) fn reset_for_retry(&mut self) {
         for step in &mut self.steps {
-            *step = StepRecord::pending(&step.name);
+            *step = StepRecord::pending(step.name);
         }
         self.error = None;
         self.started_at = None;

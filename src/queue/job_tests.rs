@@ -2,10 +2,10 @@
 
 use time::macros::datetime;
 
-use super::job::{Job, JobKind, JobRequest, JobState, StepState, DESTROY_STEPS};
+use super::job::{Job, JobKind, JobRequest, JobState, StepState};
 use super::test_support::{cid, spec};
 use super::QueueError;
-use crate::steps::{StepEvent, CREATE_STEPS};
+use crate::spec::{StepEvent, StepName};
 
 #[test]
 fn lifecycle_allows_exactly_the_listed_moves() {
@@ -84,14 +84,25 @@ fn new_jobs_list_their_steps_pending() {
     assert_eq!(create.kind, JobKind::Create);
     assert_eq!(create.container_id, cid(5));
     let names: Vec<&str> = create.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, CREATE_STEPS);
+    assert_eq!(
+        names,
+        [
+            "create_container",
+            "start_container",
+            "create_veth",
+            "configure_network"
+        ]
+    );
     assert!(create.steps.iter().all(|s| s.state == StepState::Pending));
 
     let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, 2, now);
     assert_eq!(destroy.kind, JobKind::Destroy);
     assert_eq!(destroy.container_id, cid(7));
     let names: Vec<&str> = destroy.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, DESTROY_STEPS);
+    assert_eq!(
+        names,
+        ["stop_container", "delete_veth", "destroy_container"]
+    );
 }
 
 #[test]
@@ -100,7 +111,7 @@ fn step_events_map_onto_records() {
     let t1 = datetime!(2024-01-01 0:01 UTC);
     let t2 = datetime!(2024-01-01 0:02 UTC);
     let mut job = Job::new(JobRequest::Create(spec(5, 2, 5)), 1, t0);
-    let [first, second, ..] = CREATE_STEPS;
+    let [first, second, ..] = StepName::CREATE;
 
     job.apply_step_event_at(first, StepEvent::Started, t1);
     assert_eq!(job.steps[0].state, StepState::Running);
@@ -126,11 +137,11 @@ fn step_events_map_onto_records() {
     assert_eq!(job.steps[0].state, StepState::Done);
     assert_eq!(job.steps[0].undo_error.as_deref(), Some("busy"));
 
-    // The others are untouched; an unknown step is added, not lost.
+    // The others are untouched; a step the job does not list is added, not lost.
     assert!(job.steps[2..].iter().all(|s| s.state == StepState::Pending));
-    job.apply_step_event_at("extra", StepEvent::Started, t1);
-    assert_eq!(job.steps.len(), CREATE_STEPS.len() + 1);
-    assert_eq!(job.steps.last().unwrap().name, "extra");
+    job.apply_step_event_at(StepName::StopContainer, StepEvent::Started, t1);
+    assert_eq!(job.steps.len(), 5);
+    assert_eq!(job.steps.last().unwrap().name, StepName::StopContainer);
 }
 
 #[test]
@@ -140,7 +151,7 @@ fn retry_reset_keeps_attempts() {
     job.attempts = 2;
     job.started_at = Some(t);
     job.error = Some("boom".into());
-    job.apply_step_event_at(DESTROY_STEPS[0], StepEvent::Failed("x"), t);
+    job.apply_step_event_at(StepName::StopContainer, StepEvent::Failed("x"), t);
     job.reset_for_retry();
     assert_eq!(job.attempts, 2);
     assert_eq!(job.error, None);
@@ -176,4 +187,20 @@ fn stored_json_is_lowercase_and_round_trips() {
         serde_json::from_str::<JobState>("\"cancelled\"").unwrap(),
         JobState::Cancelled
     );
+}
+
+#[test]
+fn a_job_stored_by_the_first_release_still_decodes() {
+    let stored = r#"{"id":"5f0c7d7e-1a0b-4c55-9d53-6f4f2a0b7a11","seq":7,"kind":"destroy",
+        "container_id":21,"request":{"kind":"destroy","id":21},"state":"succeeded",
+        "steps":[
+          {"name":"stop_container","state":"done","started_at":"2026-11-01T10:00:00Z","finished_at":"2026-11-01T10:00:01Z","error":null,"undo_error":null},
+          {"name":"delete_veth","state":"done","started_at":"2026-11-01T10:00:01Z","finished_at":"2026-11-01T10:00:01Z","error":null,"undo_error":null},
+          {"name":"destroy_container","state":"done","started_at":"2026-11-01T10:00:01Z","finished_at":"2026-11-01T10:00:02Z","error":null,"undo_error":null}],
+        "error":null,"attempts":1,"created_at":"2026-11-01T09:59:59Z",
+        "started_at":"2026-11-01T10:00:00Z","finished_at":"2026-11-01T10:00:02Z"}"#;
+    let job: Job = serde_json::from_str(stored).unwrap();
+    let names: Vec<StepName> = job.steps.iter().map(|s| s.name).collect();
+    assert_eq!(names, StepName::DESTROY);
+    assert_eq!(job.request, JobRequest::Destroy { id: cid(21) });
 }

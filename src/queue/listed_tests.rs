@@ -2,7 +2,7 @@
 
 use super::test_support::{open, spec, TempDir};
 use super::JobStore;
-use crate::steps::{StepEvent, CREATE_STEPS};
+use crate::spec::{StepEvent, StepName};
 
 fn listed(store: &JobStore) -> Vec<u32> {
     store.listed().unwrap().iter().map(|id| id.get()).collect()
@@ -32,7 +32,7 @@ async fn the_list_follows_creates_failures_and_destroys() {
     // A job write that does not touch the records keeps the cache.
     store.start(b.id).await.unwrap();
     store
-        .record_step(b.id, CREATE_STEPS[0], StepEvent::Started)
+        .record_step(b.id, StepName::CreateContainer, StepEvent::Started)
         .await
         .unwrap();
     assert_eq!(store.cached_listed().as_deref().map(<[_]>::len), Some(1));

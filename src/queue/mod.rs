@@ -30,7 +30,7 @@ mod write;
 
 pub use job::{
     ContainerRecord, ContainerRecordState, Job, JobKind, JobRequest, JobState, StepRecord,
-    StepState, DESTROY_STEPS,
+    StepState,
 };
 pub use store::{JobStore, StoreOptions};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::test_support::{open, record_ids, spec, TempDir};
 use super::{JobStore, QueueError};
-use crate::steps::CreateSpec;
+use crate::spec::CreateSpec;
 
 /// Runs one `enqueue_create` per spec, all at once; returns (accepted, conflicts).
 async fn race(store: &JobStore, specs: Vec<CreateSpec>) -> (usize, usize) {

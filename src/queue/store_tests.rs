@@ -3,7 +3,7 @@
 
 use super::test_support::{cid, open, open_with, record_ids, spec, TempDir};
 use super::{ContainerRecordState, JobState, JobStore, QueueError, StepState, StoreOptions};
-use crate::steps::{StepEvent, CREATE_STEPS};
+use crate::spec::{StepEvent, StepName};
 
 /// Runs `create` through the worker's path to success, leaving an active container.
 async fn created(store: &JobStore, id: u64, vlan: u8, host: u8) {
@@ -151,7 +151,7 @@ async fn the_store_enforces_the_lifecycle() {
     ));
     assert!(matches!(
         store
-            .record_step(job.id, CREATE_STEPS[0], StepEvent::Started)
+            .record_step(job.id, StepName::CreateContainer, StepEvent::Started)
             .await,
         Err(QueueError::Conflict(_))
     ));
@@ -169,7 +169,7 @@ async fn the_store_enforces_the_lifecycle() {
     ));
 
     store
-        .record_step(job.id, CREATE_STEPS[0], StepEvent::Started)
+        .record_step(job.id, StepName::CreateContainer, StepEvent::Started)
         .await
         .unwrap();
     let seen = store.get(job.id).unwrap().unwrap();
@@ -243,7 +243,7 @@ async fn requeued_jobs_keep_their_place() {
     let first = store.enqueue_create(spec(1, 2, 1)).await.unwrap();
     let started = store.start(first.id).await.unwrap();
     store
-        .record_step(first.id, CREATE_STEPS[0], StepEvent::Failed("x"))
+        .record_step(first.id, StepName::CreateContainer, StepEvent::Failed("x"))
         .await
         .unwrap();
     let later = store.enqueue_create(spec(2, 2, 2)).await.unwrap();

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use super::committer::LogSync;
 use super::test_support::{spec, TempDir};
 use super::{JobStore, QueueError, StoreOptions};
-use crate::steps::StepEvent;
+use crate::spec::{StepEvent, StepName};
 
 /// What the test sees of the recorder.
 #[derive(Default)]
@@ -131,7 +131,8 @@ async fn a_steps_start_is_synced_before_the_runner_may_act() {
     store.start(job.id).await.unwrap();
     while entered.try_recv().is_ok() {}
     *ctl.open.lock().unwrap() = false;
-    let mut started = Box::pin(store.record_step(job.id, "create_container", StepEvent::Started));
+    let mut started =
+        Box::pin(store.record_step(job.id, StepName::CreateContainer, StepEvent::Started));
     assert!(started.as_mut().now_or_never().is_none());
     wait_entered(&entered);
     assert!(

@@ -2,7 +2,7 @@
 
 use super::{JobStore, StoreOptions};
 use crate::model::{ContainerId, VlanId};
-use crate::steps::CreateSpec;
+use crate::spec::CreateSpec;
 
 pub(super) use crate::test_support::TempDir;
 

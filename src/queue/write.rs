@@ -10,7 +10,7 @@ use super::job::{ContainerRecordState, Job, JobKind, JobState};
 use super::store::JobStore;
 use super::tx::{abort, Tx, TxResult};
 use super::QueueError;
-use crate::steps::StepEvent;
+use crate::spec::{StepEvent, StepName};
 
 impl JobStore {
     /// Marks job `id` running and takes it out of the queue; counts an attempt.
@@ -42,7 +42,7 @@ impl JobStore {
     pub async fn record_step(
         &self,
         id: Uuid,
-        step: &str,
+        step: StepName,
         event: StepEvent<'_>,
     ) -> Result<(), QueueError> {
         self.txn(|tx| {

@@ -14,16 +14,12 @@ pub struct CreateContainer;
 
 #[async_trait]
 impl Step for CreateContainer {
-    fn name(&self) -> &'static str {
-        "create_container"
-    }
-
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        Ok(ctx.host.lxc.create(&ctx.spec.id.container_name()).await?)
+        Ok(ctx.host.lxc.create(&ctx.id.container_name()).await?)
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        Ok(ctx.host.lxc.destroy(&ctx.spec.id.container_name()).await?)
+        Ok(ctx.host.lxc.destroy(&ctx.id.container_name()).await?)
     }
 }
 
@@ -32,19 +28,15 @@ pub struct StartContainer;
 
 #[async_trait]
 impl Step for StartContainer {
-    fn name(&self) -> &'static str {
-        "start_container"
-    }
-
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        let name = ctx.spec.id.container_name();
+        let name = ctx.id.container_name();
         ctx.host.lxc.start(&name).await?;
         ctx.pid = Some(wait_for_netns(ctx, &name).await?);
         Ok(())
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        ctx.host.lxc.stop(&ctx.spec.id.container_name()).await?;
+        ctx.host.lxc.stop(&ctx.id.container_name()).await?;
         ctx.pid = None;
         Ok(())
     }

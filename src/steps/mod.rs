@@ -1,36 +1,25 @@
-//! Provisioning as an ordered list of reversible steps, and the runner that rolls back.
+//! Provisioning as ordered lists of steps, and the runners that go through them.
 //!
-//! Each [`Step`] has `apply` and `undo`; undo of something absent succeeds, so undo can run
-//! after any partial apply, after a crash, or twice. The runner records each step's progress
-//! through [`Progress`] *before* touching the host (so a store always says what may have been
-//! done), and on failure undoes the failed step and every completed one, newest first, going on
+//! A plan is a list of [`StepName`]s ([`StepName::CREATE`], [`StepName::DESTROY`]); [`step`]
+//! is the one place that maps a name to the code that runs it. Each [`Step`] has `apply` and
+//! `undo`; undo of something absent succeeds, so undo can run after any partial apply, after a
+//! crash, or twice. The runners record each step's progress through [`Progress`] *before*
+//! touching the host (so a store always says what may have been done). [`run_steps`] rolls
+//! back on failure: it undoes the failed step and every completed one, newest first, going on
 //! past undo errors and reporting them all (Incus' `revert`, netavark's teardown).
+//! [`run_forward`] does not: a destroy's steps are idempotent and are simply run again.
 
 pub mod container;
+pub mod destroy;
 pub mod network;
 
 use std::fmt;
-use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::model::{ContainerId, Ipv4Cidr, VlanId};
+use crate::model::ContainerId;
+use crate::spec::{CreateSpec, StepEvent, StepName};
 use crate::sys::{Host, SysError};
-
-/// What to create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreateSpec {
-    /// Container ID; names `container<ID>` and `vethc_br<ID>`.
-    pub id: ContainerId,
-    /// VLAN whose bridge the container joins.
-    pub vlan: VlanId,
-    /// The container's `eth0` address.
-    pub ip: Ipv4Cidr,
-    /// Default gateway inside the container, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<Ipv4Addr>,
-}
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +36,10 @@ pub enum StepError {
 pub struct StepCtx<'a> {
     /// The host to act on.
     pub host: &'a Host,
-    /// The request.
-    pub spec: &'a CreateSpec,
+    /// The container the steps are about.
+    pub id: ContainerId,
+    /// The create request, when the steps build a container.
+    create: Option<&'a CreateSpec>,
     /// PID of the container's init, once started (or found again, for undo after a crash).
     pub pid: Option<u32>,
     /// MTU of the VLAN's bridge, read when the veth is made.
@@ -56,14 +47,36 @@ pub struct StepCtx<'a> {
 }
 
 impl<'a> StepCtx<'a> {
-    /// A fresh context for `spec` on `host`.
+    /// A fresh context for creating `spec` on `host`.
     pub fn new(host: &'a Host, spec: &'a CreateSpec) -> Self {
         Self {
             host,
-            spec,
+            id: spec.id,
+            create: Some(spec),
             pid: None,
             mtu: None,
         }
+    }
+
+    /// A fresh context for steps on container `id` that need no create request (destroy).
+    pub fn for_container(host: &'a Host, id: ContainerId) -> Self {
+        Self {
+            host,
+            id,
+            create: None,
+            pid: None,
+            mtu: None,
+        }
+    }
+
+    /// The create request.
+    ///
+    /// # Errors
+    /// When the steps were not given one (a create step in a destroy's plan).
+    pub fn spec(&self) -> Result<&'a CreateSpec, StepError> {
+        self.create.ok_or_else(|| {
+            StepError::Other("this step needs a create request and was given none".into())
+        })
     }
 
     /// The init PID: remembered from the start step, or asked of LXC (after a crash).
@@ -72,7 +85,7 @@ impl<'a> StepCtx<'a> {
     /// When LXC cannot be asked.
     pub async fn running_pid(&mut self) -> Result<Option<u32>, StepError> {
         if self.pid.is_none() {
-            let name = self.spec.id.container_name();
+            let name = self.id.container_name();
             self.pid = self.host.lxc.status(&name).await?.and_then(|s| s.pid);
         }
         Ok(self.pid)
@@ -82,57 +95,22 @@ impl<'a> StepCtx<'a> {
 /// One reversible change to the host.
 #[async_trait]
 pub trait Step: Send + Sync {
-    /// Stable name, recorded in jobs and shown to users.
-    fn name(&self) -> &'static str;
     /// Makes the change.
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError>;
     /// Reverts it; succeeds when there is nothing to revert.
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError>;
 }
 
-/// The steps of a create, in order.
-pub fn create_steps() -> Vec<Box<dyn Step>> {
-    vec![
-        Box::new(container::CreateContainer),
-        Box::new(container::StartContainer),
-        Box::new(network::CreateVeth),
-        Box::new(network::ConfigureNetwork),
-    ]
-}
-
-/// Names of the create steps, in order.
-pub const CREATE_STEPS: [&str; 4] = [
-    "create_container",
-    "start_container",
-    "create_veth",
-    "configure_network",
-];
-
-/// A moment in a step's life, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepEvent<'e> {
-    /// About to apply.
-    Started,
-    /// Applied.
-    Done,
-    /// Apply failed with this error.
-    Failed(&'e str),
-    /// About to undo.
-    Undoing,
-    /// Undone.
-    Undone,
-    /// Undo failed with this error.
-    UndoFailed(&'e str),
-}
-
-impl StepEvent<'_> {
-    /// Whether a durable recorder must have this event on disk before the runner goes on.
-    /// Every event must, except the end of an action (`Done`, `Undone`): what follows it is
-    /// either another recorded event or the end of the job, whose durable write carries it,
-    /// and if the process dies in between, recovery already treats a `running` step as
-    /// possibly done, which it is. So the host is never changed without a durable record.
-    pub fn must_be_durable_at_once(self) -> bool {
-        !matches!(self, Self::Done | Self::Undone)
+/// The code that runs step `name`: the one map from names to steps.
+pub fn step(name: StepName) -> &'static dyn Step {
+    match name {
+        StepName::CreateContainer => &container::CreateContainer,
+        StepName::StartContainer => &container::StartContainer,
+        StepName::CreateVeth => &network::CreateVeth,
+        StepName::ConfigureNetwork => &network::ConfigureNetwork,
+        StepName::StopContainer => &destroy::StopContainer,
+        StepName::DeleteVeth => &destroy::DeleteVeth,
+        StepName::DestroyContainer => &destroy::DestroyContainer,
     }
 }
 
@@ -141,7 +119,7 @@ impl StepEvent<'_> {
 #[async_trait]
 pub trait Progress: Send {
     /// Records `event` for `step`.
-    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String>;
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String>;
 }
 
 /// Progress that goes nowhere.
@@ -149,7 +127,7 @@ pub struct NoProgress;
 
 #[async_trait]
 impl Progress for NoProgress {
-    async fn record(&mut self, _: &'static str, _: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, _: StepName, _: StepEvent<'_>) -> Result<(), String> {
         Ok(())
     }
 }
@@ -158,11 +136,11 @@ impl Progress for NoProgress {
 #[derive(Debug)]
 pub struct CreateError {
     /// The step that failed.
-    pub step: &'static str,
+    pub step: StepName,
     /// Why.
     pub error: StepError,
     /// Steps whose undo failed, with why; empty when the host is back as it was.
-    pub undo_errors: Vec<(&'static str, StepError)>,
+    pub undo_errors: Vec<(StepName, StepError)>,
 }
 
 impl fmt::Display for CreateError {
@@ -182,23 +160,21 @@ impl fmt::Display for CreateError {
 
 impl std::error::Error for CreateError {}
 
-/// Applies `steps` in order; on a failure undoes the failed step and the completed ones.
+/// Applies `plan` in order; on a failure undoes the failed step and the completed ones.
 ///
 /// # Errors
 /// [`CreateError`] naming the failed step, with any undo failures.
 pub async fn run_steps(
-    steps: &[Box<dyn Step>],
+    plan: &[StepName],
     ctx: &mut StepCtx<'_>,
     progress: &mut dyn Progress,
 ) -> Result<(), CreateError> {
-    for (i, step) in steps.iter().enumerate() {
-        if let Err(error) = apply_one(step.as_ref(), ctx, progress).await {
-            let text = error.to_string();
-            tracing::warn!(step = step.name(), error = %text, "step failed, rolling back");
-            let _ = progress.record(step.name(), StepEvent::Failed(&text)).await;
-            let undo_errors = undo_steps(&steps[..=i], ctx, progress).await;
+    for (i, &name) in plan.iter().enumerate() {
+        if let Err(error) = apply_one(name, ctx, progress).await {
+            tracing::warn!(step = name.as_str(), error = %error, "step failed, rolling back");
+            let undo_errors = undo_steps(&plan[..=i], ctx, progress).await;
             return Err(CreateError {
-                step: step.name(),
+                step: name,
                 error,
                 undo_errors,
             });
@@ -207,24 +183,50 @@ pub async fn run_steps(
     Ok(())
 }
 
+/// Applies `plan` in order and stops at the first failure, undoing nothing: for plans whose
+/// steps are idempotent and are run again rather than reverted (a destroy).
+///
+/// # Errors
+/// The step that failed, and why.
+pub async fn run_forward(
+    plan: &[StepName],
+    ctx: &mut StepCtx<'_>,
+    progress: &mut dyn Progress,
+) -> Result<(), (StepName, StepError)> {
+    for &name in plan {
+        if let Err(error) = apply_one(name, ctx, progress).await {
+            tracing::warn!(step = name.as_str(), error = %error, "step failed");
+            return Err((name, error));
+        }
+    }
+    Ok(())
+}
+
+/// Applies one step between its `Started` and `Done` records; a failure is recorded as
+/// `Failed`.
 async fn apply_one(
-    step: &dyn Step,
+    name: StepName,
     ctx: &mut StepCtx<'_>,
     progress: &mut dyn Progress,
 ) -> Result<(), StepError> {
     progress
-        .record(step.name(), StepEvent::Started)
+        .record(name, StepEvent::Started)
         .await
         .map_err(StepError::Other)?;
     let started = std::time::Instant::now();
-    step.apply(ctx).await?;
+    if let Err(error) = step(name).apply(ctx).await {
+        let _ = progress
+            .record(name, StepEvent::Failed(&error.to_string()))
+            .await;
+        return Err(error);
+    }
     tracing::debug!(
-        step = step.name(),
+        step = name.as_str(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "step done"
     );
     progress
-        .record(step.name(), StepEvent::Done)
+        .record(name, StepEvent::Done)
         .await
         .map_err(StepError::Other)
 }
@@ -238,42 +240,40 @@ pub const UNDO_TRIES: u32 = 5;
 /// ms: a step is given up on after about 1.5 s).
 const UNDO_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Undoes `steps` newest first, never stopping at an error; returns the errors. Each undo is
+/// Undoes `plan` newest first, never stopping at an error; returns the errors. Each undo is
 /// tried up to [`UNDO_TRIES`] times, with a doubling pause in between.
 pub async fn undo_steps(
-    steps: &[Box<dyn Step>],
+    plan: &[StepName],
     ctx: &mut StepCtx<'_>,
     progress: &mut dyn Progress,
-) -> Vec<(&'static str, StepError)> {
+) -> Vec<(StepName, StepError)> {
     let mut errors = Vec::new();
-    for step in steps.iter().rev() {
-        let _ = progress.record(step.name(), StepEvent::Undoing).await;
-        match undo_one(step.as_ref(), ctx).await {
+    for &name in plan.iter().rev() {
+        let _ = progress.record(name, StepEvent::Undoing).await;
+        match undo_one(name, ctx).await {
             Ok(()) => {
-                let _ = progress.record(step.name(), StepEvent::Undone).await;
+                let _ = progress.record(name, StepEvent::Undone).await;
             }
             Err(e) => {
                 let text = e.to_string();
-                tracing::error!(step = step.name(), error = %text, "undo failed");
-                let _ = progress
-                    .record(step.name(), StepEvent::UndoFailed(&text))
-                    .await;
-                errors.push((step.name(), e));
+                tracing::error!(step = name.as_str(), error = %text, "undo failed");
+                let _ = progress.record(name, StepEvent::UndoFailed(&text)).await;
+                errors.push((name, e));
             }
         }
     }
     errors
 }
 
-async fn undo_one(step: &dyn Step, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+async fn undo_one(name: StepName, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
     let mut pause = UNDO_FIRST_PAUSE;
     let mut tries = 1;
     loop {
-        match step.undo(ctx).await {
+        match step(name).undo(ctx).await {
             Ok(()) => return Ok(()),
             Err(e) if tries >= UNDO_TRIES => return Err(e),
             Err(e) => {
-                tracing::warn!(step = step.name(), error = %e, tries, "undo failed; trying again");
+                tracing::warn!(step = name.as_str(), error = %e, tries, "undo failed; trying again");
                 tokio::time::sleep(pause).await;
                 pause *= 2;
                 tries += 1;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{Step, StepCtx, StepError};
-use crate::sys::{Netlink, SysError, VethSpec};
+use crate::sys::{IdempotentResult, VethSpec};
 
 /// Name of the container's interface.
 pub const CONTAINER_IFACE: &str = "eth0";
@@ -15,12 +15,8 @@ pub struct CreateVeth;
 
 #[async_trait]
 impl Step for CreateVeth {
-    fn name(&self) -> &'static str {
-        "create_veth"
-    }
-
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        let bridge = ctx.spec.vlan.bridge_name();
+        let bridge = ctx.spec()?.vlan.bridge_name();
         let br = ctx.host.net.link(&bridge).await?.ok_or_else(|| {
             StepError::Other(format!(
                 "bridge {bridge} not found; run `creepy-meow setup`"
@@ -32,7 +28,7 @@ impl Step for CreateVeth {
             .ok_or_else(|| StepError::Other("the container is not running".into()))?;
         ctx.mtu = Some(br.mtu);
         let spec = VethSpec {
-            host_name: ctx.spec.id.host_veth(),
+            host_name: ctx.id.host_veth(),
             peer_name: CONTAINER_IFACE.into(),
             peer_netns_pid: pid,
             master: br.index,
@@ -42,9 +38,9 @@ impl Step for CreateVeth {
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        let name = ctx.spec.id.host_veth();
+        let name = ctx.id.host_veth();
         if let Some(link) = ctx.host.net.link(&name).await? {
-            ignore_missing(ctx.host.net.delete_link(link.index).await)?;
+            ctx.host.net.delete_link(link.index).await.missing_ok()?;
         }
         Ok(())
     }
@@ -54,51 +50,27 @@ impl Step for CreateVeth {
 /// route when a gateway was asked for.
 pub struct ConfigureNetwork;
 
-async fn index_of(nl: &dyn Netlink, name: &str) -> Result<u32, StepError> {
-    nl.link(name)
-        .await?
-        .map(|l| l.index)
-        .ok_or_else(|| StepError::Other(format!("{name} not found in the container")))
-}
-
-fn ignore_missing(r: Result<(), SysError>) -> Result<(), SysError> {
-    match r {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other,
-    }
-}
-
-fn ignore_existing(r: Result<(), SysError>) -> Result<(), SysError> {
-    match r {
-        Err(e) if e.is_already_exists() => Ok(()),
-        other => other,
-    }
-}
-
 #[async_trait]
 impl Step for ConfigureNetwork {
-    fn name(&self) -> &'static str {
-        "configure_network"
-    }
-
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
         let pid = ctx
             .running_pid()
             .await?
             .ok_or_else(|| StepError::Other("the container is not running".into()))?;
         let nl = ctx.host.netns.open_netns_of(pid).await?;
-        nl.set_up(index_of(nl.as_ref(), "lo").await?).await?;
+        nl.set_up(nl.index_of("lo").await?).await?;
         let eth0 = nl
             .link(CONTAINER_IFACE)
             .await?
             .ok_or_else(|| StepError::Other("eth0 not found in the container".into()))?;
-        ignore_existing(nl.add_address(eth0.index, ctx.spec.ip).await)?;
+        let spec = ctx.spec()?;
+        nl.add_address(eth0.index, spec.ip).await.existing_ok()?;
         if let Some(mtu) = ctx.mtu.filter(|m| *m != eth0.mtu) {
             nl.set_mtu(eth0.index, mtu).await?;
         }
         nl.set_up(eth0.index).await?;
-        if let Some(gw) = ctx.spec.gateway {
-            ignore_existing(nl.add_default_route(gw).await)?;
+        if let Some(gw) = spec.gateway {
+            nl.add_default_route(gw).await.existing_ok()?;
         }
         Ok(())
     }
@@ -114,7 +86,9 @@ impl Step for ConfigureNetwork {
             other => other?,
         };
         if let Some(eth0) = nl.link(CONTAINER_IFACE).await? {
-            ignore_missing(nl.delete_address(eth0.index, ctx.spec.ip).await)?;
+            nl.delete_address(eth0.index, ctx.spec()?.ip)
+                .await
+                .missing_ok()?;
         }
         Ok(())
     }

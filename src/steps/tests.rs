@@ -2,6 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::fabric::{ensure_fabric, FabricConfig};
+use crate::model::VlanId;
 use crate::model::{parse_vlan_list, HostId};
 use crate::sys::fake::FakeNetlink;
 use crate::sys::fake_lxc::FakeLxc;
@@ -33,12 +34,12 @@ async fn host() -> (Host, FakeNetlink, FakeLxc) {
 #[derive(Default, Clone)]
 struct Recorder {
     events: Arc<Mutex<Vec<String>>>,
-    fail: Option<(&'static str, StepEvent<'static>)>,
+    fail: Option<(StepName, StepEvent<'static>)>,
 }
 
 #[async_trait]
 impl Progress for Recorder {
-    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
         let name = match event {
             StepEvent::Started => "started",
             StepEvent::Done => "done",
@@ -78,11 +79,11 @@ async fn create_applies_the_steps_in_order_and_plumbs_the_container() {
     let mut rec = Recorder::default();
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    run_steps(&create_steps(), &mut ctx, &mut rec)
+    run_steps(&StepName::CREATE, &mut ctx, &mut rec)
         .await
         .unwrap();
     let events = rec.events.lock().unwrap().clone();
-    let expected: Vec<String> = CREATE_STEPS
+    let expected: Vec<String> = StepName::CREATE
         .iter()
         .flat_map(|s| [format!("{s}:started"), format!("{s}:done")])
         .collect();
@@ -108,16 +109,16 @@ async fn create_applies_the_steps_in_order_and_plumbs_the_container() {
 
 #[tokio::test]
 async fn a_failure_at_each_step_undoes_newest_first_and_leaves_nothing() {
-    for (i, failing) in CREATE_STEPS.iter().enumerate() {
+    for (i, failing) in StepName::CREATE.iter().enumerate() {
         for when in [StepEvent::Started, StepEvent::Done] {
             let (host, net, lxc) = host().await;
             let mut rec = Recorder {
-                fail: Some((failing, when)),
+                fail: Some((*failing, when)),
                 ..Recorder::default()
             };
             let s = spec();
             let mut ctx = StepCtx::new(&host, &s);
-            let err = run_steps(&create_steps(), &mut ctx, &mut rec)
+            let err = run_steps(&StepName::CREATE, &mut ctx, &mut rec)
                 .await
                 .unwrap_err();
             assert_eq!(err.step, *failing);
@@ -131,7 +132,7 @@ async fn a_failure_at_each_step_undoes_newest_first_and_leaves_nothing() {
                 .filter(|e| e.ends_with(":undone"))
                 .cloned()
                 .collect();
-            let expected: Vec<String> = CREATE_STEPS[..=i]
+            let expected: Vec<String> = StepName::CREATE[..=i]
                 .iter()
                 .rev()
                 .map(|s| format!("{s}:undone"))
@@ -158,7 +159,7 @@ async fn kernel_failures_roll_back_too() {
         net.fail_next(call, libc::EBUSY);
         let s = spec();
         let mut ctx = StepCtx::new(&host, &s);
-        let err = run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+        let err = run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("busy"), "{err}");
@@ -174,15 +175,15 @@ async fn undo_errors_are_collected_and_undo_goes_on() {
     let (host, net, lxc) = host().await;
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
         .await
         .unwrap();
     for _ in 0..UNDO_TRIES {
         net.fail_next("lxc-stop", libc::EIO);
     }
-    let errors = undo_steps(&create_steps(), &mut ctx, &mut NoProgress).await;
+    let errors = undo_steps(&StepName::CREATE, &mut ctx, &mut NoProgress).await;
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].0, "start_container");
+    assert_eq!(errors[0].0, StepName::StartContainer);
     let calls = net.calls();
     assert!(
         calls.iter().any(|c| c.contains("lxc-destroy container5")),
@@ -196,7 +197,7 @@ async fn an_undo_is_tried_again_with_a_growing_pause_before_it_counts_as_failed(
     let (host, net, lxc) = host().await;
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
         .await
         .unwrap();
     net.clear_calls();
@@ -205,7 +206,7 @@ async fn an_undo_is_tried_again_with_a_growing_pause_before_it_counts_as_failed(
         net.fail_next("lxc-destroy", libc::EBUSY);
     }
     let started = tokio::time::Instant::now();
-    let errors = undo_steps(&create_steps(), &mut ctx, &mut NoProgress).await;
+    let errors = undo_steps(&StepName::CREATE, &mut ctx, &mut NoProgress).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(lxc.names().is_empty());
     let tries = net
@@ -223,17 +224,17 @@ async fn undo_of_nothing_succeeds_and_is_idempotent() {
     let (host, net, lxc) = host().await;
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    assert!(undo_steps(&create_steps(), &mut ctx, &mut NoProgress)
+    assert!(undo_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
         .await
         .is_empty());
-    run_steps(&create_steps(), &mut ctx, &mut NoProgress)
+    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
         .await
         .unwrap();
     let mut fresh = StepCtx::new(&host, &s);
-    assert!(undo_steps(&create_steps(), &mut fresh, &mut NoProgress)
+    assert!(undo_steps(&StepName::CREATE, &mut fresh, &mut NoProgress)
         .await
         .is_empty());
-    assert!(undo_steps(&create_steps(), &mut fresh, &mut NoProgress)
+    assert!(undo_steps(&StepName::CREATE, &mut fresh, &mut NoProgress)
         .await
         .is_empty());
     assert!(leftovers(&net, &lxc).await.is_empty());
@@ -246,7 +247,7 @@ async fn recoverys_blind_undo_cleans_up_after_any_number_of_done_steps() {
         let (host, net, lxc) = host().await;
         let s = spec();
         let mut ctx = StepCtx::new(&host, &s);
-        run_steps(&create_steps()[..done], &mut ctx, &mut NoProgress)
+        run_steps(&StepName::CREATE[..done], &mut ctx, &mut NoProgress)
             .await
             .unwrap();
         let made = leftovers(&net, &lxc).await;
@@ -262,7 +263,7 @@ async fn recoverys_blind_undo_cleans_up_after_any_number_of_done_steps() {
         );
         // Recovery knows nothing of the crashed run: a fresh context, every step's undo.
         let mut fresh = StepCtx::new(&host, &s);
-        let errors = undo_steps(&create_steps(), &mut fresh, &mut NoProgress).await;
+        let errors = undo_steps(&StepName::CREATE, &mut fresh, &mut NoProgress).await;
         assert!(errors.is_empty(), "after {done} steps: {errors:?}");
         assert!(leftovers(&net, &lxc).await.is_empty(), "after {done} steps");
     }

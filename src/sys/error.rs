@@ -99,3 +99,34 @@ impl SysError {
 
 /// Result of a call into the kernel or LXC.
 pub type SysResult<T> = Result<T, SysError>;
+
+/// The two outcomes an idempotent step treats as success, written once.
+pub trait IdempotentResult {
+    /// `Ok` when the object was not there: deleting or undoing something absent succeeds.
+    ///
+    /// # Errors
+    /// Any other error.
+    fn missing_ok(self) -> SysResult<()>;
+
+    /// `Ok` when the object was there already: adding what exists as wanted succeeds.
+    ///
+    /// # Errors
+    /// Any other error.
+    fn existing_ok(self) -> SysResult<()>;
+}
+
+impl IdempotentResult for SysResult<()> {
+    fn missing_ok(self) -> SysResult<()> {
+        match self {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
+    fn existing_ok(self) -> SysResult<()> {
+        match self {
+            Err(e) if e.is_already_exists() => Ok(()),
+            other => other,
+        }
+    }
+}

@@ -27,7 +27,7 @@ pub mod process;
 pub mod reap;
 pub mod rtnl;
 
-pub use error::{SysError, SysResult};
+pub use error::{IdempotentResult, SysError, SysResult};
 pub use host::Host;
 pub use lxc::{ContainerStatus, Lxc};
 pub use netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};

@@ -97,6 +97,19 @@ pub struct VethSpec {
 /// Errors carry the object and action, with errno mapped (see [`super::SysError`]).
 #[async_trait]
 pub trait Netlink: Send + Sync {
+    /// The index of link `name`.
+    ///
+    /// # Errors
+    /// [`super::SysError::NotFound`] when there is no such link; the kernel's error otherwise.
+    async fn index_of(&self, name: &str) -> super::SysResult<u32> {
+        self.link(name)
+            .await?
+            .map(|l| l.index)
+            .ok_or_else(|| super::SysError::NotFound {
+                what: format!("link {name}"),
+            })
+    }
+
     /// Every link in the namespace.
     async fn links(&self) -> SysResult<Vec<LinkState>>;
 

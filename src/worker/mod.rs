@@ -24,7 +24,8 @@ use progress::StoreProgress;
 use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 use crate::queue::{Job, JobRequest, JobStore, QueueError};
-use crate::steps::{Progress, StepEvent};
+use crate::spec::{StepEvent, StepName};
+use crate::steps::Progress;
 use crate::sys::process::owned_by;
 use crate::testhook;
 
@@ -37,9 +38,9 @@ struct RecoveryProgress;
 
 #[async_trait::async_trait]
 impl Progress for RecoveryProgress {
-    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
         if event == StepEvent::Undoing {
-            testhook::barrier("recovery_undo", step).await;
+            testhook::barrier("recovery_undo", step.as_str()).await;
         }
         Ok(())
     }

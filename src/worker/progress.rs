@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::QueueControl;
 use crate::metrics::Metrics;
 use crate::queue::JobStore;
-use crate::steps::{Progress, StepEvent};
+use crate::spec::{StepEvent, StepName};
+use crate::steps::Progress;
 use crate::testhook;
 
 /// Progress of one job, recorded in the store.
@@ -53,7 +54,7 @@ impl<'a> StoreProgress<'a> {
 
 #[async_trait]
 impl Progress for StoreProgress<'_> {
-    async fn record(&mut self, step: &'static str, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
         if event == StepEvent::Started && self.shutdown.is_cancelled() {
             self.interrupted = true;
             return Err("the daemon is shutting down".into());
@@ -61,20 +62,21 @@ impl Progress for StoreProgress<'_> {
         // The crash tests' barriers (see `testhook`): the action is complete, its end is not
         // recorded; the start is on disk, the action not begun.
         if event == StepEvent::Done {
-            testhook::barrier("before_done", step).await;
+            testhook::barrier("before_done", step.as_str()).await;
         }
         self.store
             .record_step(self.job, step, event)
             .await
             .map_err(|e| format!("cannot record step {step}: {e}"))?;
         if event == StepEvent::Started {
-            testhook::barrier("before_action", step).await;
+            testhook::barrier("before_action", step.as_str()).await;
         }
         match event {
             StepEvent::Started => self.step_started = Some(Instant::now()),
             StepEvent::Done => {
                 if let Some(t) = self.step_started.take() {
-                    self.metrics.observe_step(step, t.elapsed().as_secs_f64());
+                    self.metrics
+                        .observe_step(step.as_str(), t.elapsed().as_secs_f64());
                 }
             }
             _ => {}

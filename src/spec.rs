@@ -1,0 +1,159 @@
+//! What a job asks for, and the names its steps are stored under: the vocabulary that
+//! [`crate::queue`] stores and [`crate::steps`] acts on, owned here, below both.
+//!
+//! Step names are written into every stored job, so they are a file format: each name has one
+//! home ([`StepName::as_str`]) and never changes; a test parses every name ever stored.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ContainerId, Ipv4Cidr, VlanId};
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSpec {
+    /// Container ID; names `container<ID>` and `vethc_br<ID>`.
+    pub id: ContainerId,
+    /// VLAN whose bridge the container joins.
+    pub vlan: VlanId,
+    /// The container's `eth0` address.
+    pub ip: Ipv4Cidr,
+    /// Default gateway inside the container, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Every step a job can run, by the name it is stored and shown under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepName {
+    /// `lxc-create` from the template.
+    CreateContainer,
+    /// `lxc-start`, until init has its own network namespace.
+    StartContainer,
+    /// The veth pair, host end on the bridge, peer `eth0` in the container.
+    CreateVeth,
+    /// `lo`, `eth0`'s address, MTU and route inside the container.
+    ConfigureNetwork,
+    /// `lxc-stop -k`.
+    StopContainer,
+    /// Removes the host veth.
+    DeleteVeth,
+    /// `lxc-destroy` and the container's directory.
+    DestroyContainer,
+}
+
+impl StepName {
+    /// A create's steps, in the order they run.
+    pub const CREATE: [Self; 4] = [
+        Self::CreateContainer,
+        Self::StartContainer,
+        Self::CreateVeth,
+        Self::ConfigureNetwork,
+    ];
+
+    /// A destroy's steps, in the order they run.
+    pub const DESTROY: [Self; 3] = [
+        Self::StopContainer,
+        Self::DeleteVeth,
+        Self::DestroyContainer,
+    ];
+
+    /// The name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateContainer => "create_container",
+            Self::StartContainer => "start_container",
+            Self::CreateVeth => "create_veth",
+            Self::ConfigureNetwork => "configure_network",
+            Self::StopContainer => "stop_container",
+            Self::DeleteVeth => "delete_veth",
+            Self::DestroyContainer => "destroy_container",
+        }
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::CREATE
+            .into_iter()
+            .chain(Self::DESTROY)
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| format!("no step is named {s:?}"))
+    }
+}
+
+/// A moment in a step's life, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEvent<'e> {
+    /// About to apply.
+    Started,
+    /// Applied.
+    Done,
+    /// Apply failed with this error.
+    Failed(&'e str),
+    /// About to undo.
+    Undoing,
+    /// Undone.
+    Undone,
+    /// Undo failed with this error.
+    UndoFailed(&'e str),
+}
+
+impl StepEvent<'_> {
+    /// Whether a durable recorder must have this event on disk before the runner goes on.
+    /// Every event must, except the end of an action (`Done`, `Undone`): what follows it is
+    /// either another recorded event or the end of the job, whose durable write carries it,
+    /// and if the process dies in between, recovery already treats a `running` step as
+    /// possibly done, which it is. So the host is never changed without a durable record.
+    pub fn must_be_durable_at_once(self) -> bool {
+        !matches!(self, Self::Done | Self::Undone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name a job has ever been stored with, written out: these must keep parsing.
+    const STORED: [&str; 7] = [
+        "create_container",
+        "start_container",
+        "create_veth",
+        "configure_network",
+        "stop_container",
+        "delete_veth",
+        "destroy_container",
+    ];
+
+    #[test]
+    fn every_stored_step_name_still_parses_and_serializes_the_same() {
+        for name in STORED {
+            let step: StepName = name.parse().unwrap();
+            assert_eq!(step.as_str(), name);
+            assert_eq!(serde_json::to_string(&step).unwrap(), format!("\"{name}\""));
+            let back: StepName = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(back, step);
+        }
+        assert!("make_coffee".parse::<StepName>().is_err());
+    }
+
+    #[test]
+    fn the_orders_are_the_documented_ones() {
+        let create: Vec<&str> = StepName::CREATE.iter().map(|s| s.as_str()).collect();
+        assert_eq!(create, STORED[..4]);
+        let destroy: Vec<&str> = StepName::DESTROY.iter().map(|s| s.as_str()).collect();
+        assert_eq!(destroy, STORED[4..]);
+    }
+}
