@@ -61,7 +61,7 @@ pub struct ClientArgs {
 /// Arguments of `create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Container ID, 1..=9999999 (the container is named container<ID>).
+    /// Container ID, 1..=9999999 (the container is named `container<ID>`).
     #[arg(long)]
     pub id: u64,
     /// VLAN to join (one the server serves).
@@ -134,7 +134,7 @@ pub struct JobArgs {
 /// The fabric options, shared by `setup` and `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct FabricArgs {
-    /// This server's unique ID, 1..=254: the last byte of its addresses (192.168.V.<ID>).
+    /// This server's unique ID, 1..=254: the last byte of its addresses (`192.168.V.<ID>`).
     #[arg(long, value_name = "N")]
     pub host_id: Option<HostId>,
 

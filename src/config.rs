@@ -103,32 +103,8 @@ impl DaemonConfig {
             Some(p) => ConfigFile::load(p)?,
             None => ConfigFile::default(),
         };
-        let vlans = match (&args.fabric.vlans, &file.vlans) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(list)) => {
-                let vlans = list
-                    .iter()
-                    .map(|&v| VlanId::new(v))
-                    .collect::<Result<Vec<_>, _>>()
-                    .and_then(check_vlan_list)
-                    .map_err(|e| format!("config vlans: {e}"))?;
-                Some(VlanList(vlans))
-            }
-            (None, None) => None,
-        };
-        let host_id = match (args.fabric.host_id, file.host_id) {
-            (Some(h), _) => Some(h),
-            (None, Some(h)) => Some(HostId::new(h).map_err(|e| format!("config host-id: {e}"))?),
-            (None, None) => None,
-        };
-        let fabric = FabricArgs {
-            host_id,
-            underlay: args.fabric.underlay.clone().or(file.underlay),
-            vlans,
-            mtu: args.fabric.mtu.or(file.mtu),
-        }
-        .config()?;
-        let token_file = args.token_file.clone().or(file.token_file);
+        let fabric = fabric_config(args, &file)?;
+        let token_file = args.token_file.clone().or(file.token_file.clone());
         let token = token_file.as_deref().map(read_token).transpose()?;
         let listen = match args.listen.or(file.listen) {
             Some(l) => l,
@@ -142,19 +118,7 @@ impl DaemonConfig {
                 "refusing to listen on {listen} without authentication: pass --token-file FILE (or --insecure-no-auth)"
             ));
         }
-        let mut store = StoreOptions::default();
-        if let Some(n) = args.max_queued.or(file.max_queued) {
-            if n == 0 {
-                return Err("--max-queued must be at least 1".into());
-            }
-            store.max_queued = n;
-        }
-        if let Some(n) = args.keep_jobs.or(file.keep_jobs) {
-            store.keep_finished = n;
-        }
-        if let Some(d) = args.keep_days.or(file.keep_days) {
-            store.keep_for = std::time::Duration::from_secs(d.saturating_mul(24 * 3600));
-        }
+        let store = store_options(args, &file)?;
         let template_args = if args.template_args.is_empty() {
             file.template_args.unwrap_or_default()
         } else {
@@ -188,6 +152,53 @@ impl DaemonConfig {
             store,
         })
     }
+}
+
+/// The store's limits from flags over the file over defaults.
+fn store_options(args: &ServeArgs, file: &ConfigFile) -> Result<StoreOptions, String> {
+    let mut store = StoreOptions::default();
+    if let Some(n) = args.max_queued.or(file.max_queued) {
+        if n == 0 {
+            return Err("--max-queued must be at least 1".into());
+        }
+        store.max_queued = n;
+    }
+    if let Some(n) = args.keep_jobs.or(file.keep_jobs) {
+        store.keep_finished = n;
+    }
+    if let Some(d) = args.keep_days.or(file.keep_days) {
+        store.keep_for = std::time::Duration::from_secs(d.saturating_mul(24 * 3600));
+    }
+    Ok(store)
+}
+
+/// The fabric from flags over the file.
+fn fabric_config(args: &ServeArgs, file: &ConfigFile) -> Result<FabricConfig, String> {
+    let vlans = match (&args.fabric.vlans, &file.vlans) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(list)) => {
+            let vlans = list
+                .iter()
+                .map(|&v| VlanId::new(v))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(check_vlan_list)
+                .map_err(|e| format!("config vlans: {e}"))?;
+            Some(VlanList(vlans))
+        }
+        (None, None) => None,
+    };
+    let host_id = match (args.fabric.host_id, file.host_id) {
+        (Some(h), _) => Some(h),
+        (None, Some(h)) => Some(HostId::new(h).map_err(|e| format!("config host-id: {e}"))?),
+        (None, None) => None,
+    };
+    FabricArgs {
+        host_id,
+        underlay: args.fabric.underlay.clone().or(file.underlay.clone()),
+        vlans,
+        mtu: args.fabric.mtu.or(file.mtu),
+    }
+    .config()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! queue state and metrics. Handlers never block: the only slow thing a create waits for is
 //! the group-committed flush, which runs on its own thread.
 //!
-//! Routing is one match over method and path segments ([`dispatch`]), so every answer — also
+//! Routing is one match over method and path segments (`dispatch`), so every answer — also
 //! for unknown paths, wrong methods and oversized bodies — is the same JSON error shape.
 
 pub mod auth;

@@ -70,16 +70,6 @@ impl Engine {
         Self { host, fabric }
     }
 
-    /// The fabric served.
-    pub fn fabric(&self) -> &FabricConfig {
-        &self.fabric
-    }
-
-    /// The host acted on.
-    pub fn host(&self) -> &Host {
-        &self.host
-    }
-
     /// Checks what can be checked without the host: VLAN served, address usable and not the
     /// host's own, gateway inside the prefix.
     ///

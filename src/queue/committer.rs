@@ -13,7 +13,6 @@
 //! once (spacejam/sled#1308), and the blocking `Db::flush` must not run on the reactor.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -21,9 +20,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::db::{Trees, Tx, TxResult};
 use super::job::Job;
-use super::store::Trees;
-use super::tx::{Tx, TxResult};
 use super::QueueError;
 
 /// Most pieces of work one round takes, so one transaction stays small.
@@ -68,11 +66,9 @@ enum Work {
 
 /// What the thread works on.
 struct Shared {
-    db: sled::Db,
     trees: Trees,
     /// Syncs sled's log file after every flush.
     log: Box<dyn LogSync>,
-    dir: PathBuf,
     flushes: Arc<AtomicU64>,
 }
 
@@ -87,24 +83,17 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread `creepy-meow-commit` for the store in `dir`, whose sled log `log`
+    /// Starts the thread `creepy-meow-commit` for the store of `trees`, whose sled log `log`
     /// syncs.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
-    pub(super) fn spawn(
-        db: sled::Db,
-        trees: Trees,
-        log: Box<dyn LogSync>,
-        dir: &Path,
-    ) -> Result<Self, QueueError> {
+    pub(super) fn spawn(trees: Trees, log: Box<dyn LogSync>) -> Result<Self, QueueError> {
         let (tx, rx) = mpsc::channel();
         let flushes = Arc::new(AtomicU64::new(0));
         let mut shared = Shared {
-            db,
             trees,
             log,
-            dir: dir.to_owned(),
             flushes: Arc::clone(&flushes),
         };
         let thread = std::thread::Builder::new()
@@ -188,8 +177,7 @@ fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
         let written = if writes.is_empty() {
             Vec::new()
         } else {
-            commit_batch(&shared.trees, &shared.dir, &writes)
-                .unwrap_or_else(|e| vec![Err(e); writes.len()])
+            commit_batch(&shared.trees, &writes).unwrap_or_else(|e| vec![Err(e); writes.len()])
         };
         let started = Instant::now();
         // A batch of refusals only wrote nothing: no disk sync for it.
@@ -223,26 +211,23 @@ fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
 /// sled's, for the whole batch.
 pub(super) fn commit_batch(
     trees: &Trees,
-    dir: &Path,
     writes: &[BatchedWrite],
 ) -> Result<Vec<WriteResult>, QueueError> {
-    trees.transact(dir, |tx| writes.iter().map(|write| write(tx)).collect())
+    trees.transact(|tx| writes.iter().map(|write| write(tx)).collect())
 }
 
 /// Makes every committed write durable: sled's flush, then an `fdatasync` of its log.
 fn flush(shared: &mut Shared) -> FlushResult {
     let result = shared
-        .db
+        .trees
         .flush()
-        .map(drop)
-        .map_err(|e| e.to_string())
         .and_then(|()| shared.log.sync().map_err(|e| e.to_string()));
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     result.map_err(|e| {
         tracing::error!(error = %e, "cannot flush the job store");
         QueueError::Storage(format!(
             "cannot flush the job store in {} to disk: {e}",
-            shared.dir.display()
+            shared.trees.dir().display()
         ))
     })
 }

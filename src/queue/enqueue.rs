@@ -6,9 +6,9 @@
 use time::OffsetDateTime;
 
 use super::committer::BatchedWrite;
+use super::db::{Tx, TxResult};
 use super::job::{ContainerRecord, ContainerRecordState, Job, JobRequest};
 use super::store::JobStore;
-use super::tx::{Tx, TxResult};
 use super::QueueError;
 use crate::model::ContainerId;
 use crate::spec::CreateSpec;

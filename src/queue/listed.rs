@@ -2,18 +2,16 @@
 //!
 //! Listing reads every container record; at a thousand containers that is a millisecond of
 //! CPU per request. The list only changes when a transaction writes the `containers` tree,
-//! which bumps [`Trees::containers_gen`](super::store::Trees); the cache is kept under the
+//! which bumps the trees' counter ([`Trees::containers_gen`]); the cache is kept under the
 //! counter's value read *before* its scan, so a write that lands during a scan makes the next
 //! reader scan again, never serves a stale list.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Deserialize;
 
+use super::db::Trees;
 use super::job::ContainerRecordState;
-use super::store::{hex, JobStore};
-use super::tx::decode;
 use super::QueueError;
 use crate::model::ContainerId;
 
@@ -21,7 +19,8 @@ use crate::model::ContainerId;
 type Cached = Option<(u64, Arc<[ContainerId]>)>;
 
 /// The cache, in the store.
-pub(super) type Listed = Mutex<Cached>;
+#[derive(Default)]
+pub(super) struct ListCache(Mutex<Cached>);
 
 /// The fields of a container record that listing needs.
 #[derive(Deserialize)]
@@ -30,49 +29,35 @@ struct RecordHead {
     state: ContainerRecordState,
 }
 
-impl JobStore {
-    /// The IDs of the containers that exist (created and not destroyed: every record not
-    /// `creating`), by ID; from the cache when no write touched the records since it was
-    /// filled, else read now (a scan of every record: call it off the reactor).
-    ///
-    /// # Errors
-    /// When sled fails or a record does not decode.
-    pub fn listed(&self) -> Result<Arc<[ContainerId]>, QueueError> {
-        let gen = self.inner.trees.containers_gen.load(Ordering::Acquire);
-        if let Some(ids) = self.cached_listed_at(gen) {
+impl ListCache {
+    /// The list from `trees`: cached if current, else read now.
+    pub(super) fn get(&self, trees: &Trees) -> Result<Arc<[ContainerId]>, QueueError> {
+        let gen = trees.containers_gen();
+        if let Some(ids) = self.at(gen) {
             return Ok(ids);
         }
         let mut ids = Vec::new();
-        for item in self.inner.trees.containers.iter() {
-            let (key, bytes) = item.map_err(|e| self.storage("read containers", e))?;
-            let head: RecordHead = decode("containers", &hex(&key), &bytes)?;
+        for head in trees.records::<RecordHead>() {
+            let head = head?;
             if head.state != ContainerRecordState::Creating {
                 ids.push(head.id);
             }
         }
         let ids: Arc<[ContainerId]> = ids.into();
-        *self.lock_listed() = Some((gen, Arc::clone(&ids)));
+        *self.lock() = Some((gen, Arc::clone(&ids)));
         Ok(ids)
     }
 
-    /// The cached list if it is current, without reading the trees: cheap enough for the
-    /// reactor.
-    pub fn cached_listed(&self) -> Option<Arc<[ContainerId]>> {
-        self.cached_listed_at(self.inner.trees.containers_gen.load(Ordering::Acquire))
-    }
-
-    fn cached_listed_at(&self, gen: u64) -> Option<Arc<[ContainerId]>> {
-        match &*self.lock_listed() {
+    /// The list if it was read under counter value `gen`.
+    pub(super) fn at(&self, gen: u64) -> Option<Arc<[ContainerId]>> {
+        match &*self.lock() {
             Some((at, ids)) if *at == gen => Some(Arc::clone(ids)),
             _ => None,
         }
     }
 
-    fn lock_listed(&self) -> MutexGuard<'_, Cached> {
+    fn lock(&self) -> MutexGuard<'_, Cached> {
         // The guarded value is replaced whole, so a panic elsewhere cannot leave it torn.
-        self.inner
-            .listed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -1,10 +1,17 @@
 //! The durable job queue: jobs, their steps, and the container reservation ledger, on sled.
 //!
-//! - `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
-//!   place that says which moves are allowed);
-//! - [`JobStore`]: one sled database with the trees `jobs`, `pending`, `order`, `containers`,
-//!   `addrs` and `meta`. Every change is one sled transaction over the trees it touches, so a
-//!   job and the reservations it holds (container ID, `(vlan, address)`) never disagree;
+//! In layers, each importing only those below it:
+//!
+//! 1. `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
+//!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
+//! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
+//!    `order`, `containers`, `addrs`, `meta`), their keys and the encoding; its transaction
+//!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
+//! 3. `committer.rs`: the commit thread (group commit, below);
+//! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,
+//!    `write.rs`, `prune.rs`). Every change is one sled transaction over the trees it
+//!    touches, so a job and the reservations it holds (container ID, `(vlan, address)`) never
+//!    disagree;
 //! - group commit: a change is acknowledged only once it is on disk ("accepted means
 //!   durable"); one commit thread answers every waiter queued while it was busy with a single
 //!   flush and `fdatasync`, and runs every enqueue waiting at that moment in one
@@ -18,6 +25,7 @@
 //! gives it back as `active`.
 
 mod committer;
+mod db;
 mod enqueue;
 mod job;
 mod listed;
@@ -25,7 +33,6 @@ mod lock;
 mod open;
 mod prune;
 mod store;
-mod tx;
 mod write;
 
 pub use job::{

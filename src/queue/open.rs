@@ -1,41 +1,16 @@
-//! Opening the data directory: lock it, open sled, check what was recovered.
-//!
-//! A store that does not read back is an error naming the directory; nothing is ever reset.
-//! One case needs care: sled's recovery takes a log entry with a bad checksum for a write torn
-//! by a crash, stops there and overwrites the rest, so a database damaged near its start opens
-//! *empty*, without an error (measured with sled 0.34.7). An empty ledger would hand out IDs
-//! and addresses already in use, so the store writes a format marker when it is created and
-//! refuses, on every later start, a database that existed but lost it. Damage further in
-//! loses the newest writes the same way, and cannot be told from a crash.
+//! Opening the store: lock the data directory, open the database (`db/open.rs`), start the
+//! commit thread.
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::committer::{Committer, LogSync};
-use super::job::{ContainerRecord, Job};
-use super::lock::{wait_until_unlocked, DirLock};
-use super::store::{hex, Inner, JobStore, StoreOptions, Trees};
-use super::tx::{decode, decode_uuid, META_QUEUED};
+use super::db::Trees;
+use super::listed::ListCache;
+use super::lock::DirLock;
+use super::store::{Inner, JobStore, StoreOptions};
 use super::QueueError;
-
-/// sled's page cache. Its default (1 GiB) never evicts, so every rewrite of a job (about
-/// eleven per create) stayed in memory; the working set (queued and running jobs, the
-/// ledger) is far smaller, and older pages come back from the OS page cache when read.
-const CACHE_BYTES: u64 = 8 << 20;
-
-/// The file in the data directory where sled 0.34 keeps its log (and pages); the commit
-/// thread `fdatasync`s it, and its size tells a new store from an existing one.
-const SLED_LOG: &str = "db";
-
-/// How long an open waits for a handle of this process, still being closed, to let go of
-/// sled's lock (see [`wait_until_unlocked`]).
-const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Key in `meta` of the on-disk format version.
-const META_FORMAT: &[u8] = b"format";
-/// The on-disk format this code reads and writes.
-const FORMAT: u64 = 1;
 
 impl JobStore {
     /// Opens (or creates) the store in `dir`, locking the directory for this store's life.
@@ -62,101 +37,16 @@ impl JobStore {
             ))
         })?;
         let lock = DirLock::acquire(dir)?;
-        let log_path = dir.join(SLED_LOG);
-        wait_until_unlocked(&log_path, SLED_LOCK_WAIT)?;
-        let existed = std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 0);
-        let failed = |e: sled::Error| open_error(dir, e);
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(failed)?;
-        let trees = Trees {
-            jobs: db.open_tree("jobs").map_err(failed)?,
-            pending: db.open_tree("pending").map_err(failed)?,
-            order: db.open_tree("order").map_err(failed)?,
-            containers: db.open_tree("containers").map_err(failed)?,
-            addrs: db.open_tree("addrs").map_err(failed)?,
-            meta: db.open_tree("meta").map_err(failed)?,
-            containers_gen: Arc::default(),
-        };
-        check_format(dir, &db, &trees, existed)?;
-        check_records(&trees)?;
-        // The queued counter is derived; recount it so it can never drift across restarts.
-        let queued = trees.pending.len() as u64;
-        trees
-            .meta
-            .insert(META_QUEUED, &queued.to_be_bytes())
-            .map_err(failed)?;
-        let log = File::open(&log_path).map_err(|e| {
-            QueueError::Storage(format!(
-                "cannot open the job store's log {}: {e}",
-                log_path.display()
-            ))
-        })?;
-        let committer = Committer::spawn(db, trees.clone(), sync(log), dir)?;
-        tracing::info!(dir = %dir.display(), queued, jobs = trees.jobs.len(), "job store open");
+        let (trees, log) = Trees::open(dir)?;
+        let committer = Committer::spawn(trees.clone(), sync(log))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 committer,
                 trees,
-                dir: dir.to_owned(),
                 opts,
-                listed: Mutex::default(),
+                listed: ListCache::default(),
                 _lock: lock,
             }),
         })
-    }
-}
-
-/// Checks the format marker, writing it (durably) into a new store.
-fn check_format(dir: &Path, db: &sled::Db, trees: &Trees, existed: bool) -> Result<(), QueueError> {
-    let failed = |e: sled::Error| open_error(dir, e);
-    let dir = dir.display();
-    match trees.meta.get(META_FORMAT).map_err(failed)? {
-        Some(v) if v.as_ref() == FORMAT.to_be_bytes() => Ok(()),
-        Some(v) => Err(QueueError::Corrupt(format!(
-            "the job store in {dir} has format {}, not {FORMAT}; it was left as it is: run the creepy-meow that wrote it",
-            hex(&v)
-        ))),
-        None if existed => Err(QueueError::Corrupt(format!(
-            "the job store in {dir} came back without its format marker: its database is damaged and sled recovered it empty or nearly; restore it from a backup or move it aside (if its first start never completed, remove it)"
-        ))),
-        None => {
-            trees
-                .meta
-                .insert(META_FORMAT, &FORMAT.to_be_bytes())
-                .map_err(failed)?;
-            db.flush().map_err(failed)?;
-            Ok(())
-        }
-    }
-}
-
-/// Decodes every job and container once, so a corrupt record stops the daemon at start, with
-/// its name, rather than in the middle of a request.
-fn check_records(trees: &Trees) -> Result<(), QueueError> {
-    for item in trees.jobs.iter() {
-        let (key, bytes) =
-            item.map_err(|e| QueueError::Corrupt(format!("cannot read jobs: {e}")))?;
-        let id = decode_uuid("jobs", &hex(&key), &key)?;
-        decode::<Job>("jobs", &id, &bytes)?;
-    }
-    for item in trees.containers.iter() {
-        let (key, bytes) =
-            item.map_err(|e| QueueError::Corrupt(format!("cannot read containers: {e}")))?;
-        decode::<ContainerRecord>("containers", &hex(&key), &bytes)?;
-    }
-    Ok(())
-}
-
-/// Why sled would not open `dir`.
-fn open_error(dir: &Path, e: sled::Error) -> QueueError {
-    let dir = dir.display();
-    match e {
-        sled::Error::Corruption { .. } => QueueError::Corrupt(format!(
-            "the job store in {dir} is corrupt ({e}); it was left as it is: restore it from a backup or move it aside"
-        )),
-        e => QueueError::Storage(format!("cannot open the job store in {dir}: {e}")),
     }
 }

@@ -12,8 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::store::{Inner, JobHead, JobStore};
-use super::tx::{decode, decode_u64, decode_uuid, seq_key};
+use super::store::{Inner, JobStore};
 use super::QueueError;
 
 /// Jobs deleted per transaction, so a large prune never holds sled's transaction lock long.
@@ -36,43 +35,31 @@ impl JobStore {
             .ok()
             .and_then(|d| now.checked_sub(d));
         // Finished jobs, oldest first, with when they ended.
-        let mut finished: Vec<(u64, Uuid, OffsetDateTime)> = Vec::new();
-        for item in self.inner.trees.order.iter() {
-            let (key, value) = item.map_err(|e| self.storage("read jobs", e))?;
-            let seq = decode_u64("order", &"key", &key)?;
-            let id = decode_uuid("order", &seq, &value)?;
-            let Some(bytes) = self
-                .inner
-                .trees
-                .jobs
-                .get(id.as_bytes())
-                .map_err(|e| self.storage("read a job", e))?
-            else {
-                continue;
-            };
-            let head: JobHead = decode("jobs", &id, &bytes)?;
+        let mut finished: Vec<(Uuid, OffsetDateTime)> = Vec::new();
+        for stored in self.inner.trees.jobs_in_order(false) {
+            let stored = stored?;
+            let head = stored.head()?;
             if head.state.is_terminal() {
-                finished.push((seq, id, head.finished_at.unwrap_or(head.created_at)));
+                finished.push((stored.id, head.finished_at.unwrap_or(head.created_at)));
             }
         }
         let excess = finished.len().saturating_sub(opts.keep_finished);
-        let doomed: Vec<(u64, Uuid)> = finished
+        let doomed: Vec<Uuid> = finished
             .iter()
             .enumerate()
-            .filter(|(i, (_, _, ended))| *i < excess || cutoff.is_some_and(|c| *ended < c))
-            .map(|(_, (seq, id, _))| (*seq, *id))
+            .filter(|(i, (_, ended))| *i < excess || cutoff.is_some_and(|c| *ended < c))
+            .map(|(_, (id, _))| *id)
             .collect();
         let mut deleted = 0;
         for chunk in doomed.chunks(PRUNE_CHUNK) {
-            deleted += self.txn(|tx| {
+            deleted += self.transact(|tx| {
                 let mut n = 0;
-                for (seq, id) in chunk {
+                for id in chunk {
                     // Finished jobs never change state, but check inside the transaction all
                     // the same: a queued or running job must never be lost.
                     match tx.find_job(*id)? {
                         Some(job) if job.state.is_terminal() => {
-                            tx.jobs.remove(id.as_bytes())?;
-                            tx.order.remove(&seq_key(*seq))?;
+                            tx.remove_job(&job)?;
                             n += 1;
                         }
                         _ => {}

@@ -36,9 +36,7 @@ pub(super) fn record_ids(store: &JobStore) -> Vec<u32> {
     store
         .inner
         .trees
-        .containers
-        .iter()
-        .keys()
-        .map(|k| u32::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+        .records::<super::ContainerRecord>()
+        .map(|r| r.unwrap().id.get())
         .collect()
 }

@@ -6,9 +6,9 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::db::{abort, Tx, TxResult};
 use super::job::{ContainerRecordState, Job, JobKind, JobState};
 use super::store::JobStore;
-use super::tx::{abort, Tx, TxResult};
 use super::QueueError;
 use crate::spec::{StepEvent, StepName};
 
@@ -19,7 +19,7 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::BadTransition`] unless it is queued;
     /// [`QueueError::Storage`].
     pub async fn start(&self, id: Uuid) -> Result<Job, QueueError> {
-        let job = self.txn(|tx| {
+        let job = self.transact(|tx| {
             let mut job = tx.job(id)?;
             advance(&mut job, JobState::Running)?;
             tx.remove_pending(&job)?;
@@ -45,7 +45,7 @@ impl JobStore {
         step: StepName,
         event: StepEvent<'_>,
     ) -> Result<(), QueueError> {
-        self.txn(|tx| {
+        self.transact(|tx| {
             let mut job = tx.job(id)?;
             if job.state != JobState::Running {
                 return abort(QueueError::Conflict(format!(
@@ -88,7 +88,7 @@ impl JobStore {
     }
 
     async fn end(&self, id: Uuid, ending: Ending) -> Result<Job, QueueError> {
-        let job = self.txn(|tx| {
+        let job = self.transact(|tx| {
             let mut job = tx.job(id)?;
             let (next, error) = match &ending {
                 Ending::Succeeded => (JobState::Succeeded, None),
@@ -116,7 +116,7 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::BadTransition`] unless it is running;
     /// [`QueueError::Storage`].
     pub async fn requeue_interrupted(&self, id: Uuid) -> Result<Job, QueueError> {
-        let job = self.txn(|tx| {
+        let job = self.transact(|tx| {
             let mut job = tx.job(id)?;
             advance(&mut job, JobState::Queued)?;
             job.reset_for_retry();
@@ -135,7 +135,7 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::NotCancellable`] unless it is queued;
     /// [`QueueError::Storage`].
     pub async fn cancel(&self, id: Uuid) -> Result<Job, QueueError> {
-        let job = self.txn(|tx| {
+        let job = self.transact(|tx| {
             let mut job = tx.job(id)?;
             if job.state != JobState::Queued {
                 return abort(QueueError::NotCancellable { state: job.state });

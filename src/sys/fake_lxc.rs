@@ -115,10 +115,6 @@ impl Lxc for FakeLxc {
         }
         Ok(())
     }
-
-    async fn list(&self) -> SysResult<Vec<String>> {
-        Ok(self.names())
-    }
 }
 
 /// A fake [`Reaper`]: logs `reap <job>` in its [`FakeNetlink`]'s call log (so a test sees it

@@ -40,8 +40,6 @@ pub trait Lxc: Send + Sync {
     async fn stop(&self, name: &str) -> SysResult<()>;
     /// Destroys it and its rootfs; destroying an absent container succeeds.
     async fn destroy(&self, name: &str) -> SysResult<()>;
-    /// Names of every container under the LXC path.
-    async fn list(&self) -> SysResult<Vec<String>>;
 }
 
 /// The container configuration every container gets: no network from LXC (`empty` gives the
@@ -222,27 +220,6 @@ impl Lxc for LxcTools {
             }),
             _ => Ok(()),
         }
-    }
-
-    async fn list(&self) -> SysResult<Vec<String>> {
-        let mut names = Vec::new();
-        let mut dir = match tokio::fs::read_dir(&self.path).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(source) => {
-                return Err(SysError::Io {
-                    what: format!("list {}", self.path.display()),
-                    source,
-                })
-            }
-        };
-        while let Ok(Some(entry)) = dir.next_entry().await {
-            if entry.path().join("config").exists() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        names.sort();
-        Ok(names)
     }
 }
 

@@ -8,7 +8,7 @@
 /// measured in `benches/accept.rs`: ≈ 12 % fewer accepts/s at 32 clients, p99 unchanged.
 const MALLOC_ARENAS: i32 = 1;
 
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`], unless `MALLOC_ARENA_MAX` is set in the
+/// Caps glibc's malloc arenas at `MALLOC_ARENAS`, unless `MALLOC_ARENA_MAX` is set in the
 /// environment (glibc reads that itself, and an operator's choice wins). Call it first thing
 /// in `main`, before any thread starts. A no-op on other C libraries.
 pub fn limit_malloc_arenas() {

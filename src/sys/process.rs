@@ -80,16 +80,9 @@ pub async fn run(
             Ok(())
         });
     }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SysError::Io {
-                what: format!("{what}: {program} is not installed (apt-get install lxc)"),
-                source,
-            })
-        }
-        Err(source) => return Err(SysError::Io { what, source }),
-    };
+    let child = cmd
+        .spawn()
+        .map_err(|source| spawn_error(&what, program, source))?;
     let group = child.id();
     crate::testhook::barrier("tool_spawned", program).await;
     let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
@@ -98,10 +91,7 @@ pub async fn run(
         Err(_) => {
             // Dropping the wait killed the tool; its group goes too.
             if let Some(pgid) = group {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_group(pgid);
             }
             return Err(SysError::Command {
                 what,
@@ -120,6 +110,24 @@ pub async fn run(
         status: output.status.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
     })
+}
+
+/// Why `program` could not be started, with a hint when it is not installed.
+fn spawn_error(what: &str, program: &str, source: std::io::Error) -> SysError {
+    let what = if source.kind() == std::io::ErrorKind::NotFound {
+        format!("{what}: {program} is not installed (apt-get install lxc)")
+    } else {
+        what.to_string()
+    };
+    SysError::Io { what, source }
+}
+
+/// SIGKILL to every process of group `pgid`; a group already gone is fine.
+fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 #[cfg(test)]

@@ -1,102 +1,39 @@
-//! The key layout of the trees, JSON encoding, and [`Tx`]: typed reads and writes inside one
-//! sled transaction over every tree.
-//!
-//! Keys are big-endian so sled's byte order is numeric order: `pending` and `order` iterate
-//! oldest first, `containers` by ID.
+//! [`Tx`]: typed reads and writes inside one sled transaction over every tree.
 
 use std::cell::Cell;
-use std::fmt::Display;
 use std::net::Ipv4Addr;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use uuid::Uuid;
 
-use super::job::{ContainerRecord, Job};
-use super::QueueError;
+use super::codec::{
+    abort, addr_key, container_key, corrupt, decode, decode_u64, encode, seq_key, TxResult,
+    META_QUEUED, META_SEQ,
+};
 use crate::model::{ContainerId, VlanId};
-
-/// The result of a step inside a transaction; `Abort` carries our error out.
-pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<QueueError>>;
-
-/// Leaves the transaction with `e`, changing nothing.
-pub(super) fn abort<T>(e: QueueError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-/// Key in `meta` of the last sequence number handed out.
-pub(super) const META_SEQ: &[u8] = b"seq";
-/// Key in `meta` of the number of entries in `pending`.
-pub(super) const META_QUEUED: &[u8] = b"queued";
-
-/// Key of a sequence number in `pending` and `order`.
-pub(super) fn seq_key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
-}
-
-/// Key of a container in `containers`.
-pub(super) fn container_key(id: ContainerId) -> [u8; 4] {
-    id.get().to_be_bytes()
-}
-
-/// Key of an address in `addrs`: the VLAN byte, then the four address bytes.
-pub(super) fn addr_key(vlan: VlanId, ip: Ipv4Addr) -> [u8; 5] {
-    let [a, b, c, d] = ip.octets();
-    [vlan.get(), a, b, c, d]
-}
-
-/// Reads a big-endian `u64` (a counter or a sequence number).
-pub(super) fn decode_u64(tree: &str, key: &dyn Display, bytes: &[u8]) -> Result<u64, QueueError> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| corrupt(tree, key, "not an 8-byte number"))?;
-    Ok(u64::from_be_bytes(arr))
-}
-
-/// Reads a job ID stored as a value.
-pub(super) fn decode_uuid(tree: &str, key: &dyn Display, bytes: &[u8]) -> Result<Uuid, QueueError> {
-    Uuid::from_slice(bytes).map_err(|e| corrupt(tree, key, e))
-}
-
-/// Decodes a JSON record.
-pub(super) fn decode<T: DeserializeOwned>(
-    tree: &str,
-    key: &dyn Display,
-    bytes: &[u8],
-) -> Result<T, QueueError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(tree, key, e))
-}
-
-/// Encodes a record as JSON.
-pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(value)
-        .map_err(|e| QueueError::Storage(format!("cannot encode a record: {e}")))
-}
-
-/// The error for a record that does not decode, naming tree and key.
-pub(super) fn corrupt(tree: &str, key: &dyn Display, why: impl Display) -> QueueError {
-    QueueError::Corrupt(format!(
-        "the job store's record {tree}/{key} is corrupt ({why}); it was left as it is"
-    ))
-}
+use crate::queue::job::{ContainerRecord, Job};
+use crate::queue::QueueError;
 
 /// Every tree, seen from inside one transaction.
-pub(super) struct Tx<'t> {
+///
+/// Its fields are private to the storage layer: its methods are the only way to change the
+/// trees, so the rules they keep (the queued counter, an address held with its record, the
+/// list cache's counter bumped on every write of `containers`) cannot be bypassed.
+pub(in crate::queue) struct Tx<'t> {
     /// Job ID → job.
-    pub jobs: &'t TransactionalTree,
+    pub(super) jobs: &'t TransactionalTree,
     /// Sequence number → job ID, queued jobs only.
-    pub pending: &'t TransactionalTree,
+    pub(super) pending: &'t TransactionalTree,
     /// Sequence number → job ID, every job.
-    pub order: &'t TransactionalTree,
+    pub(super) order: &'t TransactionalTree,
     /// Container ID → record.
-    pub containers: &'t TransactionalTree,
+    pub(super) containers: &'t TransactionalTree,
     /// `(vlan, address)` → container ID.
-    pub addrs: &'t TransactionalTree,
+    pub(super) addrs: &'t TransactionalTree,
     /// Counters.
-    pub meta: &'t TransactionalTree,
+    pub(super) meta: &'t TransactionalTree,
     /// Set when this transaction writes `containers`.
-    pub touched: &'t Cell<bool>,
+    pub(super) touched: &'t Cell<bool>,
 }
 
 impl Tx<'_> {
@@ -127,6 +64,13 @@ impl Tx<'_> {
     pub fn add_job(&self, job: &Job) -> TxResult<()> {
         self.put_job(job)?;
         self.order.insert(&seq_key(job.seq), job.id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Deletes finished job `job`: its record and its place in `order`.
+    pub fn remove_job(&self, job: &Job) -> TxResult<()> {
+        self.jobs.remove(job.id.as_bytes())?;
+        self.order.remove(&seq_key(job.seq))?;
         Ok(())
     }
 
