@@ -14,9 +14,9 @@
 //! | `before_finish` | job kind (`create`, `destroy`) | every step done, the job's end not recorded |
 //! | `recovery_undo` | step | recovery is about to undo this step of an interrupted job |
 //!
-//! Never set it in production: the daemon warns at start when it is.
-
-use std::sync::OnceLock;
+//! Only built with the `test-util` feature (the tests and benches turn it on): in a release
+//! build [`install`] and [`barrier`] do nothing and the variable is ignored. With the feature,
+//! the daemon warns at start when it is set.
 
 use tokio_util::sync::CancellationToken;
 
@@ -29,41 +29,67 @@ pub const RELEASE_ENV: &str = "CREEPY_MEOW_TEST_BARRIER_RELEASE";
 /// The line printed on stderr when the barrier is reached, before the point's name.
 pub const REACHED: &str = "creepy-meow test barrier reached: ";
 
-struct Barrier {
-    point: String,
-    shutdown: CancellationToken,
-    release_file: Option<std::path::PathBuf>,
-}
-
-static BARRIER: OnceLock<Option<Barrier>> = OnceLock::new();
-
 /// Reads [`BARRIER_ENV`] once; a barrier reached later is released when `shutdown` fires.
 pub fn install(shutdown: &CancellationToken) {
-    BARRIER.get_or_init(|| {
-        let point = std::env::var(BARRIER_ENV).ok()?;
-        tracing::warn!(%point, "{BARRIER_ENV} is set: the daemon will stop at this point (test hook)");
-        Some(Barrier {
-            point,
-            shutdown: shutdown.clone(),
-            release_file: std::env::var_os(RELEASE_ENV).map(Into::into),
-        })
-    });
+    #[cfg(feature = "test-util")]
+    armed::install(shutdown);
+    #[cfg(not(feature = "test-util"))]
+    let _ = shutdown;
 }
 
 /// Holds the task at point `phase:name` if it is the installed barrier; returns at once
-/// otherwise (one load and a string compare).
+/// otherwise (one load and a string compare; nothing at all without `test-util`).
 pub async fn barrier(phase: &str, name: &str) {
-    let Some(Some(b)) = BARRIER.get() else {
-        return;
-    };
-    if b.point.split_once(':') != Some((phase, name)) {
-        return;
+    #[cfg(feature = "test-util")]
+    armed::barrier(phase, name).await;
+    #[cfg(not(feature = "test-util"))]
+    let _ = (phase, name);
+}
+
+#[cfg(feature = "test-util")]
+mod armed {
+    use std::sync::OnceLock;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{BARRIER_ENV, REACHED, RELEASE_ENV};
+
+    struct Barrier {
+        point: String,
+        shutdown: CancellationToken,
+        release_file: Option<std::path::PathBuf>,
     }
-    eprintln!("{REACHED}{}", b.point);
-    while !b.release_file.as_ref().is_some_and(|f| f.exists()) {
-        tokio::select! {
-            _ = b.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+
+    static BARRIER: OnceLock<Option<Barrier>> = OnceLock::new();
+
+    /// Reads [`BARRIER_ENV`] once; a barrier reached later is released when `shutdown` fires.
+    pub(super) fn install(shutdown: &CancellationToken) {
+        BARRIER.get_or_init(|| {
+            let point = std::env::var(BARRIER_ENV).ok()?;
+            tracing::warn!(%point, "{BARRIER_ENV} is set: the daemon will stop at this point (test hook)");
+            Some(Barrier {
+                point,
+                shutdown: shutdown.clone(),
+                release_file: std::env::var_os(RELEASE_ENV).map(Into::into),
+            })
+        });
+    }
+
+    /// Holds the task at point `phase:name` if it is the installed barrier; returns at once
+    /// otherwise (one load and a string compare).
+    pub(super) async fn barrier(phase: &str, name: &str) {
+        let Some(Some(b)) = BARRIER.get() else {
+            return;
+        };
+        if b.point.split_once(':') != Some((phase, name)) {
+            return;
+        }
+        eprintln!("{REACHED}{}", b.point);
+        while !b.release_file.as_ref().is_some_and(|f| f.exists()) {
+            tokio::select! {
+                _ = b.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "test-util"))]
 use super::fake::FakeNetlink;
+#[cfg(any(test, feature = "test-util"))]
 use super::fake_lxc::{FakeLxc, FakeReaper};
 use super::lxc::{Lxc, LxcTools};
 use super::netlink::{Netlink, NetnsOpener};
@@ -38,7 +40,8 @@ impl Host {
         })
     }
 
-    /// A host made of fakes, with an `eth1` underlay of MTU 1500; returns the fakes too, so the
+    #[cfg(any(test, feature = "test-util"))]
+    /// A host made of fakes (test-util), with an `eth1` underlay of MTU 1500; returns the fakes too, so the
     /// test can script failures and read the call log.
     pub fn fake() -> (Self, FakeNetlink, FakeLxc) {
         let net = FakeNetlink::new();

@@ -5,8 +5,8 @@
 //! - [`netlink`]: the [`Netlink`] and [`NetnsOpener`] traits and the link facts they return;
 //! - [`rtnl`]: their real implementation over rtnetlink;
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
-//! - [`fake`] and [`fake_lxc`]: in-memory implementations that record calls in one log and play
-//!   scripted failures;
+//! - `fake` and `fake_lxc`: in-memory implementations that record calls in one log and play
+//!   scripted failures (only with the `test-util` feature, or in unit tests);
 //! - [`process`]: how every tool runs: tagged with the job it serves, in a process group of its
 //!   own, killed with its group on a time-out;
 //! - [`reap`]: the [`Reaper`] trait, which finds and kills what a crashed run of a job left
@@ -16,7 +16,9 @@
 //! - [`memory`]: the allocator's arena cap, set first thing in `main`.
 
 pub mod error;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake_lxc;
 pub mod host;
 pub mod lxc;
