@@ -84,7 +84,7 @@ impl Reply for ApiError {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            QueueError::Conflict(c) => Self::new(StatusCode::CONFLICT, "conflict", c.to_string()),
             QueueError::NotFound(m) => Self::not_found(m),
             QueueError::QueueFull { max } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -102,15 +102,7 @@ impl From<QueueError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Invalid(m) => {
-                let field = ["vlan", "ip", "gateway"]
-                    .into_iter()
-                    .find(|f| m.starts_with(f));
-                Self {
-                    field,
-                    ..Self::bad_request("invalid_field", m)
-                }
-            }
+            EngineError::Invalid { field, message } => Self::invalid_field(field.as_str(), message),
             EngineError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             other => Self::internal(other.to_string()),
         }

@@ -2,7 +2,7 @@
 //! queue state and metrics. Handlers never block: the only slow thing a create waits for is
 //! the group-committed flush, which runs on its own thread.
 //!
-//! Routing is one match over method and path segments (`dispatch`), so every answer — also
+//! Routing is one list of paths (`Endpoint`) and one match over method and endpoint (`dispatch`), so every answer — also
 //! for unknown paths, wrong methods and oversized bodies — is the same JSON error shape.
 
 pub mod auth;
@@ -193,12 +193,16 @@ async fn dispatch(
     let path = req.path.trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let m = &req.method;
-    if (m, segs.as_slice()) == (&Method::GET, ["healthz"].as_slice()) {
+    let endpoint = Endpoint::of(&segs);
+    if (m, &endpoint) == (&Method::GET, &Some(Endpoint::Healthz)) {
         return Ok(json_reply(StatusCode::OK, &json!({"status": "ok"})));
     }
     auth::check(state.token.as_deref(), &req.headers)?;
-    match (m.clone(), segs.as_slice()) {
-        (Method::POST, ["api", "container", "create"]) => {
+    let Some(endpoint) = endpoint else {
+        return Err(ApiError::not_found(format!("no endpoint at {}", req.path)));
+    };
+    match (m.clone(), endpoint) {
+        (Method::POST, Endpoint::Create) => {
             let format = request::BodyFormat::from_content_type(
                 req.headers
                     .get("content-type")
@@ -207,46 +211,69 @@ async fn dispatch(
             let bytes = read_body(body).await?;
             containers::create(state, format, &bytes).await
         }
-        (Method::GET, ["api", "container", "list"]) => containers::list(state).await,
-        (Method::GET, ["api", "container", "info", id]) => containers::info(state, id).await,
-        (Method::DELETE, ["api", "container", id]) => containers::destroy(state, id).await,
-        (Method::GET, ["api", "jobs"]) => jobs::list(state, req).await,
-        (Method::GET, ["api", "jobs", id]) => jobs::get(state, id),
-        (Method::GET, ["api", "jobs", id, "wait"]) => jobs::wait(state, id, req).await,
-        (Method::DELETE, ["api", "jobs", id]) => jobs::cancel(state, id).await,
-        (Method::GET, ["api", "queue"]) => jobs::queue_status(state).await,
-        (Method::POST, ["api", "queue", "pause"]) => {
+        (Method::GET, Endpoint::List) => containers::list(state).await,
+        (Method::GET, Endpoint::Info(id)) => containers::info(state, id).await,
+        (Method::DELETE, Endpoint::Container(id)) => containers::destroy(state, id).await,
+        (Method::GET, Endpoint::Jobs) => jobs::list(state, req).await,
+        (Method::GET, Endpoint::Job(id)) => jobs::get(state, id),
+        (Method::GET, Endpoint::Wait(id)) => jobs::wait(state, id, req).await,
+        (Method::DELETE, Endpoint::Job(id)) => jobs::cancel(state, id).await,
+        (Method::GET, Endpoint::Queue) => jobs::queue_status(state).await,
+        (Method::POST, Endpoint::Pause) => {
             state.control.pause();
             jobs::queue_status(state).await
         }
-        (Method::POST, ["api", "queue", "resume"]) => {
+        (Method::POST, Endpoint::Resume) => {
             state.control.resume();
             jobs::queue_status(state).await
         }
-        (Method::GET, ["metrics"]) => jobs::metrics(state).await,
-        (_, segs) if known_path(segs) => Err(ApiError::new(
+        (Method::GET, Endpoint::Metrics) => jobs::metrics(state).await,
+        // A known path asked with a method it does not answer.
+        _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{m} is not allowed on {}", req.path),
         )),
-        _ => Err(ApiError::not_found(format!("no endpoint at {}", req.path))),
     }
 }
 
-fn known_path(segs: &[&str]) -> bool {
-    matches!(
-        segs,
-        ["healthz"]
-            | ["metrics"]
-            | ["api", "container", "create" | "list"]
-            | ["api", "container", "info", _]
-            | ["api", "container", _]
-            | ["api", "jobs"]
-            | ["api", "jobs", _]
-            | ["api", "jobs", _, "wait"]
-            | ["api", "queue"]
-            | ["api", "queue", "pause" | "resume"]
-    )
+/// Every path the API serves: the one list of routes. [`dispatch`] matches a method with
+/// one of these; a path here asked with another method is a 405, a path not here a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'p> {
+    Healthz,
+    Metrics,
+    Create,
+    List,
+    Info(&'p str),
+    Container(&'p str),
+    Jobs,
+    Job(&'p str),
+    Wait(&'p str),
+    Queue,
+    Pause,
+    Resume,
+}
+
+impl<'p> Endpoint<'p> {
+    /// The endpoint at these path segments, if any.
+    fn of(segs: &[&'p str]) -> Option<Self> {
+        Some(match *segs {
+            ["healthz"] => Self::Healthz,
+            ["metrics"] => Self::Metrics,
+            ["api", "container", "create"] => Self::Create,
+            ["api", "container", "list"] => Self::List,
+            ["api", "container", "info", id] => Self::Info(id),
+            ["api", "container", id] => Self::Container(id),
+            ["api", "jobs"] => Self::Jobs,
+            ["api", "jobs", id] => Self::Job(id),
+            ["api", "jobs", id, "wait"] => Self::Wait(id),
+            ["api", "queue"] => Self::Queue,
+            ["api", "queue", "pause"] => Self::Pause,
+            ["api", "queue", "resume"] => Self::Resume,
+            _ => return None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -16,9 +16,14 @@ pub const MAX_CONTAINERS_PER_VLAN: usize = 1022;
 /// Why the engine refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The request can never work (bad VLAN, address, gateway).
-    #[error("{0}")]
-    Invalid(String),
+    /// The request can never work: `field` is at fault.
+    #[error("{message}")]
+    Invalid {
+        /// The request field at fault.
+        field: RequestField,
+        /// Why, as a sentence that starts with the field's name.
+        message: String,
+    },
     /// The request clashes with what exists (container or interface already there, VLAN full).
     #[error("{0}")]
     Conflict(String),
@@ -42,6 +47,32 @@ impl From<CreateError> for EngineError {
     fn from(e: CreateError) -> Self {
         Self::Create(Box::new(e))
     }
+}
+
+/// A create request's fields that the engine checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestField {
+    /// `vlan`.
+    Vlan,
+    /// `ip`.
+    Ip,
+    /// `gateway`.
+    Gateway,
+}
+
+impl RequestField {
+    /// The field's name in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vlan => "vlan",
+            Self::Ip => "ip",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+fn invalid(field: RequestField, message: String) -> EngineError {
+    EngineError::Invalid { field, message }
 }
 
 /// What the host shows of one container.
@@ -79,29 +110,38 @@ impl Engine {
         let vlans = &self.fabric.vlans;
         if !vlans.contains(&spec.vlan) {
             let served: Vec<String> = vlans.iter().map(ToString::to_string).collect();
-            return Err(EngineError::Invalid(format!(
-                "vlan {} is not served here; allowed: {}",
-                spec.vlan,
-                served.join(", ")
-            )));
+            return Err(invalid(
+                RequestField::Vlan,
+                format!(
+                    "vlan {} is not served here; allowed: {}",
+                    spec.vlan,
+                    served.join(", ")
+                ),
+            ));
         }
         spec.ip
             .check_host()
-            .map_err(|e| EngineError::Invalid(format!("ip: {e}")))?;
+            .map_err(|e| invalid(RequestField::Ip, format!("ip: {e}")))?;
         if spec.ip.addr == spec.vlan.host_address(self.fabric.host_id).addr {
-            return Err(EngineError::Invalid(format!(
-                "ip: {} is this server's own address on {}",
-                spec.ip.addr,
-                spec.vlan.bridge_name()
-            )));
+            return Err(invalid(
+                RequestField::Ip,
+                format!(
+                    "ip: {} is this server's own address on {}",
+                    spec.ip.addr,
+                    spec.vlan.bridge_name()
+                ),
+            ));
         }
         if let Some(gw) = spec.gateway {
             if !spec.ip.contains(gw) || gw == spec.ip.addr {
-                return Err(EngineError::Invalid(format!(
-                    "gateway: {gw} must be another address inside {}/{}",
-                    spec.ip.network(),
-                    spec.ip.prefix
-                )));
+                return Err(invalid(
+                    RequestField::Gateway,
+                    format!(
+                        "gateway: {gw} must be another address inside {}/{}",
+                        spec.ip.network(),
+                        spec.ip.prefix
+                    ),
+                ));
             }
         }
         Ok(())

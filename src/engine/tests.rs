@@ -52,9 +52,13 @@ async fn requests_are_checked_before_any_work() {
             "gateway: 10.0.0.1 must be another address inside 192.168.2.0/24",
         ),
     ];
+    let mut fields = Vec::new();
     for (s, want) in cases {
         let err = engine.create(&s, &mut NoProgress).await.unwrap_err();
-        assert!(matches!(err, EngineError::Invalid(_)), "{err}");
+        let EngineError::Invalid { field, .. } = &err else {
+            panic!("{err}");
+        };
+        fields.push(*field);
         assert!(
             err.to_string().contains(want),
             "{err} should contain {want}"
@@ -64,6 +68,12 @@ async fn requests_are_checked_before_any_work() {
         net.calls().is_empty(),
         "validation touched the host: {:?}",
         net.calls()
+    );
+    use RequestField::{Gateway, Ip, Vlan};
+    assert_eq!(
+        fields,
+        [Vlan, Ip, Ip, Ip, Gateway],
+        "the field at fault, as a type"
     );
 }
 

@@ -5,7 +5,7 @@
 use super::committer::commit_batch;
 use super::enqueue::{create_write, destroy_write};
 use super::test_support::{cid, open, open_with, record_ids, spec, TempDir};
-use super::{QueueError, StepState, StoreOptions};
+use super::{Conflict, QueueError, StepState, StoreOptions};
 use crate::spec::{StepEvent, StepName};
 
 #[tokio::test]
@@ -65,7 +65,7 @@ async fn a_batch_mixes_creates_and_destroys() {
     let results = commit_batch(&store.inner.trees, &writes).unwrap();
     assert!(results[0].is_ok());
     assert!(
-        matches!(&results[1], Err(QueueError::Conflict(m)) if m.contains("being destroyed already"))
+        matches!(&results[1], Err(QueueError::Conflict(Conflict::Busy { doing, .. })) if *doing == "being destroyed already")
     );
     assert!(matches!(&results[2], Err(QueueError::NotFound(_))));
     assert!(matches!(&results[3], Err(QueueError::Conflict(_))));

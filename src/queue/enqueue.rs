@@ -9,7 +9,7 @@ use super::committer::BatchedWrite;
 use super::db::{Tx, TxResult};
 use super::job::{ContainerRecord, ContainerRecordState, Job, JobRequest};
 use super::store::JobStore;
-use super::QueueError;
+use super::{Conflict, QueueError};
 use crate::model::ContainerId;
 use crate::spec::CreateSpec;
 
@@ -59,18 +59,18 @@ fn reserve_create(
 ) -> TxResult<Result<Job, QueueError>> {
     if let Some(rec) = tx.record(spec.id)? {
         return Ok(Err(match rec.job_id {
-            Some(job) => QueueError::Conflict(format!(
-                "container {} has a job pending (job {job})",
-                spec.id
-            )),
-            None => QueueError::Conflict(format!("container {} already exists", spec.id)),
-        }));
+            Some(job) => Conflict::JobPending { id: spec.id, job },
+            None => Conflict::Exists(spec.id),
+        }
+        .into()));
     }
     if let Some(holder) = tx.addr_holder(spec.vlan, spec.ip.addr)? {
-        return Ok(Err(QueueError::Conflict(format!(
-            "{} is already used on vlan {} by container {holder}",
-            spec.ip.addr, spec.vlan
-        ))));
+        return Ok(Err(Conflict::AddressInUse {
+            ip: spec.ip.addr,
+            vlan: spec.vlan,
+            holder,
+        }
+        .into()));
     }
     let now = OffsetDateTime::now_utc();
     let job = match new_job(tx, max_queued, JobRequest::Create(spec.clone()), now)? {
@@ -99,9 +99,7 @@ fn reserve_destroy(
             ContainerRecordState::Destroying => "being destroyed already",
             ContainerRecordState::Active | ContainerRecordState::Leftover => "held",
         };
-        return Ok(Err(QueueError::Conflict(format!(
-            "container {id} is {doing} (job {job})"
-        ))));
+        return Ok(Err(Conflict::Busy { id, doing, job }.into()));
     }
     let now = OffsetDateTime::now_utc();
     let job = match new_job(tx, max_queued, JobRequest::Destroy { id }, now)? {

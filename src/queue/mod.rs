@@ -41,12 +41,58 @@ pub use job::{
 };
 pub use store::{JobStore, StoreOptions};
 
+/// What a request clashed with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// A destroy of a container that a job holds.
+    #[error("container {id} is {doing} (job {job})")]
+    Busy {
+        /// The container.
+        id: ContainerId,
+        /// What the job does to it, as words.
+        doing: &'static str,
+        /// The job.
+        job: Uuid,
+    },
+    /// A create of a container that has a job pending or running.
+    #[error("container {id} has a job pending (job {job})")]
+    JobPending {
+        /// The container.
+        id: ContainerId,
+        /// The job.
+        job: Uuid,
+    },
+    /// A create of a container that exists.
+    #[error("container {0} already exists")]
+    Exists(ContainerId),
+    /// The address is held by another container on that VLAN.
+    #[error("{ip} is already used on vlan {vlan} by container {holder}")]
+    AddressInUse {
+        /// The address.
+        ip: Ipv4Addr,
+        /// Its VLAN.
+        vlan: VlanId,
+        /// The container holding it.
+        holder: u32,
+    },
+    /// A step record for a job that is not running.
+    #[error("job {job} is {state}, not running; step {step} was not recorded")]
+    NotRunning {
+        /// The job.
+        job: Uuid,
+        /// Its state.
+        state: JobState,
+        /// The step.
+        step: StepName,
+    },
+}
+
 /// Why the store refused or failed. Each text is a sentence for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     /// The request clashes with a container or a job already there.
-    #[error("{0}")]
-    Conflict(String),
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
     /// No such job or container.
     #[error("{0}")]
     NotFound(String),
@@ -80,6 +126,13 @@ pub enum QueueError {
     #[error("{0}")]
     Corrupt(String),
 }
+
+use std::net::Ipv4Addr;
+
+use uuid::Uuid;
+
+use crate::model::{ContainerId, VlanId};
+use crate::spec::StepName;
 
 #[cfg(test)]
 mod commit_tests;

@@ -14,7 +14,7 @@ async fn created(store: &JobStore, id: u64, vlan: u8, host: u8) {
 
 fn conflict(r: Result<impl std::fmt::Debug, QueueError>) -> String {
     match r {
-        Err(QueueError::Conflict(m)) => m,
+        Err(QueueError::Conflict(m)) => m.to_string(),
         other => panic!("expected a conflict, got {other:?}"),
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::db::{abort, Tx, TxResult};
 use super::job::{ContainerRecordState, Job, JobKind, JobState};
 use super::store::JobStore;
-use super::QueueError;
+use super::{Conflict, QueueError};
 use crate::spec::{StepEvent, StepName};
 
 impl JobStore {
@@ -48,10 +48,14 @@ impl JobStore {
         self.transact(|tx| {
             let mut job = tx.job(id)?;
             if job.state != JobState::Running {
-                return abort(QueueError::Conflict(format!(
-                    "job {id} is {}, not running; step {step} was not recorded",
-                    job.state
-                )));
+                return abort(
+                    Conflict::NotRunning {
+                        job: id,
+                        state: job.state,
+                        step,
+                    }
+                    .into(),
+                );
             }
             job.apply_step_event(step, event);
             tx.put_job(&job)
