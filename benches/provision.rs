@@ -29,16 +29,16 @@ use creepy_meow::engine::Engine;
 use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{HostId, VlanId};
 use creepy_meow::spec::{StepEvent, StepName};
-use creepy_meow::steps::Progress;
+use creepy_meow::steps::{Progress, ProgressError};
 use creepy_meow::sys::lxc::LxcTools;
 use creepy_meow::sys::Host;
 use serde_json::Value;
 
 use common::daemon::{Daemon, PORT};
+use common::harness::lab::run_checked;
 use common::http::{json, Req};
 use common::lab::Lab;
 use common::stats::{between, ms, ratio, verdict, Summary};
-use common::testlab::lab::run_checked;
 
 const BENCH: &str = "provision";
 
@@ -142,16 +142,21 @@ struct Clock {
 
 #[async_trait]
 impl Progress for Clock {
-    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
-        let step = step.as_str();
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), ProgressError> {
+        let key = step.as_str();
         match event {
             StepEvent::Started => {
-                self.started.insert(step, Instant::now());
+                self.started.insert(key, Instant::now());
             }
             StepEvent::Done => {
-                self.parts.insert(step, self.started[step].elapsed());
+                self.parts.insert(key, self.started[key].elapsed());
             }
-            other => return Err(format!("step {step}: {other:?}")),
+            other => {
+                return Err(ProgressError::NotRecorded {
+                    step,
+                    cause: format!("unexpected event {other:?}").into(),
+                })
+            }
         }
         Ok(())
     }

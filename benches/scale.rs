@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::daemon::{Daemon, PORT};
+use common::harness::lab::run_checked;
 use common::http::{json, Conn, Req};
 use common::lab::Lab;
 use common::stats::{between, ms, ratio, rss_kib, verdict, Summary};
-use common::testlab::lab::run_checked;
 
 const BENCH: &str = "scale";
 const WINDOW: usize = 50;

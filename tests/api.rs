@@ -1,160 +1,17 @@
 //! The HTTP API over real HTTP on 127.0.0.1:0, against the whole daemon (store, worker, engine)
-//! on a fake host: every endpoint and every error code. No root needed. Every response is also
-//! checked against docs/openapi.json.
+//! on a fake host, in process (`common::in_process`): every endpoint and every error code. No
+//! root needed. Every response is also checked against docs/openapi.json (`common::openapi`).
 
-#[path = "support/openapi.rs"]
-mod openapi;
+mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
+use common::in_process::{config, start, Daemon, Opts, DEFAULT};
+use common::serve::BIN;
 use creepy_meow::cli::LogFormat;
-use creepy_meow::config::DaemonConfig;
-use creepy_meow::fabric::FabricConfig;
-use creepy_meow::model::{parse_vlan_list, HostId};
-use creepy_meow::queue::StoreOptions;
-use creepy_meow::sys::fake::FakeNetlink;
 use creepy_meow::sys::Host;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-
-struct Daemon {
-    base: String,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-    dir: PathBuf,
-    /// The fake host's network, to script failures.
-    net: FakeNetlink,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Opts {
-    token: Option<&'static str>,
-    paused: bool,
-    max_queued: usize,
-}
-
-const DEFAULT: Opts = Opts {
-    token: None,
-    paused: false,
-    max_queued: 10_000,
-};
-
-async fn start(opts: Opts) -> Daemon {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("cm-api-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cfg = config(&dir, &opts);
-    let (host, net, _lxc) = Host::fake();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let sd = shutdown.clone();
-    let task = tokio::spawn(async move {
-        creepy_meow::daemon::run(cfg, host, sd, Some(tx))
-            .await
-            .expect("daemon runs");
-    });
-    let addr = rx.await.expect("daemon ready");
-    Daemon {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        shutdown,
-        task: Some(task),
-        dir,
-        net,
-    }
-}
-
-fn config(dir: &std::path::Path, opts: &Opts) -> DaemonConfig {
-    DaemonConfig {
-        fabric: FabricConfig {
-            host_id: HostId::new(1).unwrap(),
-            underlay: "eth1".into(),
-            vlans: parse_vlan_list("2,3,4").unwrap(),
-            mtu: None,
-        },
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
-        lxc_path: dir.join("lxc"),
-        template: "busybox".into(),
-        template_args: vec![],
-        token: opts.token.map(String::from),
-        log_format: LogFormat::Text,
-        paused: opts.paused,
-        store: StoreOptions {
-            max_queued: opts.max_queued,
-            ..StoreOptions::default()
-        },
-    }
-}
-
-impl Daemon {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends `req` and checks the answer against docs/openapi.json; returns its status,
-    /// headers and body (JSON, or the text as a JSON string).
-    async fn send_full(&self, req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
-        let req = req.build().expect("request");
-        let (method, path) = (
-            req.method().as_str().to_lowercase(),
-            req.url().path().to_string(),
-        );
-        let resp = self.http.execute(req).await.expect("request");
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        openapi::conform(&method, &path, status.as_u16(), &headers, &body);
-        (status, headers, body)
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let (status, _, body) = self.send_full(req).await;
-        (status, body)
-    }
-
-    async fn post(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.post(self.url(path))).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.get(self.url(path))).await
-    }
-
-    async fn form(&self, body: &str) -> (StatusCode, Value) {
-        let req = self
-            .http
-            .post(self.url("/api/container/create"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.to_string());
-        self.send(req).await
-    }
-
-    async fn wait(&self, job: &Value) -> Value {
-        let id = job["job_id"].as_str().expect("job_id");
-        let (s, body) = self.get(&format!("/api/jobs/{id}/wait?timeout=10")).await;
-        assert_eq!(s, StatusCode::OK);
-        body
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-    }
-}
 
 #[tokio::test]
 async fn the_original_curl_line_is_accepted_and_the_container_appears() {
@@ -545,7 +402,7 @@ async fn the_client_says_one_sentence_for_a_missing_or_wrong_token() {
     })
     .await;
     let client = |token: Option<&str>| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_creepy-meow"));
+        let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["list", "--server", &d.base])
             .env_remove("CREEPY_MEOW_TOKEN");
         if let Some(t) = token {

@@ -9,13 +9,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{lxc_path, Daemon, API};
+use common::daemon::{Daemon, API};
+use common::lab::run_checked;
+use common::layout::lxc_path;
+use common::netns;
 use common::{Lab, Server};
 use serde_json::Value;
 
 /// What the host shows: (running containers, vethc_* links attached to br2).
 fn host_state(s: &Server) -> (Vec<String>, Vec<String>) {
-    let lxc = lxc_path(s);
+    let lxc = lxc_path(&s.dir);
     let mut running: Vec<String> = s
         .run_ok("lxc-ls", ["-P", lxc.to_str().unwrap(), "--running"])
         .split_whitespace()
@@ -89,7 +92,7 @@ fn tools_left(jobs: &[String]) -> Vec<String> {
 
 /// Every entry of the server's LXC path (a rootfs, even without a config) is one of `want`.
 fn assert_no_stray_container_dirs(s: &Server, want: &[String]) {
-    let mut dirs: Vec<String> = std::fs::read_dir(lxc_path(s))
+    let mut dirs: Vec<String> = std::fs::read_dir(lxc_path(&s.dir))
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
@@ -129,17 +132,12 @@ fn assert_host_matches(d: &Daemon, s: &Server, ids: &[u64]) {
     for id in ids {
         let info = d.json(&["-s", &format!("{API}/api/container/info/{id}")]);
         assert_eq!(info["state"], "RUNNING", "{info}");
-        let pid = info["pid"].as_u64().unwrap().to_string();
-        let addr = s.run_ok(
-            "nsenter",
-            [
-                format!("--net=/proc/{pid}/ns/net"),
-                "ip".into(),
-                "-4".into(),
-                "-o".into(),
-                "addr".into(),
-            ],
-        );
+        let pid = info["pid"].as_u64().unwrap();
+        let addr = run_checked(&mut netns::nsenter(
+            &netns::of_pid(pid),
+            "ip",
+            ["-4", "-o", "addr"],
+        ));
         assert!(
             addr.contains(&format!("192.168.2.{id}/24")),
             "container{id} lost its address: {addr}"

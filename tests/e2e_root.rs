@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 
 use common::containers::ping_from;
-use common::daemon::{lxc_path, Daemon, API, BIN};
+use common::daemon::{Daemon, API};
+use common::layout::lxc_path;
+use common::serve::BIN;
 use common::{Lab, Server};
 
 fn client(s: &Server, args: &[&str]) -> std::process::Output {
@@ -160,7 +162,7 @@ fn the_original_curl_line_then_the_client_across_two_servers() {
         "{stdout}"
     );
     assert!(stdout.contains("nothing left behind"), "{stdout}");
-    let lxc2 = lxc_path(s2);
+    let lxc2 = lxc_path(&s2.dir);
     let left = s2.run_ok("lxc-ls", ["-P", lxc2.to_str().unwrap()]);
     assert_eq!(
         left.trim(),

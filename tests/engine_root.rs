@@ -8,21 +8,18 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use common::containers::{in_container, ping_from, ping_size_from};
+use common::layout::lxc_path;
 use common::on_server::on_server;
+use common::ping::{ping_args, size_args};
+use common::serve::BIN;
 use common::{Lab, Server};
 use creepy_meow::engine::Engine;
 use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{parse_vlan_list, ContainerId, HostId, VlanId};
 use creepy_meow::spec::{CreateSpec, StepEvent, StepName};
-use creepy_meow::steps::{NoProgress, Progress};
+use creepy_meow::steps::{NoProgress, Progress, ProgressError};
 use creepy_meow::sys::lxc::LxcTools;
 use creepy_meow::sys::Host;
-
-const BIN: &str = env!("CARGO_BIN_EXE_creepy-meow");
-
-fn lxc_path(server: &Server) -> PathBuf {
-    server.dir.join("lxc")
-}
 
 /// Builds the fabric (VLAN 2 only, to keep it quick) on every server.
 fn fabric(lab: &Lab) {
@@ -57,7 +54,7 @@ fn spec(id: u64, ip: &str) -> CreateSpec {
 }
 
 fn create(server: &Server, s: CreateSpec) {
-    let (host_id, lxc) = (server.host_id, lxc_path(server));
+    let (host_id, lxc) = (server.host_id, lxc_path(&server.dir));
     on_server(server, move || async move {
         engine(host_id, lxc)
             .create(&s, &mut NoProgress)
@@ -70,7 +67,7 @@ fn create(server: &Server, s: CreateSpec) {
 /// bridge ports other than the VXLAN uplink.
 fn leftovers(server: &Server) -> Vec<String> {
     let mut out = Vec::new();
-    let lxc = lxc_path(server);
+    let lxc = lxc_path(&server.dir);
     if let Ok(dir) = std::fs::read_dir(&lxc) {
         for e in dir.flatten() {
             if e.path().is_dir() {
@@ -127,18 +124,7 @@ fn containers_on_two_servers_reach_each_other_with_full_mtu() {
         s1,
         "container5",
         "ping",
-        &[
-            "-n",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            "1423",
-            "192.168.2.6",
-        ],
+        &ping_args(c6, &size_args(1423, true)),
     );
     let stderr = String::from_utf8_lossy(&over.stderr);
     assert!(
@@ -158,9 +144,12 @@ struct FailAt(StepName, StepEvent<'static>);
 
 #[async_trait]
 impl Progress for FailAt {
-    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), ProgressError> {
         if step == self.0 && event == self.1 {
-            return Err(format!("forced failure at {step} {event:?}"));
+            return Err(ProgressError::NotRecorded {
+                step,
+                cause: format!("forced failure at {step} {event:?}").into(),
+            });
         }
         Ok(())
     }
@@ -174,7 +163,7 @@ fn a_failure_forced_at_each_step_leaves_nothing_behind() {
     assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
     for step in StepName::CREATE {
         for when in [StepEvent::Started, StepEvent::Done] {
-            let lxc = lxc_path(s);
+            let lxc = lxc_path(&s.dir);
             let err = on_server(s, move || async move {
                 let e = engine(1, lxc);
                 let err = e
@@ -194,7 +183,7 @@ fn a_failure_forced_at_each_step_leaves_nothing_behind() {
     }
     // A real broken precondition: the bridge is gone.
     s.run_ok("ip", ["link", "del", "br2"]);
-    let lxc = lxc_path(s);
+    let lxc = lxc_path(&s.dir);
     let err = on_server(s, move || async move {
         engine(1, lxc)
             .create(&spec(8, "192.168.2.8/24"), &mut NoProgress)
@@ -212,7 +201,7 @@ fn the_largest_id_works_and_destroy_leaves_nothing() {
     fabric(&lab);
     let s = lab.server(1);
     create(s, spec(9_999_999, "192.168.2.99/24"));
-    let rcs = lxc_path(s).join("container9999999/rootfs/etc/init.d/rcS");
+    let rcs = lxc_path(&s.dir).join("container9999999/rootfs/etc/init.d/rcS");
     let rcs = std::fs::read_to_string(&rcs).unwrap();
     assert!(
         !rcs.lines().any(|l| l.starts_with("/bin/udhcpc")),
@@ -222,7 +211,7 @@ fn the_largest_id_works_and_destroy_leaves_nothing() {
         s.ping(Ipv4Addr::new(192, 168, 2, 99)),
         "the host cannot reach container9999999"
     );
-    let lxc = lxc_path(s);
+    let lxc = lxc_path(&s.dir);
     let (first, second) = on_server(s, move || async move {
         let e = engine(1, lxc);
         let id = ContainerId::new(9_999_999).unwrap();

@@ -6,9 +6,8 @@ mod common;
 use std::net::Ipv4Addr;
 use std::process::Output;
 
+use common::serve::BIN;
 use common::{Lab, Server};
-
-const BIN: &str = env!("CARGO_BIN_EXE_creepy-meow");
 
 fn setup(server: &Server, args: &[&str]) -> Output {
     server.run(BIN, std::iter::once("setup").chain(args.iter().copied()))

@@ -10,12 +10,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::lab::{encode_tag, tag_pid};
+use common::layout::{lxc_path, write_empty_net_config};
+use common::netns;
+use common::ping::{ping_args, size_args};
 use common::{sweep_stale, Lab};
 
 fn netns_paths(lab: &Lab) -> Vec<PathBuf> {
     std::iter::once(lab.switch_netns())
         .chain(lab.servers().iter().map(|s| s.netns.as_str()))
-        .map(|ns| Path::new("/run/netns").join(ns))
+        .map(netns::named)
         .collect()
 }
 
@@ -109,18 +112,7 @@ fn ping_size_respects_the_1500_mtu() {
     // One byte over: refused by the sender (EMSGSIZE), not merely lost on the way.
     let over = s1.run(
         "ping",
-        [
-            "-n",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            "1473",
-            "10.77.0.2",
-        ],
+        ping_args(Ipv4Addr::new(10, 77, 0, 2), &size_args(1473, true)),
     );
     let stderr = String::from_utf8_lossy(&over.stderr);
     assert!(
@@ -176,9 +168,8 @@ fn spawned_processes_and_their_children_are_killed_on_drop() {
 fn running_lxc_container_is_stopped_and_destroyed_on_drop() {
     let lab = Lab::new(1);
     let s = lab.server(1);
-    let lxc = s.dir.join("lxc");
-    let conf = s.dir.join("c.conf");
-    std::fs::write(&conf, "lxc.net.0.type = empty\n").unwrap();
+    let lxc = lxc_path(&s.dir);
+    let conf = write_empty_net_config(&s.dir);
     let p = lxc.to_str().unwrap();
     s.run_ok(
         "lxc-create",
@@ -264,10 +255,7 @@ fn sweep_removes_labs_of_dead_owners_only() {
             .success());
     }
     sweep_stale();
-    let left: Vec<&String> = names
-        .iter()
-        .filter(|n| Path::new("/run/netns").join(n).exists())
-        .collect();
+    let left: Vec<&String> = names.iter().filter(|n| netns::named(n).exists()).collect();
     let dir_left = dir.exists();
     for n in &left {
         let _ = Command::new("ip").args(["netns", "del", n]).status();

@@ -12,11 +12,12 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::testlab;
+use super::harness::{self, layout, netns};
 
 /// The simulated server.
 pub struct Lab {
-    lab: testlab::Lab,
+    /// The lab holding the one server; dropping it tears everything down.
+    lab: harness::Lab,
     /// The server's scratch directory.
     pub dir: PathBuf,
 }
@@ -24,17 +25,14 @@ pub struct Lab {
 impl Lab {
     /// Builds the server; panics (after tearing down) if anything fails.
     pub fn new() -> Lab {
-        let lab = testlab::Lab::new(1);
+        let lab = harness::Lab::new(1);
         let dir = lab.server(1).dir.clone();
         Lab { lab, dir }
     }
 
     /// Moves the calling thread into the server's namespace (see the module doc).
     pub fn enter(&self) {
-        let path = format!("/run/netns/{}", self.lab.server(1).netns);
-        let f = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        netns::enter(&netns::named(&self.lab.server(1).netns));
     }
 
     /// A directory under the server's, created.
@@ -44,10 +42,9 @@ impl Lab {
         p
     }
 
-    /// The LXC config every bench container gets: no network from LXC, as the daemon's.
+    /// The LXC config every bench container made outside the daemon gets: no network from LXC,
+    /// as the daemon's ([`layout::EMPTY_NET_CONFIG`]).
     pub fn empty_net_conf(&self) -> PathBuf {
-        let p = self.dir.join("empty-net.conf");
-        fs::write(&p, "lxc.net.0.type = empty\n").expect("write the LXC net config");
-        p
+        layout::write_empty_net_config(&self.dir)
     }
 }

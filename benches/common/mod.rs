@@ -1,5 +1,7 @@
-//! What every benchmark shares: a one-server lab (the root tests' own), the daemon started on it, a small HTTP/1.1 client with a load loop, latency
-//! summaries, and a job store filled through the library.
+//! What every benchmark shares: the tests' harness (`tests/common`: the lab, the daemon's command
+//! line, layout, readiness wait and stop), a one-server lab on it, the daemon started there, a
+//! small HTTP/1.1 client with a load loop, latency summaries, and a job store filled through the
+//! library.
 //!
 //! Each bench binary uses a subset, hence the blanket `dead_code` allowance.
 #![allow(dead_code)]
@@ -10,9 +12,11 @@ pub mod lab;
 pub mod stats;
 pub mod store;
 
-/// The root tests' helpers (`tests/common`), for their lab.
+/// The harness the tests and benches share (`tests/common`).
 #[path = "../../tests/common/mod.rs"]
-pub mod testlab;
+pub mod harness;
+
+pub use harness::runtime;
 
 /// The bench's answer to "how big": an env var, or the default.
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -22,15 +26,6 @@ pub fn env_usize(name: &str, default: usize) -> usize {
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
         Err(_) => default,
     }
-}
-
-/// A current-thread tokio runtime: the load generator then uses one core at most, leaving the
-/// other to the daemon on this 2-core machine.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// The `10.a.b.c/8` address of container `id`: unique for every ID up to 16,777,214, never a

@@ -1,23 +1,26 @@
-//! Reaching into containers on a simulated server.
+//! Reaching into containers on a simulated server, on the server's LXC path
+//! ([`super::layout::lxc_path`]).
 
 use std::net::Ipv4Addr;
 use std::process::Output;
 
-use super::lab::{ping_retrying, size_args};
+use super::layout::lxc_path;
+use super::netns;
+use super::ping::{ping_retrying, size_args};
 use super::Server;
 
 /// Runs `args` inside container `name` with `lxc-attach`, from the server's namespace (where
-/// LXC's command socket lives), using the server's LXC path `<dir>/lxc`.
+/// LXC's command socket lives).
 pub fn attach(server: &Server, name: &str, args: &[&str]) -> Output {
-    let lxc = server.dir.join("lxc");
+    let lxc = lxc_path(&server.dir);
     let mut all = vec!["-P", lxc.to_str().expect("utf-8 path"), "-n", name, "--"];
     all.extend_from_slice(args);
     server.run("lxc-attach", all)
 }
 
-/// Init PID of running container `name` (server's LXC path `<dir>/lxc`).
+/// Init PID of running container `name`.
 pub fn pid_of(server: &Server, name: &str) -> String {
-    let lxc = server.dir.join("lxc");
+    let lxc = lxc_path(&server.dir);
     let out = server.run_ok(
         "lxc-info",
         [
@@ -33,21 +36,17 @@ pub fn pid_of(server: &Server, name: &str) -> String {
 }
 
 /// Runs a host tool inside container `name`'s network namespace (iputils ping has -M do, busybox's
-/// does not).
+/// does not); returns its output whatever the exit status.
 pub fn in_container(
     server: &Server,
     name: &str,
     program: &str,
     args: &[impl AsRef<str>],
 ) -> Output {
-    let pid = pid_of(server, name);
-    let mut all = vec![
-        format!("--net=/proc/{pid}/ns/net"),
-        "--".into(),
-        program.into(),
-    ];
-    all.extend(args.iter().map(|a| a.as_ref().to_string()));
-    server.run("nsenter", &all)
+    let ns = netns::of_pid(pid_of(server, name));
+    let mut cmd = netns::nsenter(&ns, program, args.iter().map(AsRef::as_ref));
+    cmd.output()
+        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"))
 }
 
 /// Reachability from container `name`, with the lab's retries ([`Server::ping`]).

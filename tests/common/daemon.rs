@@ -1,114 +1,107 @@
-//! A real `creepy-meow serve` on a simulated server, driven with curl from inside the server's
-//! namespace (the daemon listens on 127.0.0.1 there).
+//! The root tests' daemon: the shared `serve` process ([`super::serve`]) on a simulated server,
+//! driven with curl from inside the server's namespace (the daemon listens on 127.0.0.1 there),
+//! with the crash tests' barriers (`creepy_meow::testhook`).
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::serve::{Launch, Process, Serve, STOP_TIMEOUT};
 use super::Server;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_creepy-meow");
+/// The daemon's base URL for curl: [`super::serve::PORT`] on the server's `127.0.0.1`.
 pub const API: &str = "http://127.0.0.1:8080";
+
+/// How long a daemon may take to serve, from its spawn.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often curl asks `/healthz` meanwhile (each ask forks nsenter and curl).
+const READY_EVERY: Duration = Duration::from_millis(20);
+
+/// The test barrier's environment variable, naming the point to stop at
+/// (`creepy_meow::testhook`).
+const BARRIER_ENV: &str = creepy_meow::testhook::BARRIER_ENV;
+/// The line the daemon prints on reaching its barrier, before the point's name.
+const BARRIER_REACHED: &str = creepy_meow::testhook::REACHED;
+/// The environment variable naming the file whose creation releases the barrier.
+const RELEASE_ENV: &str = creepy_meow::testhook::RELEASE_ENV;
 
 /// A daemon on a simulated server, with its data and LXC paths under the server's dir.
 pub struct Daemon<'a> {
+    /// Where it runs, for curl.
     server: &'a Server,
-    child: Option<Child>,
-    /// Length of the server's daemon.log when this daemon started: what follows is its own.
-    log_from: usize,
+    /// The process; dropping it SIGKILLs the daemon.
+    process: Process,
 }
 
-/// The test barrier's environment variable and the line the daemon prints on reaching it
-/// (`creepy_meow::testhook`).
-const BARRIER_ENV: &str = creepy_meow::testhook::BARRIER_ENV;
-const BARRIER_REACHED: &str = creepy_meow::testhook::REACHED;
-const RELEASE_ENV: &str = creepy_meow::testhook::RELEASE_ENV;
-
-pub fn lxc_path(s: &Server) -> PathBuf {
-    s.dir.join("lxc")
+/// The file whose creation lets a daemon held at its barrier go on.
+fn release_file(server: &Server) -> PathBuf {
+    server.dir.join("barrier-release")
 }
 
 impl<'a> Daemon<'a> {
     /// Starts a daemon without waiting for it to serve; with `barrier` (`phase:name`, see
     /// `creepy_meow::testhook`) it holds the job there, for [`Self::kill_at_barrier`].
     pub fn spawn(server: &'a Server, barrier: Option<&str>, paused: bool) -> Self {
-        let (data, lxc) = (server.dir.join("data"), lxc_path(server));
-        let mut args = vec![
-            "serve".to_string(),
-            "--host-id".into(),
-            server.host_id.to_string(),
-            "--vlans".into(),
-            "2".into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--lxc-path".into(),
-            lxc.display().to_string(),
-        ];
+        let mut serve = Serve::on(server).flags(&["--vlans", "2"]);
         if paused {
-            args.push("--paused".into());
+            serve = serve.flags(&["--paused"]);
         }
-        let mut cmd = server.cmd(BIN, &args);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(server.dir.join("daemon.log"))
-            .unwrap();
-        let log_from = log.metadata().unwrap().len() as usize;
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let release = server.dir.join("barrier-release");
+        let release = release_file(server);
         let _ = std::fs::remove_file(&release);
         if let Some(point) = barrier {
-            cmd.env(BARRIER_ENV, point).env(RELEASE_ENV, &release);
+            serve = serve.env(BARRIER_ENV, point).env(RELEASE_ENV, release);
         }
-        let child = server.spawn_cmd(cmd);
         Self {
             server,
-            child: Some(child),
-            log_from,
+            process: serve.spawn(Launch::OnServer(server)),
         }
     }
 
-    /// Starts a daemon (see [`Self::spawn`]) and waits until it serves.
+    /// Starts a daemon (see [`Self::spawn`]) and waits until it serves. Not from inside a tokio
+    /// runtime: the wait runs on a runtime of its own.
     pub fn start(server: &'a Server, barrier: Option<&str>, paused: bool) -> Self {
         let d = Self::spawn(server, barrier, paused);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.curl(&["-sf", &format!("{API}/healthz")]).status.code() != Some(0) {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not start:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let ready = d
+            .process
+            .wait_ready(READY_TIMEOUT, READY_EVERY, |path| d.answers(path));
+        super::runtime().block_on(ready);
         d
+    }
+
+    /// Whether `GET path` answers 2xx (`curl -sf`), curl running as a tokio child process.
+    async fn answers(&self, path: &str) -> bool {
+        let curl = self.server.cmd("curl", ["-sf", &format!("{API}{path}")]);
+        let out = tokio::process::Command::from(curl)
+            .output()
+            .await
+            .expect("run curl");
+        out.status.success()
     }
 
     /// This daemon's log (stdout and stderr), and its predecessors' on the same server.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.server.dir.join("daemon.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// What this daemon itself logged.
     pub fn own_log(&self) -> String {
-        self.log()
-            .get(self.log_from..)
-            .unwrap_or_default()
-            .to_string()
+        self.process.own_log()
     }
 
-    pub fn curl(&self, args: &[&str]) -> std::process::Output {
+    /// Runs curl with `args` in the server's namespace.
+    pub fn curl(&self, args: &[&str]) -> Output {
         self.server.run("curl", args)
     }
 
+    /// Runs curl with `args` and parses its output as JSON.
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.curl(args);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"))
     }
 
+    /// Asks for container `id` on VLAN 2 at `192.168.2.<id>/24`; returns the job's ID.
     pub fn create(&self, id: u32) -> String {
         let body = format!("id={id}&vlan=2&ip=192.168.2.{id}/24");
         let v = self.json(&[
@@ -117,24 +110,21 @@ impl<'a> Daemon<'a> {
             &body,
             &format!("{API}/api/container/create"),
         ]);
-        v["job_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not accepted: {v}"))
-            .to_string()
+        job_id(&v)
     }
 
+    /// Asks for container `id`'s destruction; returns the job's ID.
     pub fn destroy(&self, id: u32) -> String {
         let v = self.json(&["-s", "-X", "DELETE", &format!("{API}/api/container/{id}")]);
-        v["job_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not accepted: {v}"))
-            .to_string()
+        job_id(&v)
     }
 
+    /// Job `id` as it is now.
     pub fn job(&self, id: &str) -> Value {
         self.json(&["-s", &format!("{API}/api/jobs/{id}")])
     }
 
+    /// Waits (60 s at most) until job `id` is finished, and returns it.
     pub fn wait(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -166,7 +156,7 @@ impl<'a> Daemon<'a> {
 
     /// Lets the daemon go on from its barrier.
     pub fn release_barrier(&self) {
-        std::fs::write(self.server.dir.join("barrier-release"), "").unwrap();
+        std::fs::write(release_file(self.server), "").unwrap();
     }
 
     /// Waits for the barrier `point`, then SIGKILLs the daemon there.
@@ -177,33 +167,21 @@ impl<'a> Daemon<'a> {
 
     /// Sends SIGTERM and waits (30 s at most) for a clean exit; returns the exit status.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process
+            .sigterm(STOP_TIMEOUT)
+            .expect("the daemon did not stop on SIGTERM")
     }
 
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL");
-            c.wait().unwrap();
-        }
+        self.process.kill();
     }
 }
 
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The `job_id` of an accepted request's answer.
+fn job_id(accepted: &Value) -> String {
+    accepted["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not accepted: {accepted}"))
+        .to_string()
 }

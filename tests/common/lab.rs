@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
-use std::thread::sleep;
-use std::time::Duration;
 
+use super::netns::{self, nsenter};
+use super::ping::{ping_retrying, size_args};
 use cleanup::{kill_tracked, sweep, teardown};
 // Public for the lab's self-test only.
 #[allow(unused_imports)]
@@ -27,9 +27,7 @@ pub use cleanup::{encode_tag, tag_pid};
 mod cleanup;
 
 const TAG_PREFIX: &str = "cm";
-const NETNS_DIR: &str = "/run/netns";
 const DIR_PREFIX: &str = "creepy-meow-lab-";
-const PING_ATTEMPTS: usize = 5;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
@@ -77,7 +75,8 @@ pub struct Server {
     pub host_id: u8,
     /// Address of `eth1` on the shared 10.77.0.0/24 underlay.
     pub underlay_ip: Ipv4Addr,
-    /// Private scratch dir (LXC path `dir/lxc`, daemon data dirs); removed on drop.
+    /// Private scratch dir (the daemon's data dir, LXC path and log: [`super::layout`]); removed
+    /// on drop.
     pub dir: PathBuf,
     children: Arc<Mutex<Vec<Tracked>>>,
 }
@@ -242,7 +241,7 @@ impl Server {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
     ) -> Command {
-        nsenter(&self.netns, program, args)
+        nsenter(&netns::named(&self.netns), program, args)
     }
 
     /// Runs to completion and returns the output whatever the exit status.
@@ -317,61 +316,13 @@ impl Server {
     }
 }
 
-/// iputils ping's options for an ICMP payload of `payload` bytes, with DF set or not.
-pub fn size_args(payload: usize, dont_fragment: bool) -> Vec<String> {
-    let df = if dont_fragment { "do" } else { "dont" };
-    vec!["-s".into(), payload.to_string(), "-M".into(), df.into()]
-}
-
-/// Pings `target` once per try, up to `PING_ATTEMPTS` tries, until a reply: ARP and bridge
-/// learning may need a moment. `run` runs iputils ping with the given arguments where the
-/// ping should start (`place` names it for errors).
-pub fn ping_retrying(
-    place: &str,
-    target: Ipv4Addr,
-    extra: &[String],
-    mut run: impl FnMut(&[String]) -> Output,
-) -> bool {
-    let mut args: Vec<String> = ["-n", "-c", "1", "-W", "1"].map(String::from).to_vec();
-    args.extend_from_slice(extra);
-    args.push(target.to_string());
-    for attempt in 0..PING_ATTEMPTS {
-        let out = run(&args);
-        if out.status.success() {
-            return true;
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("failed to execute") {
-            panic!("cannot run ping in {place}: {stderr} (install iputils-ping)");
-        }
-        // DF packet above the local (path) MTU: deterministic, no retries. (Needs
-        // ping without -q, which would hide this message.)
-        if stderr.contains("message too long") {
-            return false;
-        }
-        if attempt + 1 < PING_ATTEMPTS {
-            sleep(Duration::from_millis(200));
-        }
-    }
-    false
-}
-
-fn nsenter(
-    ns: &str,
-    program: impl AsRef<OsStr>,
-    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
-) -> Command {
-    let mut cmd = Command::new(bin("nsenter"));
-    cmd.arg(format!("--net={}", netns_path(ns).display()))
-        .arg("--")
-        .arg(program)
-        .args(args);
-    cmd
-}
-
 /// `ip` inside a namespace; `args` is split on whitespace (lab-made names only).
 fn ns_ip(ns: &str, args: &str) {
-    run_checked(&mut nsenter(ns, bin("ip"), args.split_whitespace()));
+    run_checked(&mut nsenter(
+        &netns::named(ns),
+        bin("ip"),
+        args.split_whitespace(),
+    ));
 }
 
 /// Runs `cmd`, panicking with its output when it fails; returns its stdout.
@@ -390,6 +341,7 @@ pub fn run_checked(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `tool` in `PATH` or the sbin directories (a sudo `PATH` may lack them).
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -398,12 +350,9 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn bin(tool: &str) -> PathBuf {
+/// `tool`'s full path when [`which`] finds it, else its bare name (for the error to name).
+pub(super) fn bin(tool: &str) -> PathBuf {
     which(tool).unwrap_or_else(|| PathBuf::from(tool))
-}
-
-fn netns_path(ns: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(ns)
 }
 
 /// Picks an unused tag; creating the temp dir is the atomic claim.
@@ -413,7 +362,7 @@ fn claim_tag() -> (String, PathBuf) {
         let root = std::env::temp_dir().join(format!("{DIR_PREFIX}{tag}"));
         // A stale namespace of a dead owner with a reused pid must not collide.
         let prefix = format!("{tag}-");
-        let taken = fs::read_dir(NETNS_DIR).into_iter().flatten().flatten();
+        let taken = fs::read_dir(netns::DIR).into_iter().flatten().flatten();
         if taken
             .into_iter()
             .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))

@@ -1,11 +1,46 @@
-//! Helpers shared by the root integration tests. Each test binary uses only a
-//! subset, hence the blanket `dead_code`/`unused_imports` allowances.
+//! The one harness of the tests and the benches: the benches include this tree too (through
+//! `#[path]`, as `harness` in `benches/common/mod.rs`), so a simulated server, a daemon's
+//! command line and layout, its readiness wait and its stop are each written once.
+//!
+//! - [`lab`] (and `lab/cleanup.rs`): simulated servers, each a network namespace on one switch,
+//!   torn down on drop, with a sweep of what killed runs left;
+//! - [`netns`]: where namespaces are, and entering one (a command through nsenter, a thread
+//!   through setns);
+//! - [`ping`]: ping arguments and retries;
+//! - [`layout`]: a daemon's data dir, LXC path and log under a scratch dir, and the empty-network
+//!   LXC config;
+//! - [`serve`]: a real `creepy-meow serve` process: command line, log, readiness wait, SIGTERM;
+//! - [`daemon`]: the root tests' daemon on a server, driven with curl;
+//! - [`in_process`]: the API tests' daemon in a tokio task on a fake host (no root);
+//! - [`openapi`]: checks answers against docs/openapi.json;
+//! - [`on_server`]: library code run inside a server's namespace;
+//! - [`containers`]: reaching into a server's containers.
+//!
+//! The benches keep their own HTTP client (`benches/common/http.rs`); what they share ends at how
+//! a request is sent. Each test or bench binary uses a subset, hence the blanket `dead_code`
+//! allowance.
 #![allow(dead_code)]
 
 pub mod containers;
 pub mod daemon;
+pub mod in_process;
 pub mod lab;
+pub mod layout;
+pub mod netns;
 pub mod on_server;
+pub mod openapi;
+pub mod ping;
+pub mod serve;
 
 #[allow(unused_imports)]
 pub use lab::{require_root, sweep_stale, Lab, Server};
+
+/// A current-thread tokio runtime: for code run on a server ([`on_server`]), for a root test's
+/// readiness wait, and for a bench, whose load generator then uses one core at most, leaving the
+/// other to the daemon on a 2-core machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

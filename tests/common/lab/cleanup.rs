@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::{bin, netns_path, nsenter, Tracked, DIR_PREFIX, NETNS_DIR, TAG_PREFIX};
+use super::super::netns::{self, nsenter};
+use super::{bin, Tracked, DIR_PREFIX, TAG_PREFIX};
 
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,7 +153,7 @@ pub(super) fn teardown(
 
 /// Kills what is left inside namespace `ns`, deletes it, and checks that it is gone.
 fn delete_namespace(ns: &str) -> Result<(), String> {
-    if !netns_path(ns).exists() {
+    if !netns::named(ns).exists() {
         return Ok(());
     }
     // Anything still inside is ours (untracked spawns, LXC monitors): kill it so
@@ -175,7 +176,7 @@ fn delete_namespace(ns: &str) -> Result<(), String> {
     let mut del = Command::new(bin("ip"));
     del.args(["netns", "del", ns]);
     let deleted = try_run(del);
-    if netns_path(ns).exists() {
+    if netns::named(ns).exists() {
         let why = deleted
             .err()
             .unwrap_or_else(|| "ip netns del succeeded".into());
@@ -196,7 +197,7 @@ pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path, errors: &mut Vec<Stri
             continue;
         }
         let name = entry.file_name();
-        if !netns_path(ns).exists() {
+        if !netns::named(ns).exists() {
             errors.push(format!(
                 "leaked container {name:?} in {}: namespace {ns} gone, cannot stop it",
                 lxc_dir.display()
@@ -204,7 +205,7 @@ pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path, errors: &mut Vec<Stri
             continue;
         }
         let lxc = |tool: &str, extra: &[&str]| {
-            let mut c = nsenter(ns, tool, extra);
+            let mut c = nsenter(&netns::named(ns), tool, extra);
             c.arg("-P").arg(lxc_dir).arg("-n").arg(&name);
             try_run(c)
         };
@@ -237,7 +238,7 @@ pub(super) fn sweep(include_own: bool) {
         Some(pid) => pid < pid_max && !Path::new(&format!("/proc/{pid}")).exists(),
         None => false,
     };
-    let ns_names: Vec<String> = fs::read_dir(NETNS_DIR)
+    let ns_names: Vec<String> = fs::read_dir(netns::DIR)
         .into_iter()
         .flatten()
         .flatten()

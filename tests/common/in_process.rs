@@ -1,0 +1,181 @@
+//! The API tests' daemon: the whole daemon (`creepy_meow::daemon::run`: store, worker, engine)
+//! in a tokio task of the test, on a fake host, over real HTTP on `127.0.0.1:0`. It stays in
+//! process so the API tests need no root; its data dir and LXC path follow the same layout as
+//! a real daemon's ([`super::layout`]), and every answer is checked against docs/openapi.json
+//! ([`super::openapi`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use creepy_meow::cli::LogFormat;
+use creepy_meow::config::DaemonConfig;
+use creepy_meow::fabric::FabricConfig;
+use creepy_meow::model::{parse_vlan_list, HostId};
+use creepy_meow::queue::StoreOptions;
+use creepy_meow::sys::fake::FakeNetlink;
+use creepy_meow::sys::Host;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::layout::{data_path, lxc_path};
+use super::openapi;
+
+/// A daemon running in this process; dropping it cancels it and removes its directory.
+pub struct Daemon {
+    /// `http://<address it bound>`.
+    pub base: String,
+    /// The client every request of the test goes through.
+    pub http: reqwest::Client,
+    /// Cancels the daemon (its shutdown signal).
+    shutdown: CancellationToken,
+    /// The daemon's task, joined by [`Self::stop`].
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Its scratch directory (data dir and LXC path inside).
+    pub dir: PathBuf,
+    /// The fake host's network, to script failures.
+    pub net: FakeNetlink,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the tests vary in a daemon's configuration.
+pub struct Opts {
+    /// The bearer token, if any.
+    pub token: Option<&'static str>,
+    /// Start with the worker paused.
+    pub paused: bool,
+    /// The queue's bound.
+    pub max_queued: usize,
+}
+
+/// No token, worker running, room for 10,000 queued jobs.
+pub const DEFAULT: Opts = Opts {
+    token: None,
+    paused: false,
+    max_queued: 10_000,
+};
+
+/// Starts a daemon with `opts` on a fresh fake host and a fresh directory; returns once it
+/// listens.
+pub async fn start(opts: Opts) -> Daemon {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("cm-api-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = config(&dir, &opts);
+    let (host, net, _lxc) = Host::fake();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let sd = shutdown.clone();
+    let task = tokio::spawn(async move {
+        creepy_meow::daemon::run(cfg, host, sd, Some(tx))
+            .await
+            .expect("daemon runs");
+    });
+    let addr = rx.await.expect("daemon ready");
+    Daemon {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        shutdown,
+        task: Some(task),
+        dir,
+        net,
+    }
+}
+
+/// The configuration of a daemon in `dir` with `opts`: host 1, VLANs 2–4, any free port.
+pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
+    DaemonConfig {
+        fabric: FabricConfig {
+            host_id: HostId::new(1).unwrap(),
+            underlay: "eth1".into(),
+            vlans: parse_vlan_list("2,3,4").unwrap(),
+            mtu: None,
+        },
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_path(dir),
+        lxc_path: lxc_path(dir),
+        template: "busybox".into(),
+        template_args: vec![],
+        token: opts.token.map(String::from),
+        log_format: LogFormat::Text,
+        paused: opts.paused,
+        store: StoreOptions {
+            max_queued: opts.max_queued,
+            ..StoreOptions::default()
+        },
+    }
+}
+
+impl Daemon {
+    /// The URL of `path` on this daemon.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `req` and checks the answer against docs/openapi.json; returns its status,
+    /// headers and body (JSON, or the text as a JSON string).
+    pub async fn send_full(&self, req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
+        let req = req.build().expect("request");
+        let (method, path) = (
+            req.method().as_str().to_lowercase(),
+            req.url().path().to_string(),
+        );
+        let resp = self.http.execute(req).await.expect("request");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        openapi::conform(&method, &path, status.as_u16(), &headers, &body);
+        (status, headers, body)
+    }
+
+    /// [`Self::send_full`] without the headers.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let (status, _, body) = self.send_full(req).await;
+        (status, body)
+    }
+
+    /// `POST path` without a body.
+    pub async fn post(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url(path))).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// A create with the form body `body`, as the original tool sent it.
+    pub async fn form(&self, body: &str) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .post(self.url("/api/container/create"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string());
+        self.send(req).await
+    }
+
+    /// Waits (10 s at most) for the job of an accepted request's answer `job`; returns it.
+    pub async fn wait(&self, job: &Value) -> Value {
+        let id = job["job_id"].as_str().expect("job_id");
+        let (s, body) = self.get(&format!("/api/jobs/{id}/wait?timeout=10")).await;
+        assert_eq!(s, StatusCode::OK);
+        body
+    }
+
+    /// Cancels the daemon and waits until its task has ended.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
