@@ -43,6 +43,17 @@ pub enum EngineError {
     Sys(#[from] SysError),
 }
 
+impl EngineError {
+    /// Whether the job stopped because the daemon is shutting down (not a failure).
+    pub fn stopped_by_shutdown(&self) -> bool {
+        match self {
+            Self::Create(c) => c.stopped_by_shutdown(),
+            Self::Step { error, .. } => error.is_shutdown(),
+            _ => false,
+        }
+    }
+}
+
 impl From<CreateError> for EngineError {
     fn from(e: CreateError) -> Self {
         Self::Create(Box::new(e))

@@ -27,7 +27,10 @@ pub enum StepError {
     /// The kernel or LXC refused.
     #[error(transparent)]
     Sys(#[from] SysError),
-    /// Anything else (a timeout, a missing precondition, a progress record that failed).
+    /// Its progress could not be recorded, so it did not act (or does not count as done).
+    #[error(transparent)]
+    Progress(#[from] ProgressError),
+    /// Anything else (a timeout, a missing precondition).
     #[error("{0}")]
     Other(String),
 }
@@ -114,12 +117,29 @@ pub fn step(name: StepName) -> &'static dyn Step {
     }
 }
 
+/// Why a progress record was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// The daemon is shutting down: no step starts any more.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// The record could not be kept.
+    #[error("cannot record step {step}: {cause}")]
+    NotRecorded {
+        /// The step.
+        step: StepName,
+        /// Why (the store's error).
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Where progress goes: the job store, a log, a test. An error from recording `Started` or
 /// `Done` fails the step (we do not act on the host without a record of it).
 #[async_trait]
 pub trait Progress: Send {
     /// Records `event` for `step`.
-    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String>;
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), ProgressError>;
 }
 
 /// Progress that goes nowhere.
@@ -127,7 +147,7 @@ pub struct NoProgress;
 
 #[async_trait]
 impl Progress for NoProgress {
-    async fn record(&mut self, _: StepName, _: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, _: StepName, _: StepEvent<'_>) -> Result<(), ProgressError> {
         Ok(())
     }
 }
@@ -159,6 +179,20 @@ impl fmt::Display for CreateError {
 }
 
 impl std::error::Error for CreateError {}
+
+impl CreateError {
+    /// Whether the create stopped because the daemon is shutting down (not a failure).
+    pub fn stopped_by_shutdown(&self) -> bool {
+        self.error.is_shutdown()
+    }
+}
+
+impl StepError {
+    /// Whether the step was refused because the daemon is shutting down.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, Self::Progress(ProgressError::ShuttingDown))
+    }
+}
 
 /// Applies `plan` in order; on a failure undoes the failed step and the completed ones.
 ///
@@ -209,10 +243,7 @@ async fn apply_one(
     ctx: &mut StepCtx<'_>,
     progress: &mut dyn Progress,
 ) -> Result<(), StepError> {
-    progress
-        .record(name, StepEvent::Started)
-        .await
-        .map_err(StepError::Other)?;
+    progress.record(name, StepEvent::Started).await?;
     let started = std::time::Instant::now();
     if let Err(error) = step(name).apply(ctx).await {
         let _ = progress
@@ -225,10 +256,7 @@ async fn apply_one(
         elapsed_us = started.elapsed().as_micros() as u64,
         "step done"
     );
-    progress
-        .record(name, StepEvent::Done)
-        .await
-        .map_err(StepError::Other)
+    Ok(progress.record(name, StepEvent::Done).await?)
 }
 
 /// How many times an undo is tried before its error is reported: right after a crash the host

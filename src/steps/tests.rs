@@ -39,7 +39,7 @@ struct Recorder {
 
 #[async_trait]
 impl Progress for Recorder {
-    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), ProgressError> {
         let name = match event {
             StepEvent::Started => "started",
             StepEvent::Done => "done",
@@ -50,9 +50,10 @@ impl Progress for Recorder {
         };
         self.events.lock().unwrap().push(format!("{step}:{name}"));
         match self.fail {
-            Some((s, e)) if s == step && e == event => {
-                Err(format!("forced failure at {step} {name}"))
-            }
+            Some((s, e)) if s == step && e == event => Err(ProgressError::NotRecorded {
+                step,
+                cause: format!("forced failure at {step} {name}").into(),
+            }),
             _ => Ok(()),
         }
     }

@@ -44,7 +44,7 @@ pub trait Lxc: Send + Sync {
 
 /// The container configuration every container gets: no network from LXC (`empty` gives the
 /// container a namespace with only `lo`); the engine plumbs `eth0` itself.
-const NET_CONFIG: &str =
+pub const NET_CONFIG: &str =
     "# written by creepy-meow: networking is plumbed by the daemon\nlxc.net.0.type = empty\n";
 
 /// How long an `lxc-*` tool may take before we give up on it.

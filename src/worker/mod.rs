@@ -25,7 +25,7 @@ use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 use crate::queue::{Job, JobRequest, JobStore, QueueError};
 use crate::spec::{StepEvent, StepName};
-use crate::steps::Progress;
+use crate::steps::{Progress, ProgressError};
 use crate::sys::process::owned_by;
 use crate::testhook;
 
@@ -38,7 +38,7 @@ struct RecoveryProgress;
 
 #[async_trait::async_trait]
 impl Progress for RecoveryProgress {
-    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), ProgressError> {
         if event == StepEvent::Undoing {
             testhook::barrier("recovery_undo", step.as_str()).await;
         }
@@ -172,12 +172,11 @@ impl Worker {
         .await;
         // A create stopped by shutdown whose rollback was complete can simply run again later;
         // so can a destroy (every destroy step is idempotent).
-        let clean_interrupt = progress.interrupted()
-            && match &outcome {
-                Err(EngineError::Create(c)) => c.undo_errors.is_empty(),
-                Err(_) => true,
-                Ok(()) => false,
-            };
+        let clean_interrupt = match &outcome {
+            Err(EngineError::Create(c)) => c.stopped_by_shutdown() && c.undo_errors.is_empty(),
+            Err(e) => e.stopped_by_shutdown(),
+            Ok(()) => false,
+        };
         let left_behind =
             matches!(&outcome, Err(EngineError::Create(c)) if !c.undo_errors.is_empty());
         if clean_interrupt {

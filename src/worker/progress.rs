@@ -12,7 +12,7 @@ use super::QueueControl;
 use crate::metrics::Metrics;
 use crate::queue::JobStore;
 use crate::spec::{StepEvent, StepName};
-use crate::steps::Progress;
+use crate::steps::{Progress, ProgressError};
 use crate::testhook;
 
 /// Progress of one job, recorded in the store.
@@ -23,7 +23,6 @@ pub struct StoreProgress<'a> {
     metrics: &'a Metrics,
     shutdown: &'a CancellationToken,
     step_started: Option<Instant>,
-    interrupted: bool,
 }
 
 impl<'a> StoreProgress<'a> {
@@ -42,22 +41,15 @@ impl<'a> StoreProgress<'a> {
             metrics,
             shutdown,
             step_started: None,
-            interrupted: false,
         }
-    }
-
-    /// Whether a step was refused because the daemon is shutting down.
-    pub fn interrupted(&self) -> bool {
-        self.interrupted
     }
 }
 
 #[async_trait]
 impl Progress for StoreProgress<'_> {
-    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), String> {
+    async fn record(&mut self, step: StepName, event: StepEvent<'_>) -> Result<(), ProgressError> {
         if event == StepEvent::Started && self.shutdown.is_cancelled() {
-            self.interrupted = true;
-            return Err("the daemon is shutting down".into());
+            return Err(ProgressError::ShuttingDown);
         }
         // The crash tests' barriers (see `testhook`): the action is complete, its end is not
         // recorded; the start is on disk, the action not begun.
@@ -67,7 +59,10 @@ impl Progress for StoreProgress<'_> {
         self.store
             .record_step(self.job, step, event)
             .await
-            .map_err(|e| format!("cannot record step {step}: {e}"))?;
+            .map_err(|e| ProgressError::NotRecorded {
+                step,
+                cause: Box::new(e),
+            })?;
         if event == StepEvent::Started {
             testhook::barrier("before_action", step.as_str()).await;
         }
