@@ -280,4 +280,10 @@ pub struct ServeArgs {
     /// Finished jobs older than this many days are pruned [default: 7].
     #[arg(long, value_name = "DAYS")]
     pub keep_days: Option<u64>,
+
+    /// Seconds between reconcile passes, which bring the host back in line with the records
+    /// (containers that should run are started, broken networks repaired); 0 runs a pass only
+    /// at start [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub reconcile_interval: Option<u64>,
 }

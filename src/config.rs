@@ -17,6 +17,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/creepy-meow";
 /// Default LXC path.
 pub const DEFAULT_LXC_PATH: &str = "/var/lib/lxc";
+/// Default seconds between reconcile passes.
+pub const DEFAULT_RECONCILE_SECS: u64 = 30;
 /// Default LXC template (works offline).
 pub const DEFAULT_TEMPLATE: &str = "busybox";
 
@@ -40,6 +42,7 @@ pub struct ConfigFile {
     max_queued: Option<usize>,
     keep_jobs: Option<usize>,
     keep_days: Option<u64>,
+    reconcile_interval: Option<u64>,
 }
 
 impl ConfigFile {
@@ -75,6 +78,8 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Start paused.
     pub paused: bool,
+    /// Time between reconcile passes; zero: only at start.
+    pub reconcile_every: std::time::Duration,
     /// Store limits.
     pub store: StoreOptions,
 }
@@ -149,6 +154,11 @@ impl DaemonConfig {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             paused: args.paused || file.paused.unwrap_or(false),
+            reconcile_every: std::time::Duration::from_secs(
+                args.reconcile_interval
+                    .or(file.reconcile_interval)
+                    .unwrap_or(DEFAULT_RECONCILE_SECS),
+            ),
             store,
         })
     }

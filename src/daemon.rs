@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::fabric::{ensure_fabric, FabricError};
 use crate::metrics::Metrics;
 use crate::queue::{JobStore, QueueError};
+use crate::reconcile::Reconciler;
 use crate::sys::Host;
 use crate::worker::{QueueControl, Worker};
 
@@ -53,6 +54,19 @@ impl DaemonError {
     }
 }
 
+/// Binds the API's listener; returns it with the address bound (a port 0 resolved).
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
+    let failed = |source| DaemonError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, addr))
+}
+
 /// Runs the daemon on `host` until `shutdown` fires. `ready` receives the bound address once
 /// the API is accepting requests.
 ///
@@ -70,7 +84,7 @@ pub async fn run(
     for action in &actions {
         tracing::info!(%action, "fabric repaired");
     }
-    let engine = Engine::new(host, cfg.fabric.clone());
+    let engine = Engine::new(host.clone(), cfg.fabric.clone());
     let control = QueueControl::new(cfg.paused);
     let metrics = Arc::new(Metrics::default());
     let worker = Worker {
@@ -87,19 +101,20 @@ pub async fn run(
             "reconciled jobs interrupted by the last stop"
         );
     }
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
+    let reconciler = Arc::new(Reconciler::new(
+        store.clone(),
+        host,
+        cfg.fabric.clone(),
+        control.clone(),
+        metrics.clone(),
+    ));
+    // Before the worker takes a job: what should run is queued to start now.
+    if let Err(e) = reconciler.pass().await {
+        tracing::error!(error = %e, "the reconcile pass at start failed");
+    }
+    let (listener, addr) = bind(cfg.listen).await?;
     let pruner = store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
+    let reconcile_loop = reconciler.spawn_loop(cfg.reconcile_every, shutdown.clone());
     let worker_task = tokio::spawn(worker.run());
     let state = Arc::new(AppState {
         store,
@@ -107,6 +122,7 @@ pub async fn run(
         control,
         token: cfg.token.clone(),
         metrics,
+        reconciler,
     });
     tracing::info!(%addr, paused = cfg.paused, "serving");
     if let Some(tx) = ready {
@@ -115,6 +131,9 @@ pub async fn run(
     api::serve(state, listener, shutdown).await;
     let _ = worker_task.await;
     let _ = pruner.await;
+    if let Some(task) = reconcile_loop {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -21,6 +21,9 @@
 //! - [`fabric`]: the per-server host fabric (`vxlanV` enslaved to `brV`, the host address on
 //!   the bridge), planned as a pure diff against the kernel and applied idempotently; `setup`
 //!   runs it at boot, `serve` ensures it at start;
+//! - [`reconcile`]: the records are the desired state; a pass at start, periodically and on
+//!   demand compares them with the host and repairs drift through jobs (a start, a network
+//!   repair), never recreating a lost rootfs nor touching what it did not make;
 //! - [`daemon`]: `serve`'s start-up order (store, fabric, recovery, API and worker) and its
 //!   life until shutdown; [`config`]: its flags over a TOML file over defaults;
 //! - [`cli`], [`commands`] and [`client`]: the `creepy-meow` binary's subcommands (`main.rs`
@@ -43,6 +46,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod reconcile;
 pub mod spec;
 pub mod steps;
 pub mod sys;

@@ -11,7 +11,13 @@ use crate::queue::JobState;
 pub struct Metrics {
     /// step name -> (count, total seconds).
     steps: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    /// (metric, kind) -> count: drift found and repairs queued by reconcile passes.
+    reconcile: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
+
+/// The reconcile counters' metric names.
+const DRIFT: &str = "creepy_meow_drift_total";
+const REPAIRS: &str = "creepy_meow_repairs_total";
 
 /// What the store says at the moment of a scrape.
 pub struct Snapshot {
@@ -30,6 +36,21 @@ impl Metrics {
         let entry = steps.entry(step).or_default();
         entry.0 += 1;
         entry.1 += seconds;
+    }
+
+    /// Counts drift of `kind` found by a reconcile pass.
+    pub fn observe_drift(&self, kind: &'static str) {
+        self.count(DRIFT, kind);
+    }
+
+    /// Counts a repair job of `kind` queued by a reconcile pass.
+    pub fn observe_repair(&self, kind: &'static str) {
+        self.count(REPAIRS, kind);
+    }
+
+    fn count(&self, metric: &'static str, kind: &'static str) {
+        let mut counts = self.reconcile.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((metric, kind)).or_default() += 1;
     }
 
     /// The exposition text.
@@ -69,6 +90,24 @@ impl Metrics {
                 "creepy_meow_step_duration_seconds_count{{step=\"{step}\"}} {count}"
             );
         }
+        drop(steps);
+        self.render_reconcile(&mut out);
         out
+    }
+
+    fn render_reconcile(&self, out: &mut String) {
+        let counts = self.reconcile.lock().unwrap_or_else(|e| e.into_inner());
+        for (metric, help) in [
+            (DRIFT, "Drift found by reconcile passes, by kind."),
+            (REPAIRS, "Repair jobs queued by reconcile passes, by kind."),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} counter");
+            for ((m, kind), n) in counts.iter() {
+                if *m == metric {
+                    let _ = writeln!(out, "{metric}{{kind=\"{kind}\"}} {n}");
+                }
+            }
+        }
     }
 }

@@ -44,6 +44,8 @@ pub enum StepName {
     DeleteVeth,
     /// `lxc-destroy` and the container's directory.
     DestroyContainer,
+    /// `lxc-stop` with a grace period (the container's init is asked to halt), then a kill.
+    ShutdownContainer,
 }
 
 impl StepName {
@@ -62,6 +64,30 @@ impl StepName {
         Self::DestroyContainer,
     ];
 
+    /// A start's steps: the container, then its network again (it died with the container's
+    /// network namespace; a stale host veth, if any, goes first).
+    pub const START: [Self; 4] = [
+        Self::StartContainer,
+        Self::DeleteVeth,
+        Self::CreateVeth,
+        Self::ConfigureNetwork,
+    ];
+
+    /// A stop's steps.
+    pub const STOP: [Self; 1] = [Self::ShutdownContainer];
+
+    /// A restart's steps: a stop, then a start.
+    pub const RESTART: [Self; 5] = [
+        Self::ShutdownContainer,
+        Self::StartContainer,
+        Self::DeleteVeth,
+        Self::CreateVeth,
+        Self::ConfigureNetwork,
+    ];
+
+    /// A network repair's steps, on a running container: its veth pair and `eth0` made again.
+    pub const REPAIR: [Self; 3] = [Self::DeleteVeth, Self::CreateVeth, Self::ConfigureNetwork];
+
     /// The name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +98,7 @@ impl StepName {
             Self::StopContainer => "stop_container",
             Self::DeleteVeth => "delete_veth",
             Self::DestroyContainer => "destroy_container",
+            Self::ShutdownContainer => "shutdown_container",
         }
     }
 }
@@ -89,6 +116,7 @@ impl FromStr for StepName {
         Self::CREATE
             .into_iter()
             .chain(Self::DESTROY)
+            .chain(Self::STOP)
             .find(|n| n.as_str() == s)
             .ok_or_else(|| format!("no step is named {s:?}"))
     }
@@ -127,7 +155,7 @@ mod tests {
     use super::*;
 
     /// Every name a job has ever been stored with, written out: these must keep parsing.
-    const STORED: [&str; 7] = [
+    const STORED: [&str; 8] = [
         "create_container",
         "start_container",
         "create_veth",
@@ -135,6 +163,7 @@ mod tests {
         "stop_container",
         "delete_veth",
         "destroy_container",
+        "shutdown_container",
     ];
 
     #[test]
@@ -154,6 +183,17 @@ mod tests {
         let create: Vec<&str> = StepName::CREATE.iter().map(|s| s.as_str()).collect();
         assert_eq!(create, STORED[..4]);
         let destroy: Vec<&str> = StepName::DESTROY.iter().map(|s| s.as_str()).collect();
-        assert_eq!(destroy, STORED[4..]);
+        assert_eq!(destroy, STORED[4..7]);
+        let restart: Vec<&str> = StepName::RESTART.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            restart,
+            [
+                "shutdown_container",
+                "start_container",
+                "delete_veth",
+                "create_veth",
+                "configure_network"
+            ]
+        );
     }
 }

@@ -604,6 +604,7 @@ async fn info_during_a_queued_create_says_absent_creating_and_names_the_job() {
             "id": 5, "name": "container5", "vlan": 2, "ip": "192.168.2.5/24", "gateway": null,
             "state": "ABSENT", "pid": null, "mtu": null, "host_veth": null, "bridge": "br2",
             "record_state": "creating", "job_id": job_id(&job),
+            "desired_state": "running", "health": null, "problems": [],
         })
     );
     d.post("/api/queue/resume").await;
@@ -612,6 +613,11 @@ async fn info_during_a_queued_create_says_absent_creating_and_names_the_job() {
     assert_eq!(
         (&info["state"], &info["record_state"], &info["job_id"]),
         (&json!("RUNNING"), &json!("active"), &Value::Null),
+        "{info}"
+    );
+    assert_eq!(
+        (&info["health"], &info["problems"]),
+        (&json!("ok"), &json!([])),
         "{info}"
     );
     d.stop().await;

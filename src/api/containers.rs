@@ -6,9 +6,11 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{parse_create, BodyFormat};
-use super::{json_reply, off_reactor, AppState};
+use super::{json_reply, off_reactor, AppState, Request};
 use crate::model::ContainerId;
-use crate::queue::{Job, JobStore};
+use crate::queue::{ContainerRecordState, Job, JobStore, Lifecycle, Origin};
+use crate::reconcile::classify::Health;
+use time::format_description::well_known::Rfc3339;
 
 fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
     raw.parse()
@@ -56,8 +58,20 @@ pub async fn create(
 
 /// `GET /api/container/list`: the IDs of containers that exist (created and not destroyed).
 /// Served from the store's cache while no write changed the records; otherwise the store reads
-/// every record, on the blocking pool.
-pub async fn list(state: &AppState) -> Result<Response, ApiError> {
+/// every record, on the blocking pool. With `?detail=1`, each container with its record state,
+/// desired state and health (as the last reconcile pass found it).
+pub async fn list(state: &AppState, req: &Request) -> Result<Response, ApiError> {
+    let params = req.params()?;
+    match params.get("detail").map(String::as_str) {
+        None | Some("0") => {}
+        Some("1") => return list_detail(state).await,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "detail",
+                format!("detail must be 0 or 1, not {other:?}"),
+            ))
+        }
+    }
     let ids = match state.store.cached_listed() {
         Some(ids) => ids,
         None => off_reactor(state, JobStore::listed).await?,
@@ -68,7 +82,32 @@ pub async fn list(state: &AppState) -> Result<Response, ApiError> {
     ))
 }
 
-/// `GET /api/container/info/<ID>`: the record joined with what LXC and the kernel show.
+async fn list_detail(state: &AppState) -> Result<Response, ApiError> {
+    let records = off_reactor(state, JobStore::records).await?;
+    let last = state.reconciler.last();
+    let containers: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|r| r.state != ContainerRecordState::Creating)
+        .map(|r| {
+            let health = last.as_ref().and_then(|l| l.health.get(&r.id));
+            json!({
+                "id": r.id,
+                "record_state": r.state,
+                "desired_state": r.desired,
+                "health": health.map(Health::as_str),
+            })
+        })
+        .collect();
+    let checked_at = last.map(|l| l.finished_at);
+    let checked_at = checked_at.and_then(|t| t.format(&Rfc3339).ok());
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "containers": containers, "health_checked_at": checked_at }),
+    ))
+}
+
+/// `GET /api/container/info/<ID>`: the record joined with what LXC and the kernel show now,
+/// and its health against its desired state.
 pub async fn info(state: &AppState, raw: &str) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
     let Some(rec) = state.store.container(id)? else {
@@ -76,7 +115,23 @@ pub async fn info(state: &AppState, raw: &str) -> Result<Response, ApiError> {
             "container {id} does not exist"
         )));
     };
-    let facts = state.engine.inspect(id).await?;
+    let (obs, health, veth) = state
+        .reconciler
+        .inspect(&rec)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let lxc_state = match (obs.config, obs.pid) {
+        (false, _) => "ABSENT",
+        (true, Some(_)) => "RUNNING",
+        (true, None) => "STOPPED",
+    };
+    // A job holding the record is changing the container: its health is not judged meanwhile.
+    let judged = rec.job_id.is_none() && rec.state != ContainerRecordState::Leftover;
+    let (health, problems) = match (&health, judged) {
+        (_, false) => (None, Vec::new()),
+        (Health::Degraded(p), true) => (Some(health.as_str()), p.clone()),
+        (h, true) => (Some(h.as_str()), Vec::new()),
+    };
     let body = json!({
         "id": rec.id,
         "name": id.container_name(),
@@ -84,14 +139,30 @@ pub async fn info(state: &AppState, raw: &str) -> Result<Response, ApiError> {
         "ip": rec.ip,
         "gateway": rec.gateway,
         "record_state": rec.state,
+        "desired_state": rec.desired,
+        "health": health,
+        "problems": problems,
         "job_id": rec.job_id,
-        "state": facts.as_ref().map_or("ABSENT", |f| f.state.as_str()),
-        "pid": facts.as_ref().and_then(|f| f.pid),
-        "mtu": facts.as_ref().and_then(|f| f.mtu),
-        "host_veth": facts.as_ref().and_then(|f| f.host_veth.clone()),
+        "state": lxc_state,
+        "pid": obs.pid,
+        "mtu": veth.as_ref().map(|l| l.mtu),
+        "host_veth": veth.map(|l| l.name),
         "bridge": rec.vlan.bridge_name(),
     });
     Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// `POST /api/container/<ID>/start|stop|restart`: 202 + job, like a create.
+pub async fn lifecycle(state: &AppState, raw: &str, op: Lifecycle) -> Result<Response, ApiError> {
+    let id = parse_id(raw)?;
+    let job = state
+        .store
+        .enqueue_lifecycle(id, op, Origin::Operator)
+        .await?;
+    tracing::info!(job_id = %job.id, container_id = %id, kind = job.kind.as_str(), "job accepted");
+    state.control.wake_worker();
+    state.control.job_changed();
+    Ok(accepted(&job, json!({})))
 }
 
 /// `DELETE /api/container/<ID>`.

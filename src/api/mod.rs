@@ -2,13 +2,15 @@
 //! queue state and metrics. Handlers never block: the only slow thing a create waits for is
 //! the group-committed flush, which runs on its own thread.
 //!
-//! Routing is one list of paths (`Endpoint`) and one match over method and endpoint (`dispatch`), so every answer — also
-//! for unknown paths, wrong methods and oversized bodies — is the same JSON error shape.
+//! Routing is one list of paths (`Endpoint`) and one match over method and endpoint
+//! (`dispatch`), so every answer — also for unknown paths, wrong methods and oversized bodies —
+//! is the same JSON error shape.
 
 pub mod auth;
 mod containers;
 pub mod error;
 mod jobs;
+mod reconcile;
 pub mod request;
 
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use warp::{Filter, Reply};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::queue::{JobStore, QueueError};
+use crate::queue::{JobStore, Lifecycle, QueueError};
 use crate::worker::QueueControl;
 use error::ApiError;
 
@@ -44,6 +46,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Step timings.
     pub metrics: Arc<Metrics>,
+    /// Reconcile passes on demand, and the last report.
+    pub reconciler: Arc<crate::reconcile::Reconciler>,
 }
 
 /// Serves the API on `listener` until `shutdown` fires.
@@ -211,9 +215,12 @@ async fn dispatch(
             let bytes = read_body(body).await?;
             containers::create(state, format, &bytes).await
         }
-        (Method::GET, Endpoint::List) => containers::list(state).await,
+        (Method::GET, Endpoint::List) => containers::list(state, req).await,
         (Method::GET, Endpoint::Info(id)) => containers::info(state, id).await,
         (Method::DELETE, Endpoint::Container(id)) => containers::destroy(state, id).await,
+        (Method::POST, Endpoint::Lifecycle(id, op)) => containers::lifecycle(state, id, op).await,
+        (Method::GET, Endpoint::Reconcile) => reconcile::last(state),
+        (Method::POST, Endpoint::Reconcile) => reconcile::run(state).await,
         (Method::GET, Endpoint::Jobs) => jobs::list(state, req).await,
         (Method::GET, Endpoint::Job(id)) => jobs::get(state, id),
         (Method::GET, Endpoint::Wait(id)) => jobs::wait(state, id, req).await,
@@ -247,6 +254,8 @@ enum Endpoint<'p> {
     List,
     Info(&'p str),
     Container(&'p str),
+    Lifecycle(&'p str, Lifecycle),
+    Reconcile,
     Jobs,
     Job(&'p str),
     Wait(&'p str),
@@ -265,6 +274,10 @@ impl<'p> Endpoint<'p> {
             ["api", "container", "list"] => Self::List,
             ["api", "container", "info", id] => Self::Info(id),
             ["api", "container", id] => Self::Container(id),
+            ["api", "container", id, "start"] => Self::Lifecycle(id, Lifecycle::Start),
+            ["api", "container", id, "stop"] => Self::Lifecycle(id, Lifecycle::Stop),
+            ["api", "container", id, "restart"] => Self::Lifecycle(id, Lifecycle::Restart),
+            ["api", "reconcile"] => Self::Reconcile,
             ["api", "jobs"] => Self::Jobs,
             ["api", "jobs", id] => Self::Job(id),
             ["api", "jobs", id, "wait"] => Self::Wait(id),

@@ -224,14 +224,39 @@ impl Engine {
         Ok(self.host.reaper.reap(job).await?)
     }
 
-    /// Undoes every create step for `spec`, whatever state an interrupted attempt left.
+    /// Undoes every step of `plan` for `spec`, whatever state an interrupted attempt left.
     pub async fn roll_back(
         &self,
+        plan: &[StepName],
         spec: &CreateSpec,
         progress: &mut dyn Progress,
     ) -> Vec<(StepName, StepError)> {
         let mut ctx = StepCtx::new(&self.host, spec);
-        undo_steps(&StepName::CREATE, &mut ctx, progress).await
+        undo_steps(plan, &mut ctx, progress).await
+    }
+
+    /// Runs `plan` (a start, stop, restart or repair) on existing container `spec`: rolled
+    /// back on a failure when `roll_back`, else stopped at the failed step (its steps are
+    /// idempotent and the job can run again).
+    ///
+    /// # Errors
+    /// [`EngineError::Create`] after a rolled-back failure, [`EngineError::Step`] otherwise.
+    pub async fn run_plan(
+        &self,
+        plan: &[StepName],
+        spec: &CreateSpec,
+        roll_back: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<(), EngineError> {
+        let mut ctx = StepCtx::new(&self.host, spec);
+        if roll_back {
+            run_steps(plan, &mut ctx, progress).await?;
+        } else {
+            run_forward(plan, &mut ctx, progress)
+                .await
+                .map_err(|(step, error)| EngineError::Step { step, error })?;
+        }
+        Ok(())
     }
 
     /// Stops and destroys `container<ID>` and removes its host veth. Returns whether there was

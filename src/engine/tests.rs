@@ -160,7 +160,10 @@ async fn roll_back_cleans_up_a_create_interrupted_anywhere() {
     let (engine, net) = engine().await;
     let s = spec(5, 2, "192.168.2.5/24");
     engine.create(&s, &mut NoProgress).await.unwrap();
-    assert!(engine.roll_back(&s, &mut NoProgress).await.is_empty());
+    assert!(engine
+        .roll_back(&StepName::CREATE, &s, &mut NoProgress)
+        .await
+        .is_empty());
     assert!(engine.inspect(s.id).await.unwrap().is_none());
     assert!(net.link("vethc_br5").await.unwrap().is_none());
 }

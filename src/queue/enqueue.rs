@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::committer::BatchedWrite;
 use super::db::{Tx, TxResult};
-use super::job::{ContainerRecord, ContainerRecordState, Job, JobRequest};
+use super::job::{ContainerRecord, ContainerRecordState, Job, JobRequest, Lifecycle, Origin};
 use super::store::JobStore;
 use super::{Conflict, QueueError};
 use crate::model::ContainerId;
@@ -24,6 +24,26 @@ impl JobStore {
         let write = create_write(self.inner.opts.max_queued, spec);
         let job = self.inner.committer.write(write).await?;
         tracing::info!(job_id = %job.id, container_id = %job.container_id, "create queued");
+        Ok(job)
+    }
+
+    /// Queues `op` on existing container `id` for `origin`; the job holds the container until
+    /// it ends. Returns once the job is on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::NotFound`] when there is no such container; [`QueueError::Conflict`]
+    /// when a job holds it or it is not in service; [`QueueError::QueueFull`];
+    /// [`QueueError::Storage`].
+    pub async fn enqueue_lifecycle(
+        &self,
+        id: ContainerId,
+        op: Lifecycle,
+        origin: Origin,
+    ) -> Result<Job, QueueError> {
+        let max = self.inner.opts.max_queued;
+        let write = Box::new(move |tx: &Tx<'_>| reserve_lifecycle(tx, max, id, op, origin));
+        let job = self.inner.committer.write(write).await?;
+        tracing::info!(job_id = %job.id, container_id = %id, kind = job.kind.as_str(), "job queued");
         Ok(job)
     }
 
@@ -73,7 +93,13 @@ fn reserve_create(
         .into()));
     }
     let now = OffsetDateTime::now_utc();
-    let job = match new_job(tx, max_queued, JobRequest::Create(spec.clone()), now)? {
+    let job = match new_job(
+        tx,
+        max_queued,
+        JobRequest::Create(spec.clone()),
+        Origin::Operator,
+        now,
+    )? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),
     };
@@ -94,15 +120,12 @@ fn reserve_destroy(
         ))));
     };
     if let Some(job) = rec.job_id {
-        let doing = match rec.state {
-            ContainerRecordState::Creating => "being created",
-            ContainerRecordState::Destroying => "being destroyed already",
-            ContainerRecordState::Active | ContainerRecordState::Leftover => "held",
-        };
+        let doing = held_as(rec.state);
         return Ok(Err(Conflict::Busy { id, doing, job }.into()));
     }
     let now = OffsetDateTime::now_utc();
-    let job = match new_job(tx, max_queued, JobRequest::Destroy { id }, now)? {
+    let request = JobRequest::Destroy { id };
+    let job = match new_job(tx, max_queued, request, Origin::Operator, now)? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),
     };
@@ -112,18 +135,67 @@ fn reserve_destroy(
     Ok(Ok(job))
 }
 
-/// Adds a queued job for `request` if fewer than `max` wait; `Ok(Err(_))` when the queue is
-/// full.
+/// `op` on container `id` inside a transaction: `Ok(Err(_))` when refused (nothing written).
+fn reserve_lifecycle(
+    tx: &Tx<'_>,
+    max_queued: usize,
+    id: ContainerId,
+    op: Lifecycle,
+    origin: Origin,
+) -> TxResult<Result<Job, QueueError>> {
+    let Some(mut rec) = tx.record(id)? else {
+        return Ok(Err(QueueError::NotFound(format!(
+            "container {id} does not exist"
+        ))));
+    };
+    if let Some(job) = rec.job_id {
+        let doing = held_as(rec.state);
+        return Ok(Err(Conflict::Busy { id, doing, job }.into()));
+    }
+    if rec.state != ContainerRecordState::Active {
+        let state = rec.state;
+        return Ok(Err(Conflict::NotInService { id, state }.into()));
+    }
+    let spec = CreateSpec {
+        id,
+        vlan: rec.vlan,
+        ip: rec.ip,
+        gateway: rec.gateway,
+    };
+    let now = OffsetDateTime::now_utc();
+    let job = match new_job(tx, max_queued, op.request(spec), origin, now)? {
+        Ok(job) => job,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    rec.job_id = Some(job.id);
+    tx.put_record(&rec)?;
+    Ok(Ok(job))
+}
+
+/// What the job holding a record in `state` does to it, in words.
+fn held_as(state: ContainerRecordState) -> &'static str {
+    match state {
+        ContainerRecordState::Creating => "being created",
+        ContainerRecordState::Destroying => "being destroyed already",
+        ContainerRecordState::Active
+        | ContainerRecordState::Leftover
+        | ContainerRecordState::Missing => "held",
+    }
+}
+
+/// Adds a queued job for `request` by `origin` if fewer than `max` wait; `Ok(Err(_))` when
+/// the queue is full.
 fn new_job(
     tx: &Tx<'_>,
     max: usize,
     request: JobRequest,
+    origin: Origin,
     now: OffsetDateTime,
 ) -> TxResult<Result<Job, QueueError>> {
     if tx.queued()? >= max as u64 {
         return Ok(Err(QueueError::QueueFull { max }));
     }
-    let job = Job::new(request, tx.next_seq()?, now);
+    let job = Job::new(request, origin, tx.next_seq()?, now);
     tx.add_job(&job)?;
     tx.push_pending(&job)?;
     Ok(Ok(job))

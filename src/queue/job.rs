@@ -22,16 +22,91 @@ pub enum JobKind {
     Create,
     /// Destroys a container.
     Destroy,
+    /// Starts a stopped container, with its network.
+    Start,
+    /// Stops a container (graceful, then a kill).
+    Stop,
+    /// Stops, then starts a container.
+    Restart,
+    /// Makes a running container's network again (reconciliation).
+    Repair,
 }
 
 impl JobKind {
-    /// The kind as stored and shown (`create`, `destroy`).
+    /// The kind as stored and shown (`create`, `destroy`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "create",
             Self::Destroy => "destroy",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Repair => "repair",
         }
     }
+
+    /// Whether a failed or interrupted job of this kind is rolled back (its steps undone,
+    /// newest first), or left to be run again (its steps are idempotent).
+    pub fn rolls_back(self) -> bool {
+        matches!(self, Self::Create | Self::Start | Self::Restart)
+    }
+
+    /// The desired state a container has once a job of this kind succeeded, if it sets one.
+    pub fn desired_after(self) -> Option<DesiredState> {
+        match self {
+            Self::Create | Self::Start | Self::Restart => Some(DesiredState::Running),
+            Self::Stop => Some(DesiredState::Stopped),
+            Self::Destroy | Self::Repair => None,
+        }
+    }
+}
+
+/// What can be asked of an existing container, as a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Start it with its network.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Stop, then start it.
+    Restart,
+    /// Make its network again.
+    Repair,
+}
+
+impl Lifecycle {
+    /// The request for container `spec`.
+    pub fn request(self, spec: CreateSpec) -> JobRequest {
+        match self {
+            Self::Start => JobRequest::Start(spec),
+            Self::Stop => JobRequest::Stop(spec),
+            Self::Restart => JobRequest::Restart(spec),
+            Self::Repair => JobRequest::Repair(spec),
+        }
+    }
+}
+
+/// Who asked for a job. Reconciliation's repairs wait behind every job an operator asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Through the API.
+    #[default]
+    Operator,
+    /// A reconcile pass, to repair drift.
+    Reconcile,
+}
+
+/// What should run: the container's desired state, which only jobs change (never a reboot, a
+/// crash, or an `lxc-stop` by hand).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// Running with its network (after a create, a start or a restart).
+    #[default]
+    Running,
+    /// Stopped (after a stop).
+    Stopped,
 }
 
 /// What was asked, kept whole so a job can run (or be rolled back) after a restart.
@@ -45,6 +120,14 @@ pub enum JobRequest {
         /// The container.
         id: ContainerId,
     },
+    /// Start this existing container (its record, as the job was queued).
+    Start(CreateSpec),
+    /// Stop it.
+    Stop(CreateSpec),
+    /// Restart it.
+    Restart(CreateSpec),
+    /// Repair its network.
+    Repair(CreateSpec),
 }
 
 impl JobRequest {
@@ -53,14 +136,22 @@ impl JobRequest {
         match self {
             Self::Create(_) => JobKind::Create,
             Self::Destroy { .. } => JobKind::Destroy,
+            Self::Start(_) => JobKind::Start,
+            Self::Stop(_) => JobKind::Stop,
+            Self::Restart(_) => JobKind::Restart,
+            Self::Repair(_) => JobKind::Repair,
         }
     }
 
     /// The container the request is about.
     pub fn container_id(&self) -> ContainerId {
         match self {
-            Self::Create(spec) => spec.id,
             Self::Destroy { id } => *id,
+            Self::Create(spec)
+            | Self::Start(spec)
+            | Self::Stop(spec)
+            | Self::Restart(spec)
+            | Self::Repair(spec) => spec.id,
         }
     }
 
@@ -69,6 +160,22 @@ impl JobRequest {
         match self {
             Self::Create(_) => &StepName::CREATE,
             Self::Destroy { .. } => &StepName::DESTROY,
+            Self::Start(_) => &StepName::START,
+            Self::Stop(_) => &StepName::STOP,
+            Self::Restart(_) => &StepName::RESTART,
+            Self::Repair(_) => &StepName::REPAIR,
+        }
+    }
+
+    /// The container's record as the request knows it (every kind but destroy carries it).
+    pub fn spec(&self) -> Option<&CreateSpec> {
+        match self {
+            Self::Destroy { .. } => None,
+            Self::Create(spec)
+            | Self::Start(spec)
+            | Self::Stop(spec)
+            | Self::Restart(spec)
+            | Self::Repair(spec) => Some(spec),
         }
     }
 }
@@ -195,8 +302,11 @@ pub struct Job {
     pub id: Uuid,
     /// Position in enqueue order; the worker takes the lowest queued first.
     pub seq: u64,
-    /// Create or destroy.
+    /// Create, destroy, start, ...
     pub kind: JobKind,
+    /// Who asked for it.
+    #[serde(default)]
+    pub origin: Origin,
     /// The container the job is about.
     pub container_id: ContainerId,
     /// What was asked.
@@ -222,12 +332,14 @@ pub struct Job {
 }
 
 impl Job {
-    /// A new queued job for `request`, at position `seq`, with every step pending.
-    pub fn new(request: JobRequest, seq: u64, now: OffsetDateTime) -> Self {
+    /// A new queued job for `request` asked by `origin`, at position `seq`, with every step
+    /// pending.
+    pub fn new(request: JobRequest, origin: Origin, seq: u64, now: OffsetDateTime) -> Self {
         Self {
             id: Uuid::new_v4(),
             seq,
             kind: request.kind(),
+            origin,
             container_id: request.container_id(),
             steps: request
                 .step_names()
@@ -324,9 +436,31 @@ pub enum ContainerRecordState {
     Active,
     /// A destroy job is pending or running.
     Destroying,
+    /// Reconciliation found its rootfs gone: it is never made again under this name; the ID
+    /// and address stay reserved until a destroy.
+    Missing,
     /// A create failed and its rollback could not undo everything: what is left on the host
     /// keeps the ID and address reserved until a destroy removes it.
     Leftover,
+}
+
+impl ContainerRecordState {
+    /// The state as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Active => "active",
+            Self::Destroying => "destroying",
+            Self::Leftover => "leftover",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+impl fmt::Display for ContainerRecordState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The ledger entry that holds a container ID and its `(vlan, address)` from the moment a
@@ -344,6 +478,9 @@ pub struct ContainerRecord {
     pub gateway: Option<Ipv4Addr>,
     /// Where it is.
     pub state: ContainerRecordState,
+    /// Whether it should run.
+    #[serde(default)]
+    pub desired: DesiredState,
     /// The job pending or running on it, if any.
     #[serde(default)]
     pub job_id: Option<Uuid>,
@@ -361,6 +498,7 @@ impl ContainerRecord {
             ip: spec.ip,
             gateway: spec.gateway,
             state: ContainerRecordState::Creating,
+            desired: DesiredState::Running,
             job_id: Some(job),
             created_at: now,
         }

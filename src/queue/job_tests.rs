@@ -2,7 +2,7 @@
 
 use time::macros::datetime;
 
-use super::job::{Job, JobKind, JobRequest, JobState, StepState};
+use super::job::{Job, JobKind, JobRequest, JobState, Origin, StepState};
 use super::test_support::{cid, spec};
 use super::QueueError;
 use crate::spec::{StepEvent, StepName};
@@ -54,6 +54,7 @@ fn terminal_states_are_the_ends() {
 fn transition_refuses_with_both_states() {
     let mut job = Job::new(
         JobRequest::Create(spec(5, 2, 5)),
+        Origin::Operator,
         1,
         datetime!(2024-01-01 0:00 UTC),
     );
@@ -80,7 +81,7 @@ fn transition_refuses_with_both_states() {
 #[test]
 fn new_jobs_list_their_steps_pending() {
     let now = datetime!(2024-01-01 0:00 UTC);
-    let create = Job::new(JobRequest::Create(spec(5, 2, 5)), 1, now);
+    let create = Job::new(JobRequest::Create(spec(5, 2, 5)), Origin::Operator, 1, now);
     assert_eq!(create.kind, JobKind::Create);
     assert_eq!(create.container_id, cid(5));
     let names: Vec<&str> = create.steps.iter().map(|s| s.name.as_str()).collect();
@@ -95,7 +96,7 @@ fn new_jobs_list_their_steps_pending() {
     );
     assert!(create.steps.iter().all(|s| s.state == StepState::Pending));
 
-    let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, 2, now);
+    let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, Origin::Operator, 2, now);
     assert_eq!(destroy.kind, JobKind::Destroy);
     assert_eq!(destroy.container_id, cid(7));
     let names: Vec<&str> = destroy.steps.iter().map(|s| s.name.as_str()).collect();
@@ -110,7 +111,7 @@ fn step_events_map_onto_records() {
     let t0 = datetime!(2024-01-01 0:00 UTC);
     let t1 = datetime!(2024-01-01 0:01 UTC);
     let t2 = datetime!(2024-01-01 0:02 UTC);
-    let mut job = Job::new(JobRequest::Create(spec(5, 2, 5)), 1, t0);
+    let mut job = Job::new(JobRequest::Create(spec(5, 2, 5)), Origin::Operator, 1, t0);
     let [first, second, ..] = StepName::CREATE;
 
     job.apply_step_event_at(first, StepEvent::Started, t1);
@@ -147,7 +148,7 @@ fn step_events_map_onto_records() {
 #[test]
 fn retry_reset_keeps_attempts() {
     let t = datetime!(2024-01-01 0:00 UTC);
-    let mut job = Job::new(JobRequest::Destroy { id: cid(3) }, 1, t);
+    let mut job = Job::new(JobRequest::Destroy { id: cid(3) }, Origin::Operator, 1, t);
     job.attempts = 2;
     job.started_at = Some(t);
     job.error = Some("boom".into());
@@ -165,7 +166,7 @@ fn retry_reset_keeps_attempts() {
 #[test]
 fn stored_json_is_lowercase_and_round_trips() {
     let t = datetime!(2024-01-02 3:04:05 UTC);
-    let job = Job::new(JobRequest::Create(spec(5, 2, 5)), 9, t);
+    let job = Job::new(JobRequest::Create(spec(5, 2, 5)), Origin::Operator, 9, t);
     let v = serde_json::to_value(&job).unwrap();
     assert_eq!(v["kind"], "create");
     assert_eq!(v["state"], "queued");
@@ -176,7 +177,7 @@ fn stored_json_is_lowercase_and_round_trips() {
     let back: Job = serde_json::from_value(v).unwrap();
     assert_eq!(back, job);
 
-    let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, 10, t);
+    let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, Origin::Operator, 10, t);
     let v = serde_json::to_value(&destroy).unwrap();
     assert_eq!(
         v["request"],

@@ -36,8 +36,8 @@ mod store;
 mod write;
 
 pub use job::{
-    ContainerRecord, ContainerRecordState, Job, JobKind, JobRequest, JobState, StepRecord,
-    StepState,
+    ContainerRecord, ContainerRecordState, DesiredState, Job, JobKind, JobRequest, JobState,
+    Lifecycle, Origin, StepRecord, StepState,
 };
 pub use store::{JobStore, StoreOptions};
 
@@ -61,6 +61,14 @@ pub enum Conflict {
         id: ContainerId,
         /// The job.
         job: Uuid,
+    },
+    /// A start, stop or restart of a container that is not in service.
+    #[error("container {id} is {state}: only a destroy applies to it")]
+    NotInService {
+        /// The container.
+        id: ContainerId,
+        /// Its record's state.
+        state: ContainerRecordState,
     },
     /// A create of a container that exists.
     #[error("container {0} already exists")]

@@ -158,6 +158,14 @@ impl JobStore {
         self.inner.listed.at(self.inner.trees.containers_gen())
     }
 
+    /// Every container record, by ID (a scan: call it off the reactor).
+    ///
+    /// # Errors
+    /// When sled fails or a record does not decode.
+    pub fn records(&self) -> Result<Vec<ContainerRecord>, QueueError> {
+        self.inner.trees.records().collect()
+    }
+
     /// Runs `f` as one transaction over every tree; sled retries it on a conflict.
     pub(super) fn transact<A>(&self, f: impl Fn(&Tx<'_>) -> TxResult<A>) -> Result<A, QueueError> {
         self.inner.trees.transact(f)

@@ -10,6 +10,7 @@ use super::db::{abort, Tx, TxResult};
 use super::job::{ContainerRecordState, Job, JobKind, JobState};
 use super::store::JobStore;
 use super::{Conflict, QueueError};
+use crate::model::ContainerId;
 use crate::spec::{StepEvent, StepName};
 
 impl JobStore {
@@ -133,6 +134,29 @@ impl JobStore {
         Ok(job)
     }
 
+    /// Marks container `id` `missing` (reconciliation found its rootfs gone) unless a job holds
+    /// it or it is not in service; returns whether it did. Its ID and address stay reserved.
+    ///
+    /// # Errors
+    /// [`QueueError::Storage`].
+    pub async fn mark_missing(&self, id: ContainerId) -> Result<bool, QueueError> {
+        let marked = self.transact(|tx| {
+            let Some(mut rec) = tx.record(id)? else {
+                return Ok(false);
+            };
+            if rec.job_id.is_some() || rec.state != ContainerRecordState::Active {
+                return Ok(false);
+            }
+            rec.state = ContainerRecordState::Missing;
+            tx.put_record(&rec)?;
+            Ok(true)
+        })?;
+        if marked {
+            self.flush().await?;
+        }
+        Ok(marked)
+    }
+
     /// Cancels queued job `id`, releasing its reservation as a failure would.
     ///
     /// # Errors
@@ -190,13 +214,16 @@ fn settle(tx: &Tx<'_>, job: &Job, ending: &Ending) -> TxResult<()> {
         (JobKind::Create, Ending::Failed(_)) => None,
         (JobKind::Destroy, Ending::Succeeded) => None,
         (JobKind::Destroy, _) => Some(ContainerRecordState::Active),
+        // A start, stop, restart or repair leaves the container in service either way.
+        (_, _) => Some(rec.state),
     };
-    match kept_as {
-        Some(state) => {
-            rec.state = state;
-            rec.job_id = None;
-            tx.put_record(&rec)
-        }
-        None => tx.remove_record(&rec),
+    let Some(state) = kept_as else {
+        return tx.remove_record(&rec);
+    };
+    rec.state = state;
+    rec.job_id = None;
+    if let (Ending::Succeeded, Some(desired)) = (ending, job.kind.desired_after()) {
+        rec.desired = desired;
     }
+    tx.put_record(&rec)
 }

@@ -23,6 +23,28 @@ impl Step for CreateContainer {
     }
 }
 
+/// How long a stopped container's init has to halt before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A graceful `lxc-stop` (the init is asked to halt, then killed after [`STOP_GRACE`]). Not
+/// reverted: a stop or restart that fails after it leaves the container stopped, and its
+/// desired state says whether reconciliation starts it again.
+pub struct ShutdownContainer;
+
+#[async_trait]
+impl Step for ShutdownContainer {
+    async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        let name = ctx.id.container_name();
+        ctx.host.lxc.shutdown(&name, STOP_GRACE).await?;
+        ctx.pid = None;
+        Ok(())
+    }
+
+    async fn undo(&self, _: &mut StepCtx<'_>) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
 /// `lxc-start -d`, then wait until the init process lives in its own network namespace.
 pub struct StartContainer;
 

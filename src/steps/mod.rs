@@ -114,6 +114,7 @@ pub fn step(name: StepName) -> &'static dyn Step {
         StepName::StopContainer => &destroy::StopContainer,
         StepName::DeleteVeth => &destroy::DeleteVeth,
         StepName::DestroyContainer => &destroy::DestroyContainer,
+        StepName::ShutdownContainer => &container::ShutdownContainer,
     }
 }
 

@@ -400,4 +400,13 @@ impl NetnsOpener for FakeNetlink {
     async fn has_own_netns(&self, pid: u32) -> SysResult<bool> {
         Ok(self.world().namespaces.contains_key(&pid))
     }
+
+    async fn local_addresses(&self, pid: u32) -> SysResult<Vec<std::net::Ipv4Addr>> {
+        let ns = self.open_netns_of(pid).await?;
+        let mut out = Vec::new();
+        for link in ns.links().await? {
+            out.extend(ns.addresses(link.index).await?.iter().map(|a| a.addr));
+        }
+        Ok(out)
+    }
 }

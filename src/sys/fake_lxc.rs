@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::fake::FakeNetlink;
+use super::inventory::ContainerEntry;
 use super::lxc::{ContainerStatus, Lxc};
 use super::reap::Reaper;
 use super::{SysError, SysResult};
@@ -15,6 +16,8 @@ use super::{SysError, SysResult};
 struct State {
     /// name -> PID of its init while running.
     containers: BTreeMap<String, Option<u32>>,
+    /// Containers whose rootfs a test "deleted by hand".
+    lost_rootfs: std::collections::BTreeSet<String>,
     next_pid: u32,
 }
 
@@ -40,6 +43,24 @@ impl FakeLxc {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes container `name`'s rootfs, as an operator might by hand.
+    pub fn lose_rootfs(&self, name: &str) {
+        self.state().lost_rootfs.insert(name.into());
+    }
+
+    /// Stops container `name` behind the daemon's back (a reboot, an `lxc-stop` by hand).
+    pub fn stop_by_hand(&self, name: &str) {
+        let pid = self.state().containers.get_mut(name).and_then(Option::take);
+        if let Some(pid) = pid {
+            self.net.drop_netns(pid);
+        }
+    }
+
+    /// Adds a container the daemon never made.
+    pub fn add_foreign(&self, name: &str) {
+        self.state().containers.insert(name.into(), None);
     }
 
     /// Names of existing containers.
@@ -105,6 +126,28 @@ impl Lxc for FakeLxc {
             self.net.drop_netns(pid);
         }
         Ok(())
+    }
+
+    async fn shutdown(&self, name: &str, _: std::time::Duration) -> SysResult<()> {
+        self.net.record(format!("lxc-shutdown {name}"))?;
+        let pid = self.state().containers.get_mut(name).and_then(Option::take);
+        if let Some(pid) = pid {
+            self.net.drop_netns(pid);
+        }
+        Ok(())
+    }
+
+    async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
+        let s = self.state();
+        Ok(s.containers
+            .iter()
+            .map(|(name, pid)| ContainerEntry {
+                name: name.clone(),
+                has_config: true,
+                has_rootfs: !s.lost_rootfs.contains(name),
+                init_pid: *pid,
+            })
+            .collect())
     }
 
     async fn destroy(&self, name: &str) -> SysResult<()> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
+use super::inventory::ContainerEntry;
 use super::{process, SysError, SysResult};
 
 /// What LXC says of one container.
@@ -32,14 +33,20 @@ pub trait Lxc: Send + Sync {
     async fn exists(&self, name: &str) -> SysResult<bool>;
     /// Creates the container from the template, with networking left to us.
     async fn create(&self, name: &str) -> SysResult<()>;
-    /// Starts it in the background.
+    /// Starts it in the background; starting a running container succeeds.
     async fn start(&self, name: &str) -> SysResult<()>;
     /// Its state and init PID, or `None` when it does not exist.
     async fn status(&self, name: &str) -> SysResult<Option<ContainerStatus>>;
     /// Stops it at once (SIGKILL); stopping a stopped container succeeds.
     async fn stop(&self, name: &str) -> SysResult<()>;
+    /// Asks its init to halt, and kills it if it has not within `grace`; stopping a stopped
+    /// container succeeds.
+    async fn shutdown(&self, name: &str, grace: Duration) -> SysResult<()>;
     /// Destroys it and its rootfs; destroying an absent container succeeds.
     async fn destroy(&self, name: &str) -> SysResult<()>;
+    /// Every container under the LXC path and the init PID of each running one, read without
+    /// starting a process.
+    async fn inventory(&self) -> SysResult<Vec<ContainerEntry>>;
 }
 
 /// The container configuration every container gets: no network from LXC (`empty` gives the
@@ -112,6 +119,23 @@ fn parse_info(out: &str) -> ContainerStatus {
 }
 
 impl LxcTools {
+    /// busybox's init halts on SIGUSR1; LXC's default halt signal (SIGPWR) means nothing to
+    /// it, so a graceful `lxc-stop` would always wait out its whole grace period.
+    async fn set_halt_signal(&self, name: &str) -> SysResult<()> {
+        let config = self.path.join(name).join("config");
+        let what = format!("set the halt signal in {}", config.display());
+        let mut text = tokio::fs::read_to_string(&config)
+            .await
+            .map_err(|source| SysError::Io {
+                what: what.clone(),
+                source,
+            })?;
+        text.push_str("lxc.signal.halt = SIGUSR1\n");
+        tokio::fs::write(&config, text)
+            .await
+            .map_err(|source| SysError::Io { what, source })
+    }
+
     /// The busybox template's `rcS` runs `udhcpc` on eth0, whose "deconfig" flushes every
     /// address of eth0 when it starts: it races with the address we set, and wins sometimes.
     /// The network is ours to configure, so the DHCP client goes.
@@ -160,18 +184,28 @@ impl Lxc for LxcTools {
             .await?;
         if self.template == "busybox" {
             self.disable_dhcp_client(name).await?;
+            self.set_halt_signal(name).await?;
         }
         Ok(())
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {
-        self.tool(
-            format!("start container {name}"),
-            "lxc-start",
-            &["-n", name, "-d"],
-        )
-        .await
-        .map(drop)
+        let started = self
+            .tool(
+                format!("start container {name}"),
+                "lxc-start",
+                &["-n", name, "-d"],
+            )
+            .await;
+        match started {
+            // Starting a running container is done already (a start or restart run again
+            // after a crash): asked only when lxc-start refused, so a create pays nothing.
+            Err(e) => match self.status(name).await {
+                Ok(Some(s)) if s.state == "RUNNING" => Ok(()),
+                _ => Err(e),
+            },
+            Ok(_) => Ok(()),
+        }
     }
 
     async fn status(&self, name: &str) -> SysResult<Option<ContainerStatus>> {
@@ -198,6 +232,32 @@ impl Lxc for LxcTools {
                 )
                 .await
                 .map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || super::inventory::scan(&path))
+            .await
+            .map_err(|e| SysError::Unexpected {
+                what: "read the LXC path".into(),
+                detail: e.to_string(),
+            })?
+    }
+
+    async fn shutdown(&self, name: &str, grace: Duration) -> SysResult<()> {
+        match self.status(name).await? {
+            Some(s) if s.state != "STOPPED" => {
+                let secs = grace.as_secs().max(1).to_string();
+                self.tool(
+                    format!("shut down container {name}"),
+                    "lxc-stop",
+                    &["-n", name, "-t", &secs],
+                )
+                .await
+                .map(drop)
+            }
             _ => Ok(()),
         }
     }

@@ -11,6 +11,8 @@
 //!   own, killed with its group on a time-out;
 //! - [`reap`]: the [`Reaper`] trait, which finds and kills what a crashed run of a job left
 //!   running, and its real implementation over `/proc`;
+//! - [`inventory`]: what a reconcile pass reads without a process: container directories,
+//!   which run (from `/proc`), the addresses local to a container's namespace;
 //! - [`host`]: the bundle of them all that the engine is given;
 //! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything;
 //! - [`memory`]: the allocator's arena cap, set first thing in `main`.
@@ -21,6 +23,7 @@ pub mod fake;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake_lxc;
 pub mod host;
+pub mod inventory;
 pub mod lxc;
 pub mod memory;
 pub mod netlink;

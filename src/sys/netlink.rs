@@ -161,4 +161,8 @@ pub trait NetnsOpener: Send + Sync {
     /// Whether process `pid` already lives in a network namespace of its own. A container's
     /// init PID is visible before LXC has finished moving it into its namespace.
     async fn has_own_netns(&self, pid: u32) -> SysResult<bool>;
+
+    /// The IPv4 addresses local to the network namespace of process `pid`, read without
+    /// entering it.
+    async fn local_addresses(&self, pid: u32) -> SysResult<Vec<std::net::Ipv4Addr>>;
 }

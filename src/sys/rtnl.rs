@@ -354,4 +354,8 @@ impl NetnsOpener for RtNetnsOpener {
             .map_err(|source| SysError::Io { what, source })?;
         Ok((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()))
     }
+
+    async fn local_addresses(&self, pid: u32) -> SysResult<Vec<std::net::Ipv4Addr>> {
+        super::inventory::local_addresses(pid)
+    }
 }

@@ -91,15 +91,16 @@ impl Worker {
         if let Err(e) = self.engine.stop_leftover_tools(job.id).await {
             return vec![e.to_string()];
         }
-        match &job.request {
-            JobRequest::Create(spec) => self
+        match job.request.spec() {
+            Some(spec) if job.kind.rolls_back() => self
                 .engine
-                .roll_back(spec, &mut RecoveryProgress)
+                .roll_back(job.request.step_names(), spec, &mut RecoveryProgress)
                 .await
                 .iter()
                 .map(|(s, e)| format!("{s}: {e}"))
                 .collect(),
-            JobRequest::Destroy { .. } => Vec::new(),
+            // The others' steps are idempotent: the job simply runs again.
+            _ => Vec::new(),
         }
     }
 
@@ -160,6 +161,8 @@ impl Worker {
             &self.shutdown,
         );
         let outcome = owned_by(job.id, async {
+            let plan = job.request.step_names();
+            let roll_back = job.kind.rolls_back();
             match &job.request {
                 JobRequest::Create(spec) => self.engine.create(spec, &mut progress).await,
                 JobRequest::Destroy { id } => self
@@ -167,6 +170,13 @@ impl Worker {
                     .destroy_recorded(*id, &mut progress)
                     .await
                     .map(drop),
+                JobRequest::Start(spec)
+                | JobRequest::Stop(spec)
+                | JobRequest::Restart(spec)
+                | JobRequest::Repair(spec) => {
+                    let engine = &self.engine;
+                    engine.run_plan(plan, spec, roll_back, &mut progress).await
+                }
             }
         })
         .await;

@@ -108,6 +108,7 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
         token: opts.token.map(String::from),
         log_format: LogFormat::Text,
         paused: opts.paused,
+        reconcile_every: std::time::Duration::ZERO,
         store: StoreOptions {
             max_queued: opts.max_queued,
             ..StoreOptions::default()

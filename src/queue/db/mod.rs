@@ -40,8 +40,11 @@ pub(in crate::queue) struct Trees {
     db: sled::Db,
     /// Job ID (16 bytes) → job JSON.
     jobs: Tree,
-    /// Sequence number (u64 BE) → job ID, queued jobs only, so the first is the next to run.
+    /// Sequence number (u64 BE) → job ID, queued jobs an operator asked for, so the first is
+    /// the next to run.
     pending: Tree,
+    /// The same for reconciliation's repairs, which run only when `pending` is empty.
+    repairs: Tree,
     /// Sequence number (u64 BE) → job ID, every job: listing and pruning in enqueue order.
     order: Tree,
     /// Container ID (u32 BE) → container record JSON.
@@ -113,16 +116,18 @@ impl Trees {
         let trees = (
             &self.jobs,
             &self.pending,
+            &self.repairs,
             &self.order,
             &self.containers,
             &self.addrs,
             &self.meta,
         );
         let out = trees
-            .transaction(|(jobs, pending, order, containers, addrs, meta)| {
+            .transaction(|(jobs, pending, repairs, order, containers, addrs, meta)| {
                 f(&Tx {
                     jobs,
                     pending,
+                    repairs,
                     order,
                     containers,
                     addrs,
@@ -167,15 +172,20 @@ impl Trees {
         bytes.map(|b| decode("jobs", &id, &b)).transpose()
     }
 
-    /// The oldest queued job, if any.
+    /// The next job to run: the oldest an operator asked for, else the oldest repair.
     ///
     /// # Errors
     /// When sled fails, a record does not decode, or the queue names a missing job.
     pub(in crate::queue) fn first_pending(&self) -> Result<Option<Job>, QueueError> {
-        let first = self
-            .pending
-            .first()
-            .map_err(|e| self.storage("read the queue", e))?;
+        let mut first = None;
+        for tree in [&self.pending, &self.repairs] {
+            first = tree
+                .first()
+                .map_err(|e| self.storage("read the queue", e))?;
+            if first.is_some() {
+                break;
+            }
+        }
         let Some((key, value)) = first else {
             return Ok(None);
         };

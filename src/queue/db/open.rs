@@ -55,6 +55,7 @@ impl Trees {
         let trees = Trees {
             jobs: db.open_tree("jobs").map_err(failed)?,
             pending: db.open_tree("pending").map_err(failed)?,
+            repairs: db.open_tree("repairs").map_err(failed)?,
             order: db.open_tree("order").map_err(failed)?,
             containers: db.open_tree("containers").map_err(failed)?,
             addrs: db.open_tree("addrs").map_err(failed)?,
@@ -66,7 +67,7 @@ impl Trees {
         check_format(dir, &trees.db, &trees, existed)?;
         check_records(&trees)?;
         // The queued counter is derived; recount it so it can never drift across restarts.
-        let queued = trees.pending.len() as u64;
+        let queued = (trees.pending.len() + trees.repairs.len()) as u64;
         trees
             .meta
             .insert(META_QUEUED, &queued.to_be_bytes())

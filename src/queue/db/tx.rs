@@ -11,7 +11,7 @@ use super::codec::{
     META_QUEUED, META_SEQ,
 };
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::{ContainerRecord, Job};
+use crate::queue::job::{ContainerRecord, Job, Origin};
 use crate::queue::QueueError;
 
 /// Every tree, seen from inside one transaction.
@@ -22,8 +22,10 @@ use crate::queue::QueueError;
 pub(in crate::queue) struct Tx<'t> {
     /// Job ID → job.
     pub(super) jobs: &'t TransactionalTree,
-    /// Sequence number → job ID, queued jobs only.
+    /// Sequence number → job ID, queued operator jobs.
     pub(super) pending: &'t TransactionalTree,
+    /// Sequence number → job ID, queued repairs.
+    pub(super) repairs: &'t TransactionalTree,
     /// Sequence number → job ID, every job.
     pub(super) order: &'t TransactionalTree,
     /// Container ID → record.
@@ -76,13 +78,22 @@ impl Tx<'_> {
 
     /// Puts `job` in the queue at its sequence number.
     pub fn push_pending(&self, job: &Job) -> TxResult<()> {
-        self.pending.insert(&seq_key(job.seq), job.id.as_bytes())?;
+        self.queue_of(job)
+            .insert(&seq_key(job.seq), job.id.as_bytes())?;
         self.add_queued(1)
+    }
+
+    /// The queue `job` waits in: repairs wait behind every job an operator asked for.
+    fn queue_of(&self, job: &Job) -> &TransactionalTree {
+        match job.origin {
+            Origin::Operator => self.pending,
+            Origin::Reconcile => self.repairs,
+        }
     }
 
     /// Takes `job` out of the queue.
     pub fn remove_pending(&self, job: &Job) -> TxResult<()> {
-        if self.pending.remove(&seq_key(job.seq))?.is_some() {
+        if self.queue_of(job).remove(&seq_key(job.seq))?.is_some() {
             self.add_queued(-1)?;
         }
         Ok(())

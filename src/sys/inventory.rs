@@ -1,0 +1,141 @@
+//! What a reconcile pass reads of the host without starting a process: the container
+//! directories under an LXC path, which of them run (from `/proc`: LXC's monitor, then its
+//! child, the container's init), and the IPv4 addresses local to a process's network
+//! namespace (`/proc/<pid>/net/fib_trie`). One pass over `/proc` serves every container.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::{SysError, SysResult};
+
+/// One container directory under the LXC path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEntry {
+    /// The container's name (the directory's).
+    pub name: String,
+    /// Whether LXC knows it (a `config` file).
+    pub has_config: bool,
+    /// Whether its root file system is there.
+    pub has_rootfs: bool,
+    /// Its init's PID while it runs.
+    pub init_pid: Option<u32>,
+}
+
+/// The containers under `lxc_path`, with the init PID of each running one.
+///
+/// # Errors
+/// When the LXC path or `/proc` cannot be read.
+pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
+    let running = running_inits(lxc_path)?;
+    let dir = match std::fs::read_dir(lxc_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(SysError::Io {
+                what: format!("list {}", lxc_path.display()),
+                source,
+            })
+        }
+    };
+    let mut out: Vec<ContainerEntry> = dir
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            ContainerEntry {
+                has_config: e.path().join("config").exists(),
+                has_rootfs: e.path().join("rootfs").exists(),
+                init_pid: running.get(&name).copied(),
+                name,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Name → init PID of every container LXC runs from `lxc_path`: its monitor is the process
+/// whose command line is `[lxc monitor] <lxc_path> <name>`, and the container's init is the
+/// monitor's child.
+fn running_inits(lxc_path: &Path) -> SysResult<BTreeMap<String, u32>> {
+    let proc_dir = std::fs::read_dir("/proc").map_err(|source| SysError::Io {
+        what: "list processes in /proc".into(),
+        source,
+    })?;
+    let prefix = format!("[lxc monitor] {} ", lxc_path.display());
+    let mut out = BTreeMap::new();
+    for entry in proc_dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let Some(name) = cmdline.trim_end_matches('\0').strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Some(init) = first_child(pid) {
+            out.insert(name.to_string(), init);
+        }
+    }
+    Ok(out)
+}
+
+fn first_child(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// The IPv4 addresses local to the network namespace of process `pid`.
+///
+/// # Errors
+/// [`SysError::NotFound`] when the process is gone.
+pub fn local_addresses(pid: u32) -> SysResult<Vec<Ipv4Addr>> {
+    let path = format!("/proc/{pid}/net/fib_trie");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_fib_trie(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SysError::NotFound {
+            what: format!("read {path}"),
+        }),
+        Err(source) => Err(SysError::Io { what: path, source }),
+    }
+}
+
+/// The addresses `fib_trie` marks `/32 host LOCAL`: each stands on a `|-- a.b.c.d` line, its
+/// kind on the next.
+fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if line == "/32 host LOCAL" {
+            if let Some(a) = last.filter(|a| !out.contains(a)) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fib_trie_yields_the_local_addresses_once() {
+        let text = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 192.168.2.0\n        /24 link UNICAST\n     |-- 192.168.2.5\n        /32 host LOCAL\n     |-- 192.168.2.255\n        /32 link BROADCAST\nLocal:\n     |-- 127.0.0.1\n        /32 host LOCAL\n     |-- 192.168.2.5\n        /32 host LOCAL\n";
+        let want: Vec<Ipv4Addr> =
+            vec!["192.168.2.5".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        assert_eq!(parse_fib_trie(text), want);
+    }
+
+    #[test]
+    fn our_own_namespace_has_loopback_local() {
+        let ours = local_addresses(std::process::id()).unwrap();
+        assert!(ours.contains(&Ipv4Addr::LOCALHOST), "{ours:?}");
+    }
+}
