@@ -149,7 +149,7 @@ impl Worker {
         }
     }
 
-    async fn run_job(&self, job: Job) -> Result<(), QueueError> {
+    pub(crate) async fn run_job(&self, job: Job) -> Result<(), QueueError> {
         let job = self.store.start(job.id).await?;
         self.control.job_changed();
         tracing::info!("job started");

@@ -10,7 +10,9 @@ use crate::engine::Engine;
 use crate::fabric::{ensure_fabric, FabricConfig};
 use crate::metrics::Metrics;
 use crate::model::{parse_vlan_list, ContainerId, HostId, VlanId};
-use crate::queue::{ContainerRecordState, JobState, JobStore, QueueError, StoreOptions};
+use crate::queue::{
+    ContainerRecordState, JobState, JobStore, Lifecycle, Origin, QueueError, StoreOptions,
+};
 use crate::spec::CreateSpec;
 use crate::steps::UNDO_TRIES;
 use crate::sys::fake::FakeNetlink;
@@ -209,4 +211,45 @@ async fn a_create_stopped_by_shutdown_whose_rollback_fails_is_failed_not_requeue
     assert!(done.error.unwrap().contains("rollback incomplete"));
     let rec = r.worker.store.container(spec(12).id).unwrap().unwrap();
     assert_eq!(rec.state, ContainerRecordState::Leftover);
+}
+
+#[tokio::test]
+async fn an_interrupted_start_is_rolled_back_then_queued_again() {
+    let r = rig().await;
+    let create = r.worker.store.enqueue_create(spec(13)).await.unwrap();
+    let next = r.worker.store.next_queued().unwrap().unwrap();
+    r.worker.run_job(next).await.unwrap();
+    assert_eq!(
+        r.worker.store.get(create.id).unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    let start = r
+        .worker
+        .store
+        .enqueue_lifecycle(spec(13).id, Lifecycle::Start, Origin::Reconcile)
+        .await
+        .unwrap();
+    r.worker.store.start(start.id).await.unwrap();
+    r.net.clear_calls();
+    r.worker.recover().await.unwrap();
+    let calls = r.net.calls();
+    assert!(
+        position(&calls, &format!("reap {}", start.id)) < position(&calls, "lxc-stop container13"),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("lxc-destroy")),
+        "a start's rollback never destroys the container: {calls:#?}"
+    );
+    let again = r.worker.store.get(start.id).unwrap().unwrap();
+    assert_eq!(
+        (again.state, again.origin),
+        (JobState::Queued, Origin::Reconcile)
+    );
+    let next = r.worker.store.next_queued().unwrap().unwrap();
+    r.worker.run_job(next).await.unwrap();
+    assert_eq!(
+        r.worker.store.get(start.id).unwrap().unwrap().state,
+        JobState::Succeeded
+    );
 }
