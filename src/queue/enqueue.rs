@@ -124,7 +124,10 @@ fn reserve_destroy(
         return Ok(Err(Conflict::Busy { id, doing, job }.into()));
     }
     let now = OffsetDateTime::now_utc();
-    let request = JobRequest::Destroy { id };
+    let request = JobRequest::Destroy {
+        id,
+        from: Some(rec.state),
+    };
     let job = match new_job(tx, max_queued, request, Origin::Operator, now)? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),

@@ -119,6 +119,11 @@ pub enum JobRequest {
     Destroy {
         /// The container.
         id: ContainerId,
+        /// Its record's state when the destroy was queued, given back if the destroy fails or
+        /// is cancelled (`active`, or `leftover`/`missing`, which must not become `active`).
+        /// Absent in jobs stored before it existed: those were all `active`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<ContainerRecordState>,
     },
     /// Start this existing container (its record, as the job was queued).
     Start(CreateSpec),
@@ -146,7 +151,7 @@ impl JobRequest {
     /// The container the request is about.
     pub fn container_id(&self) -> ContainerId {
         match self {
-            Self::Destroy { id } => *id,
+            Self::Destroy { id, .. } => *id,
             Self::Create(spec)
             | Self::Start(spec)
             | Self::Stop(spec)

@@ -96,7 +96,15 @@ fn new_jobs_list_their_steps_pending() {
     );
     assert!(create.steps.iter().all(|s| s.state == StepState::Pending));
 
-    let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, Origin::Operator, 2, now);
+    let destroy = Job::new(
+        JobRequest::Destroy {
+            id: cid(7),
+            from: None,
+        },
+        Origin::Operator,
+        2,
+        now,
+    );
     assert_eq!(destroy.kind, JobKind::Destroy);
     assert_eq!(destroy.container_id, cid(7));
     let names: Vec<&str> = destroy.steps.iter().map(|s| s.name.as_str()).collect();
@@ -148,7 +156,15 @@ fn step_events_map_onto_records() {
 #[test]
 fn retry_reset_keeps_attempts() {
     let t = datetime!(2024-01-01 0:00 UTC);
-    let mut job = Job::new(JobRequest::Destroy { id: cid(3) }, Origin::Operator, 1, t);
+    let mut job = Job::new(
+        JobRequest::Destroy {
+            id: cid(3),
+            from: None,
+        },
+        Origin::Operator,
+        1,
+        t,
+    );
     job.attempts = 2;
     job.started_at = Some(t);
     job.error = Some("boom".into());
@@ -177,7 +193,15 @@ fn stored_json_is_lowercase_and_round_trips() {
     let back: Job = serde_json::from_value(v).unwrap();
     assert_eq!(back, job);
 
-    let destroy = Job::new(JobRequest::Destroy { id: cid(7) }, Origin::Operator, 10, t);
+    let destroy = Job::new(
+        JobRequest::Destroy {
+            id: cid(7),
+            from: None,
+        },
+        Origin::Operator,
+        10,
+        t,
+    );
     let v = serde_json::to_value(&destroy).unwrap();
     assert_eq!(
         v["request"],
@@ -203,5 +227,11 @@ fn a_job_stored_by_the_first_release_still_decodes() {
     let job: Job = serde_json::from_str(stored).unwrap();
     let names: Vec<StepName> = job.steps.iter().map(|s| s.name).collect();
     assert_eq!(names, StepName::DESTROY);
-    assert_eq!(job.request, JobRequest::Destroy { id: cid(21) });
+    assert_eq!(
+        job.request,
+        JobRequest::Destroy {
+            id: cid(21),
+            from: None
+        }
+    );
 }

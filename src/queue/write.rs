@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{abort, Tx, TxResult};
-use super::job::{ContainerRecordState, Job, JobKind, JobState};
+use super::job::{ContainerRecordState, Job, JobKind, JobRequest, JobState};
 use super::store::JobStore;
 use super::{Conflict, QueueError};
 use crate::model::ContainerId;
@@ -213,7 +213,12 @@ fn settle(tx: &Tx<'_>, job: &Job, ending: &Ending) -> TxResult<()> {
         (JobKind::Create, Ending::FailedLeavingHost(_)) => Some(ContainerRecordState::Leftover),
         (JobKind::Create, Ending::Failed(_)) => None,
         (JobKind::Destroy, Ending::Succeeded) => None,
-        (JobKind::Destroy, _) => Some(ContainerRecordState::Active),
+        (JobKind::Destroy, _) => Some(match &job.request {
+            JobRequest::Destroy {
+                from: Some(was), ..
+            } => *was,
+            _ => ContainerRecordState::Active,
+        }),
         // A start, stop, restart or repair leaves the container in service either way.
         (_, _) => Some(rec.state),
     };

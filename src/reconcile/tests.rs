@@ -161,6 +161,11 @@ async fn a_lost_rootfs_is_marked_missing_never_recreated_and_can_be_destroyed() 
     let again = r.reconciler.pass().await.unwrap();
     assert!(again.drift.is_empty());
     assert_eq!(again.health[&rec.id], Health::Missing);
+    // A destroy cancelled (or failed) gives it back as missing, never as active.
+    let cancelled = r.worker.store.enqueue_destroy(rec.id).await.unwrap();
+    r.worker.store.cancel(cancelled.id).await.unwrap();
+    let rec = r.worker.store.container(rec.id).unwrap().unwrap();
+    assert_eq!(rec.state, ContainerRecordState::Missing);
     r.worker.store.enqueue_destroy(rec.id).await.unwrap();
     assert_eq!(r.drain().await[0].state, JobState::Succeeded);
     assert_eq!(r.worker.store.container(rec.id).unwrap(), None);
