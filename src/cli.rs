@@ -27,10 +27,22 @@ pub enum Command {
     Create(CreateArgs),
     /// Ask a server to destroy a container and follow the job.
     Destroy(DestroyArgs),
-    /// List the containers of a server.
-    List(ClientArgs),
-    /// Show one container: its VLAN, address, LXC state, PID, MTU, host veth.
+    /// Start a stopped container with its network and follow the job (exit 0 once it runs).
+    /// Its desired state becomes running: the daemon starts it again after a reboot.
+    Start(LifecycleArgs),
+    /// Stop a container (its init is asked to halt, then killed after a grace period) and
+    /// follow the job. Its desired state becomes stopped: it stays stopped after a reboot.
+    Stop(LifecycleArgs),
+    /// Stop, then start a container with its network, and follow the job.
+    Restart(LifecycleArgs),
+    /// List the containers of a server (with --detail: desired state and health too).
+    List(ListArgs),
+    /// Show one container: its VLAN, address, LXC state, PID, MTU, host veth, desired state
+    /// and health.
     Info(InfoArgs),
+    /// Show the last reconcile pass: what had drifted from the desired state, the jobs that
+    /// repair it, and what the daemon left alone as foreign (--now runs a pass first).
+    Reconcile(ReconcileArgs),
     /// List jobs, newest first.
     Jobs(JobsArgs),
     /// Show one job, or wait for it with --wait.
@@ -89,6 +101,43 @@ pub struct DestroyArgs {
     /// Return at once instead of following the job.
     #[arg(long)]
     pub no_wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `start`, `stop` and `restart`.
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Container ID.
+    pub id: u64,
+    /// Print the accepted job and return at once instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One line per container with its record state, desired state and health (as the last
+    /// reconcile pass found it).
+    #[arg(long)]
+    pub detail: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Run a pass now (its repairs are queued as jobs of origin reconcile) and show it,
+    /// instead of the last one.
+    #[arg(long)]
+    pub now: bool,
     /// The server.
     #[command(flatten)]
     pub client: ClientArgs,

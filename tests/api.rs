@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::in_process::{config, start, Daemon, Opts, DEFAULT};
+use common::in_process::{capture_logs, config, start, Daemon, Opts, DEFAULT};
 use common::serve::BIN;
 use creepy_meow::cli::LogFormat;
 use creepy_meow::sys::Host;
@@ -692,67 +692,18 @@ async fn metrics_export_every_documented_name() {
     d.stop().await;
 }
 
-/// What a subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// Runs a create that fails at `create_veth` on a daemon logging in `format` at the default
-/// level (info) into a buffer; returns the job ID and the log (without colours). The subscriber
-/// is this thread's default only (the test runtime runs the daemon's tasks on this thread), so
-/// other tests' lines stay out.
+/// level (info) into a buffer ([`capture_logs`]); returns the job ID and the log (without
+/// colours).
 async fn failed_create_log(format: LogFormat) -> (String, String) {
-    let log = LogBuffer::default();
-    let writer = log.clone();
-    let subscriber = creepy_meow::logging::daemon_subscriber(
-        format,
-        tracing_subscriber::EnvFilter::new("info"),
-        move || writer.clone(),
-    );
-    // tracing caches at each call site whether anyone listens. While one dispatcher exists it
-    // asks only the default of the thread that reaches the site first: another test's thread,
-    // which has none, would silence the site for this one too. With a second (silent)
-    // dispatcher it asks them all; the rebuild redoes the sites reached before.
-    let _silent = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let (log, _capture) = capture_logs(format);
     let d = start(DEFAULT).await;
     d.net.fail_next("create_veth", libc::EBUSY);
     let (_, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
     assert_eq!(d.wait(&job).await["state"], "failed");
     let id = job_id(&job).to_string();
     d.stop().await;
-    (id, strip_ansi(&log.text()))
-}
-
-/// `text` without ANSI colour sequences (`ESC [ ... m`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    (id, log.text())
 }
 
 /// A JSON log line's field `name`, from the event or from the spans it is in.

@@ -1,7 +1,9 @@
-//! The HTTP client behind the `create`, `destroy`, `list`, `info`, `jobs` and `job`
-//! subcommands: one sentence for every way a call can fail, never a stack trace.
+//! The HTTP client behind the `create`, `destroy`, `start`, `stop`, `restart`, `list`, `info`,
+//! `reconcile`, `jobs` and `job` subcommands: one sentence for every way a call can fail, never
+//! a stack trace. `render.rs` shows a job's steps live; `tables.rs` the rest.
 
 pub mod render;
+pub mod tables;
 
 use std::time::Duration;
 
@@ -58,7 +60,7 @@ pub struct StepView {
 pub struct JobView {
     /// Job ID.
     pub id: String,
-    /// create or destroy.
+    /// create, destroy, start, stop, restart or repair.
     pub kind: String,
     /// The container.
     pub container_id: u64,
@@ -182,6 +184,22 @@ impl ApiClient {
     pub async fn destroy(&self, id: u64) -> Result<Value, ClientError> {
         self.send(self.request(reqwest::Method::DELETE, &format!("/api/container/{id}")))
             .await
+    }
+
+    /// `POST /api/container/<ID>/<verb>`, where `verb` is `start`, `stop` or `restart`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn lifecycle(&self, id: u64, verb: &str) -> Result<Value, ClientError> {
+        self.post(&format!("/api/container/{id}/{verb}")).await
+    }
+
+    /// `POST` of any API path, without a body, as JSON.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn post(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::POST, path)).await
     }
 
     /// `GET` of any API path, as JSON.

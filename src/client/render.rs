@@ -1,12 +1,11 @@
-//! How the client shows things: a live step display on a terminal, plain lines otherwise, and
-//! small tables.
+//! How the client shows a job: a live step display on a terminal, plain lines otherwise, and
+//! its outcome. The tables are in `tables.rs`.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -137,43 +136,6 @@ impl Follower {
     }
 }
 
-/// One line per job.
-pub fn jobs_table(jobs: &[Value]) -> String {
-    let mut out = format!(
-        "{:<36}  {:<7}  {:>9}  {:<9}  {}\n",
-        "JOB", "KIND", "CONTAINER", "STATE", "CREATED"
-    );
-    for j in jobs {
-        let s = |k: &str| {
-            j.get(k)
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                .unwrap_or_default()
-        };
-        out.push_str(&format!(
-            "{:<36}  {:<7}  {:>9}  {:<9}  {}\n",
-            s("id"),
-            s("kind"),
-            s("container_id"),
-            s("state"),
-            s("created_at")
-        ));
-    }
-    out
-}
-
-/// `key: value` lines of a JSON object, in the order given, skipping nulls.
-pub fn fields(obj: &Value, keys: &[&str]) -> String {
-    keys.iter()
-        .filter_map(|k| {
-            let v = obj.get(*k).filter(|v| !v.is_null())?;
-            Some(format!(
-                "{k:<12} {}\n",
-                v.as_str().map_or_else(|| v.to_string(), str::to_string)
-            ))
-        })
-        .collect()
-}
-
 /// A job's outcome as lines, including what rollback did.
 pub fn outcome(job: &JobView) -> String {
     let mut out = format!("job {} {}", job.id, job.state);
@@ -241,18 +203,5 @@ mod tests {
             ["✗ b: boom", "↺ b undone", "↺ a undone"]
         );
         assert!(shown(&mut f, &job(&[("a", "undone"), ("b", "undone")])).is_empty());
-    }
-
-    #[test]
-    fn tables_and_fields() {
-        let jobs = vec![
-            serde_json::json!({"id": "j1", "kind": "create", "container_id": 5, "state": "queued", "created_at": "t"}),
-        ];
-        assert!(jobs_table(&jobs).lines().nth(1).unwrap().contains("create"));
-        let f = fields(
-            &serde_json::json!({"id": 5, "pid": null, "name": "container5"}),
-            &["id", "name", "pid"],
-        );
-        assert_eq!(f, "id           5\nname         container5\n");
     }
 }

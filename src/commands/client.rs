@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::{fail, EXIT_USAGE};
-use crate::cli::{ClientArgs, CreateArgs, DestroyArgs, InfoArgs, JobArgs, JobsArgs};
-use crate::client::render::{fields, jobs_table, outcome, Follower};
+use crate::cli::{
+    ClientArgs, CreateArgs, DestroyArgs, InfoArgs, JobArgs, JobsArgs, LifecycleArgs, ListArgs,
+    ReconcileArgs,
+};
+use crate::client::render::{outcome, Follower};
+use crate::client::tables::{containers_table, fields, jobs_table, report_table};
 use crate::client::{ApiClient, ClientError, JobView};
 use crate::config::read_token;
 
@@ -117,15 +121,36 @@ pub async fn destroy(args: DestroyArgs) -> ExitCode {
     }
 }
 
-/// `creepy-meow list`.
-pub async fn list(args: ClientArgs) -> ExitCode {
-    let client = match connect(&args) {
+/// `creepy-meow start|stop|restart`: `verb` names the endpoint and the job's kind.
+pub async fn lifecycle(args: LifecycleArgs, verb: &str) -> ExitCode {
+    let client = match connect(&args.client) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.get("/api/container/list").await {
-        Ok(v) if args.json => {
+    match client.lifecycle(args.id, verb).await {
+        Ok(v) => accepted_then_follow(&client, &v, args.no_wait, args.client.json).await,
+        Err(e) => api_fail(e),
+    }
+}
+
+/// `creepy-meow list`.
+pub async fn list(args: ListArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = if args.detail {
+        "/api/container/list?detail=1"
+    } else {
+        "/api/container/list"
+    };
+    match client.get(path).await {
+        Ok(v) if args.client.json => {
             print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) if args.detail => {
+            print!("{}", containers_table(&v));
             ExitCode::SUCCESS
         }
         Ok(v) => {
@@ -173,8 +198,36 @@ pub async fn info(args: InfoArgs) -> ExitCode {
                 "mtu",
                 "pid",
                 "record_state",
+                "desired_state",
+                "health",
+                "problems",
+                "job_id",
             ];
             print!("{}", fields(&v, &keys));
+            ExitCode::SUCCESS
+        }
+        Err(e) => api_fail(e),
+    }
+}
+
+/// `creepy-meow reconcile`: the last pass's report, or a pass run now with `--now`.
+pub async fn reconcile(args: ReconcileArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let report = if args.now {
+        client.post("/api/reconcile").await
+    } else {
+        client.get("/api/reconcile").await
+    };
+    match report {
+        Ok(v) if args.client.json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", report_table(&v));
             ExitCode::SUCCESS
         }
         Err(e) => api_fail(e),
@@ -231,6 +284,7 @@ pub async fn job(args: JobArgs) -> ExitCode {
                     &[
                         "id",
                         "kind",
+                        "origin",
                         "container_id",
                         "state",
                         "error",

@@ -22,8 +22,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(a) => serve::run(a).await,
         Command::Create(a) => client::create(a).await,
         Command::Destroy(a) => client::destroy(a).await,
+        Command::Start(a) => client::lifecycle(a, "start").await,
+        Command::Stop(a) => client::lifecycle(a, "stop").await,
+        Command::Restart(a) => client::lifecycle(a, "restart").await,
         Command::List(a) => client::list(a).await,
         Command::Info(a) => client::info(a).await,
+        Command::Reconcile(a) => client::reconcile(a).await,
         Command::Jobs(a) => client::jobs(a).await,
         Command::Job(a) => client::job(a).await,
     }

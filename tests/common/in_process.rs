@@ -14,6 +14,7 @@ use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{parse_vlan_list, HostId};
 use creepy_meow::queue::StoreOptions;
 use creepy_meow::sys::fake::FakeNetlink;
+use creepy_meow::sys::fake_lxc::FakeLxc;
 use creepy_meow::sys::Host;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
@@ -37,6 +38,9 @@ pub struct Daemon {
     pub dir: PathBuf,
     /// The fake host's network, to script failures.
     pub net: FakeNetlink,
+    /// The fake host's LXC, to change containers behind the daemon's back (stop one by hand,
+    /// lose a rootfs, add a foreign one).
+    pub lxc: FakeLxc,
 }
 
 impl Drop for Daemon {
@@ -71,7 +75,7 @@ pub async fn start(opts: Opts) -> Daemon {
     let dir = std::env::temp_dir().join(format!("cm-api-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = config(&dir, &opts);
-    let (host, net, _lxc) = Host::fake();
+    let (host, net, lxc) = Host::fake();
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let sd = shutdown.clone();
@@ -88,6 +92,7 @@ pub async fn start(opts: Opts) -> Daemon {
         task: Some(task),
         dir,
         net,
+        lxc,
     }
 }
 
@@ -179,4 +184,67 @@ impl Daemon {
             t.await.unwrap();
         }
     }
+}
+
+/// What the daemons on this thread log, kept for the test to read (see [`capture_logs`]).
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Everything logged so far, without ANSI colour sequences (`ESC [ ... m`).
+    pub fn text(&self) -> String {
+        let raw = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|c| *c == 'm');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Keeps [`capture_logs`]'s subscriber this thread's default until dropped.
+pub struct LogCapture {
+    _default: tracing::subscriber::DefaultGuard,
+    _silent: tracing::Dispatch,
+}
+
+/// Makes the daemon's log subscriber in `format`, at the default level (info), this thread's
+/// default, writing into the buffer returned, until the [`LogCapture`] drops. Only this thread:
+/// the test runtime runs the daemon's tasks on it, so other tests' lines stay out.
+pub fn capture_logs(format: LogFormat) -> (LogBuffer, LogCapture) {
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let subscriber = creepy_meow::logging::daemon_subscriber(
+        format,
+        tracing_subscriber::EnvFilter::new("info"),
+        move || writer.clone(),
+    );
+    // tracing caches at each call site whether anyone listens. While one dispatcher exists it
+    // asks only the default of the thread that reaches the site first: another test's thread,
+    // which has none, would silence the site for this one too. With a second (silent)
+    // dispatcher it asks them all; the rebuild redoes the sites reached before.
+    let silent = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let default = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    let capture = LogCapture {
+        _default: default,
+        _silent: silent,
+    };
+    (log, capture)
 }

@@ -1,0 +1,212 @@
+//! The client's small tables, read from the API's JSON: jobs, containers with their health, a
+//! reconcile pass's report, and `key: value` lines. A field the server left out shows empty
+//! (or `-`), never as an error: the table is for a person, `--json` is for scripts.
+
+use serde_json::Value;
+
+/// `v[key]` as text: a string as is, `null` or absent as `-`, anything else as JSON.
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `v[key]` as a list of strings (empty when absent).
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string))
+        .collect()
+}
+
+/// One line per job.
+pub fn jobs_table(jobs: &[Value]) -> String {
+    let row = |c: [&str; 6]| {
+        format!(
+            "{:<36}  {:<7}  {:<9}  {:>9}  {:<9}  {}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        )
+    };
+    let mut out = row(["JOB", "KIND", "ORIGIN", "CONTAINER", "STATE", "CREATED"]);
+    for j in jobs {
+        let [id, kind, origin, container, state, created] = [
+            "id",
+            "kind",
+            "origin",
+            "container_id",
+            "state",
+            "created_at",
+        ]
+        .map(|k| text(j, k));
+        out.push_str(&row([&id, &kind, &origin, &container, &state, &created]));
+    }
+    out
+}
+
+/// `key: value` lines of a JSON object, in the order given, skipping nulls and empty lists; a
+/// list of words reads as one line, joined with `; `.
+pub fn fields(obj: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .filter_map(|k| {
+            let v = obj.get(*k).filter(|v| !v.is_null())?;
+            let shown = match v {
+                Value::String(s) => s.clone(),
+                Value::Array(a) if a.is_empty() => return None,
+                Value::Array(_) => strings(obj, k).join("; "),
+                other => other.to_string(),
+            };
+            Some(format!("{k:<13} {shown}\n"))
+        })
+        .collect()
+}
+
+/// `GET /api/container/list?detail=1` as one line per container.
+pub fn containers_table(list: &Value) -> String {
+    let containers = list
+        .get("containers")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if containers.is_empty() {
+        return "no containers\n".into();
+    }
+    let row = |c: [&str; 4]| format!("{:<16}  {:<10}  {:<8}  {}\n", c[0], c[1], c[2], c[3]);
+    let mut out = row(["NAME", "RECORD", "DESIRED", "HEALTH"]);
+    for c in containers {
+        let name = format!("container{}", text(c, "id"));
+        let [record, desired, health] =
+            ["record_state", "desired_state", "health"].map(|k| text(c, k));
+        out.push_str(&row([&name, &record, &desired, &health]));
+    }
+    out.push_str(
+        &match list.get("health_checked_at").and_then(Value::as_str) {
+            Some(at) => format!("health as the reconcile pass that ended {at} found it\n"),
+            None => "health not checked yet: no reconcile pass has run\n".into(),
+        },
+    );
+    out
+}
+
+/// A reconcile pass's report: when, what drifted with the job repairing it, what is foreign.
+pub fn report_table(report: &Value) -> String {
+    let drift = report
+        .get("drift")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut out = format!(
+        "reconcile pass {} .. {}: {} checked, {} drifted\n",
+        text(report, "started_at"),
+        text(report, "finished_at"),
+        text(report, "checked"),
+        drift.len()
+    );
+    for action in strings(report, "fabric_repaired") {
+        out.push_str(&format!("fabric repaired: {action}\n"));
+    }
+    if !drift.is_empty() {
+        let row = |c: [&str; 5]| {
+            format!(
+                "{:>9}  {:<17}  {:<8}  {:<36}  {}\n",
+                c[0], c[1], c[2], c[3], c[4]
+            )
+        };
+        out.push_str(&row(["CONTAINER", "DRIFT", "HEALTH", "JOB", "PROBLEMS"]));
+        for f in drift {
+            let [id, kind, health, job] =
+                ["container_id", "drift", "health", "job_id"].map(|k| text(f, k));
+            let mut problems = strings(f, "problems");
+            if let Some(e) = f.get("error").and_then(Value::as_str) {
+                problems.push(format!("no job queued: {e}"));
+            }
+            out.push_str(&row([&id, &kind, &health, &job, &problems.join("; ")]));
+        }
+    }
+    let foreign = report.get("foreign").cloned().unwrap_or(Value::Null);
+    for (key, what) in [("containers", "containers"), ("links", "links")] {
+        let names = strings(&foreign, key);
+        if !names.is_empty() {
+            out.push_str(&format!(
+                "foreign {what} (left untouched): {}\n",
+                names.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_job_row_names_its_kind_and_origin() {
+        let jobs = vec![
+            json!({"id": "j1", "kind": "restart", "origin": "reconcile", "container_id": 5, "state": "queued", "created_at": "t"}),
+        ];
+        let table = jobs_table(&jobs);
+        let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["j1", "restart", "reconcile", "5", "queued", "t"]);
+    }
+
+    #[test]
+    fn fields_skip_nulls_and_empty_lists_and_join_words() {
+        let f = fields(
+            &json!({"id": 5, "pid": null, "name": "container5", "problems": []}),
+            &["id", "name", "pid", "problems"],
+        );
+        assert_eq!(f, "id            5\nname          container5\n");
+        let f = fields(&json!({"problems": ["a is down", "b"]}), &["problems"]);
+        assert_eq!(f, "problems      a is down; b\n");
+    }
+
+    #[test]
+    fn the_detailed_list_says_when_health_was_judged() {
+        let list = json!({"containers": [
+            {"id": 5, "record_state": "active", "desired_state": "running", "health": "ok"},
+            {"id": 6, "record_state": "missing", "desired_state": "running", "health": null},
+        ], "health_checked_at": "T"});
+        let table = containers_table(&list);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[1], ["container5", "active", "running", "ok"]);
+        assert_eq!(rows[2], ["container6", "missing", "running", "-"]);
+        assert_eq!(
+            table.lines().last(),
+            Some("health as the reconcile pass that ended T found it")
+        );
+        let empty = json!({"containers": [], "health_checked_at": null});
+        assert_eq!(containers_table(&empty), "no containers\n");
+    }
+
+    #[test]
+    fn a_report_lists_drift_with_its_job_and_what_is_foreign() {
+        let report = json!({
+            "started_at": "A", "finished_at": "B", "checked": 3, "fabric_repaired": ["created br2"],
+            "drift": [
+                {"container_id": 5, "drift": "stopped", "health": "stopped", "job_id": "J", "error": null},
+                {"container_id": 7, "drift": "network", "health": "degraded",
+                 "problems": ["vethc_br7 is down"], "job_id": null, "error": "queue full"},
+            ],
+            "foreign": {"containers": ["lxcfoo"], "links": []},
+        });
+        let table = report_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "reconcile pass A .. B: 3 checked, 2 drifted");
+        assert_eq!(lines[1], "fabric repaired: created br2");
+        assert!(lines[2].trim_start().starts_with("CONTAINER"), "{table}");
+        let row = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(row(3), "5 stopped stopped J");
+        assert_eq!(
+            row(4),
+            "7 network degraded - vethc_br7 is down; no job queued: queue full"
+        );
+        assert_eq!(lines[5], "foreign containers (left untouched): lxcfoo");
+        assert_eq!(lines.len(), 6, "{table}");
+    }
+}
