@@ -165,7 +165,7 @@ impl Worker {
             let roll_back = job.kind.rolls_back();
             match &job.request {
                 JobRequest::Create(spec) => self.engine.create(spec, &mut progress).await,
-                JobRequest::Destroy { id } => self
+                JobRequest::Destroy { id, .. } => self
                     .engine
                     .destroy_recorded(*id, &mut progress)
                     .await
