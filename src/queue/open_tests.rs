@@ -1,6 +1,6 @@
 //! Opening tests: the directory lock, and damaged databases refused with their names.
 
-use super::test_support::{open, spec, TempDir};
+use super::test_support::{open, raw_sled, spec, TempDir};
 use super::{JobStore, QueueError, StoreOptions};
 
 #[test]
@@ -28,7 +28,7 @@ fn a_corrupt_record_is_named_not_reset() {
     let dir = TempDir::new("corrupt");
     drop(open(&dir));
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(&dir);
         db.open_tree("jobs")
             .unwrap()
             .insert([7u8; 16], b"not json".as_ref())
@@ -46,7 +46,7 @@ fn a_corrupt_record_is_named_not_reset() {
         "{msg}"
     );
     // Still there: nothing was reset.
-    let db = sled::open(dir.path()).unwrap();
+    let db = raw_sled(&dir);
     assert!(db
         .open_tree("jobs")
         .unwrap()

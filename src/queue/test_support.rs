@@ -40,3 +40,11 @@ pub(super) fn record_ids(store: &JobStore) -> Vec<u32> {
         .map(|r| r.unwrap().id.get())
         .collect()
 }
+
+/// Opens the sled database in `dir` directly (to damage it), once a store of this process
+/// closed a moment ago has let go of sled's lock (its flusher thread releases it late).
+pub(super) fn raw_sled(dir: &TempDir) -> sled::Db {
+    super::lock::wait_until_unlocked(&dir.path().join("db"), std::time::Duration::from_secs(10))
+        .expect("the store's lock is released");
+    sled::open(dir.path()).expect("open sled")
+}
