@@ -31,3 +31,41 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A fake host whose fabric serves VLAN 2 (host 1, underlay `eth1`), its fakes (call log
+/// cleared), and that fabric.
+pub(crate) async fn fake_host() -> (
+    crate::sys::Host,
+    crate::sys::fake::FakeNetlink,
+    crate::sys::fake_lxc::FakeLxc,
+    crate::fabric::FabricConfig,
+) {
+    let (host, net, lxc) = crate::sys::Host::fake();
+    let fabric = crate::fabric::FabricConfig {
+        host_id: crate::model::HostId::new(1).expect("host id"),
+        underlay: "eth1".into(),
+        vlans: crate::model::parse_vlan_list("2").expect("vlans"),
+        mtu: None,
+    };
+    crate::fabric::ensure_fabric(&net, &fabric)
+        .await
+        .expect("fabric");
+    net.clear_calls();
+    (host, net, lxc, fabric)
+}
+
+/// A worker over a store in `dir`, acting on `host` with `fabric`.
+pub(crate) fn worker(
+    dir: &TempDir,
+    host: crate::sys::Host,
+    fabric: crate::fabric::FabricConfig,
+) -> crate::worker::Worker {
+    crate::worker::Worker {
+        store: crate::queue::JobStore::open(dir.path(), crate::queue::StoreOptions::default())
+            .expect("open store"),
+        engine: crate::engine::Engine::new(host, fabric),
+        control: crate::worker::QueueControl::new(false),
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::default()),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    }
+}

@@ -114,28 +114,22 @@ fn reserve_destroy(
     max_queued: usize,
     id: ContainerId,
 ) -> TxResult<Result<Job, QueueError>> {
-    let Some(mut rec) = tx.record(id)? else {
-        return Ok(Err(QueueError::NotFound(format!(
-            "container {id} does not exist"
-        ))));
+    let rec = match free_record(tx, id)? {
+        Ok(rec) => rec,
+        Err(refused) => return Ok(Err(refused)),
     };
-    if let Some(job) = rec.job_id {
-        let doing = held_as(rec.state);
-        return Ok(Err(Conflict::Busy { id, doing, job }.into()));
-    }
-    let now = OffsetDateTime::now_utc();
     let request = JobRequest::Destroy {
         id,
         from: Some(rec.state),
     };
-    let job = match new_job(tx, max_queued, request, Origin::Operator, now)? {
-        Ok(job) => job,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    rec.state = ContainerRecordState::Destroying;
-    rec.job_id = Some(job.id);
-    tx.put_record(&rec)?;
-    Ok(Ok(job))
+    hold(
+        tx,
+        rec,
+        ContainerRecordState::Destroying,
+        max_queued,
+        request,
+        Origin::Operator,
+    )
 }
 
 /// `op` on container `id` inside a transaction: `Ok(Err(_))` when refused (nothing written).
@@ -146,15 +140,10 @@ fn reserve_lifecycle(
     op: Lifecycle,
     origin: Origin,
 ) -> TxResult<Result<Job, QueueError>> {
-    let Some(mut rec) = tx.record(id)? else {
-        return Ok(Err(QueueError::NotFound(format!(
-            "container {id} does not exist"
-        ))));
+    let rec = match free_record(tx, id)? {
+        Ok(rec) => rec,
+        Err(refused) => return Ok(Err(refused)),
     };
-    if let Some(job) = rec.job_id {
-        let doing = held_as(rec.state);
-        return Ok(Err(Conflict::Busy { id, doing, job }.into()));
-    }
     if rec.state != ContainerRecordState::Active {
         let state = rec.state;
         return Ok(Err(Conflict::NotInService { id, state }.into()));
@@ -165,11 +154,42 @@ fn reserve_lifecycle(
         ip: rec.ip,
         gateway: rec.gateway,
     };
+    let state = rec.state;
+    hold(tx, rec, state, max_queued, op.request(spec), origin)
+}
+
+/// The record of container `id` if no job holds it; `Ok(Err(_))` when there is none or a job
+/// holds it.
+fn free_record(tx: &Tx<'_>, id: ContainerId) -> TxResult<Result<ContainerRecord, QueueError>> {
+    let Some(rec) = tx.record(id)? else {
+        return Ok(Err(QueueError::NotFound(format!(
+            "container {id} does not exist"
+        ))));
+    };
+    match rec.job_id {
+        Some(job) => {
+            let doing = held_as(rec.state);
+            Ok(Err(Conflict::Busy { id, doing, job }.into()))
+        }
+        None => Ok(Ok(rec)),
+    }
+}
+
+/// Queues `request` by `origin` and makes its job the holder of `rec`, now in `state`.
+fn hold(
+    tx: &Tx<'_>,
+    mut rec: ContainerRecord,
+    state: ContainerRecordState,
+    max_queued: usize,
+    request: JobRequest,
+    origin: Origin,
+) -> TxResult<Result<Job, QueueError>> {
     let now = OffsetDateTime::now_utc();
-    let job = match new_job(tx, max_queued, op.request(spec), origin, now)? {
+    let job = match new_job(tx, max_queued, request, origin, now)? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),
     };
+    rec.state = state;
     rec.job_id = Some(job.id);
     tx.put_record(&rec)?;
     Ok(Ok(job))

@@ -1,19 +1,14 @@
 //! Reconcile passes over the fake host: each drift found, repaired through the right job,
 //! and what a pass must never do.
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
 use super::*;
-use crate::engine::Engine;
-use crate::model::{parse_vlan_list, HostId, VlanId};
-use crate::queue::{JobKind, JobState, Lifecycle, StoreOptions};
+use crate::model::VlanId;
+use crate::queue::{JobKind, JobState, Lifecycle};
 use crate::spec::CreateSpec;
 use crate::sys::fake::FakeNetlink;
 use crate::sys::fake_lxc::FakeLxc;
 use crate::sys::{Lxc, Netlink};
-use crate::test_support::TempDir;
+use crate::test_support::{fake_host, worker, TempDir};
 use crate::worker::Worker;
 
 struct Rig {
@@ -26,25 +21,15 @@ struct Rig {
 
 async fn rig() -> Rig {
     let dir = TempDir::new("reconcile");
-    let (host, net, lxc) = Host::fake();
-    let fabric = FabricConfig {
-        host_id: HostId::new(1).unwrap(),
-        underlay: "eth1".into(),
-        vlans: parse_vlan_list("2").unwrap(),
-        mtu: None,
-    };
-    ensure_fabric(&net, &fabric).await.unwrap();
-    let store = JobStore::open(dir.path(), StoreOptions::default()).unwrap();
-    let control = QueueControl::new(false);
-    let metrics = Arc::new(Metrics::default());
-    let worker = Worker {
-        store: store.clone(),
-        engine: Engine::new(host.clone(), fabric.clone()),
-        control: control.clone(),
-        metrics: metrics.clone(),
-        shutdown: CancellationToken::new(),
-    };
-    let reconciler = Reconciler::new(store, host, fabric, control, metrics);
+    let (host, net, lxc, fabric) = fake_host().await;
+    let worker = worker(&dir, host.clone(), fabric.clone());
+    let reconciler = Reconciler::new(
+        worker.store.clone(),
+        host,
+        fabric,
+        worker.control.clone(),
+        worker.metrics.clone(),
+    );
     Rig {
         worker,
         reconciler,

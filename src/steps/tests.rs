@@ -1,9 +1,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::fabric::{ensure_fabric, FabricConfig};
 use crate::model::VlanId;
-use crate::model::{parse_vlan_list, HostId};
 use crate::sys::fake::FakeNetlink;
 use crate::sys::fake_lxc::FakeLxc;
 use crate::sys::Netlink;
@@ -18,15 +16,7 @@ fn spec() -> CreateSpec {
 }
 
 async fn host() -> (Host, FakeNetlink, FakeLxc) {
-    let (host, net, lxc) = Host::fake();
-    let cfg = FabricConfig {
-        host_id: HostId::new(1).unwrap(),
-        underlay: "eth1".into(),
-        vlans: parse_vlan_list("2").unwrap(),
-        mtu: None,
-    };
-    ensure_fabric(&net, &cfg).await.unwrap();
-    net.clear_calls();
+    let (host, net, lxc, _) = crate::test_support::fake_host().await;
     (host, net, lxc)
 }
 

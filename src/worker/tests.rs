@@ -1,24 +1,15 @@
 //! The worker over fakes: crash recovery (stop leftovers first, undo, requeue or keep the
 //! reservation) and a failed rollback during a normal run.
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
-use super::{QueueControl, Worker};
-use crate::engine::Engine;
-use crate::fabric::{ensure_fabric, FabricConfig};
-use crate::metrics::Metrics;
-use crate::model::{parse_vlan_list, ContainerId, HostId, VlanId};
-use crate::queue::{
-    ContainerRecordState, JobState, JobStore, Lifecycle, Origin, QueueError, StoreOptions,
-};
+use super::Worker;
+use crate::model::{ContainerId, VlanId};
+use crate::queue::{ContainerRecordState, JobState, Lifecycle, Origin, QueueError};
 use crate::spec::CreateSpec;
 use crate::steps::UNDO_TRIES;
 use crate::sys::fake::FakeNetlink;
 use crate::sys::fake_lxc::FakeLxc;
-use crate::sys::{Host, Lxc};
-use crate::test_support::TempDir;
+use crate::sys::Lxc;
+use crate::test_support::{fake_host, worker, TempDir};
 
 struct Rig {
     worker: Worker,
@@ -29,22 +20,8 @@ struct Rig {
 
 async fn rig() -> Rig {
     let dir = TempDir::new("worker");
-    let (host, net, lxc) = Host::fake();
-    let fabric = FabricConfig {
-        host_id: HostId::new(1).unwrap(),
-        underlay: "eth1".into(),
-        vlans: parse_vlan_list("2").unwrap(),
-        mtu: None,
-    };
-    ensure_fabric(&net, &fabric).await.unwrap();
-    let worker = Worker {
-        store: JobStore::open(dir.path(), StoreOptions::default()).unwrap(),
-        engine: Engine::new(host, fabric),
-        control: QueueControl::new(false),
-        metrics: Arc::new(Metrics::default()),
-        shutdown: CancellationToken::new(),
-    };
-    net.clear_calls();
+    let (host, net, lxc, fabric) = fake_host().await;
+    let worker = worker(&dir, host, fabric);
     Rig {
         worker,
         net,
