@@ -55,6 +55,11 @@ impl Daemon {
         self.process.log()
     }
 
+    /// SIGKILL, as a crash or a power cut would stop it, and reaps it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     /// SIGTERM (the worker finishes or undoes its step and queues the job again), then waits;
     /// SIGKILL after 30 s.
     pub fn stop(&mut self) {

@@ -42,6 +42,17 @@ impl Lab {
         p
     }
 
+    /// A directory beside the server's (under the lab's own, not the server's), created: for
+    /// what must outlive the server's containers in the teardown, such as the base of overlay
+    /// clones ([`super::clones`]), which LXC refuses to destroy while clones depend on it. The
+    /// teardown destroys the containers under the server's directory, then removes the lab's
+    /// directory with this one in it.
+    pub fn beside(&self, name: &str) -> PathBuf {
+        let p = self.lab.dir().join(name);
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+        p
+    }
+
     /// The LXC config every bench container made outside the daemon gets: no network from LXC,
     /// as the daemon's ([`layout::EMPTY_NET_CONFIG`]).
     pub fn empty_net_conf(&self) -> PathBuf {

@@ -1,14 +1,21 @@
 //! What every benchmark shares: the tests' harness (`tests/common`: the lab, the daemon's command
 //! line, layout, readiness wait and stop), a one-server lab on it, the daemon started there, a
 //! small HTTP/1.1 client with a load loop, latency summaries, and a job store filled through the
-//! library.
+//! library; for the restore bench, the server's host side (a simulated reboot), overlay clones
+//! of one container, an ICMP prober and syscall counts through perf.
 //!
 //! Each bench binary uses a subset, hence the blanket `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod clones;
 pub mod daemon;
+pub mod host;
 pub mod http;
+pub mod icmp;
 pub mod lab;
+pub mod perf;
+pub mod reach;
+pub mod reconcile;
 pub mod stats;
 pub mod store;
 
