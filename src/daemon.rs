@@ -54,6 +54,18 @@ impl DaemonError {
     }
 }
 
+/// Reconciles the jobs the last stop interrupted, before anything else runs.
+async fn recover(worker: &Worker) -> Result<(), DaemonError> {
+    let recovered = worker.recover().await?;
+    if recovered > 0 {
+        tracing::warn!(
+            jobs = recovered,
+            "reconciled jobs interrupted by the last stop"
+        );
+    }
+    Ok(())
+}
+
 /// Binds the API's listener; returns it with the address bound (a port 0 resolved).
 async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
     let failed = |source| DaemonError::Listen {
@@ -94,13 +106,7 @@ pub async fn run(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
-    let recovered = worker.recover().await?;
-    if recovered > 0 {
-        tracing::warn!(
-            jobs = recovered,
-            "reconciled jobs interrupted by the last stop"
-        );
-    }
+    recover(&worker).await?;
     let reconciler = Arc::new(Reconciler::new(
         store.clone(),
         host,

@@ -1,6 +1,6 @@
 //! The netlink verbs the rest of the crate may use, as a trait, and the link facts they return.
 //!
-//! [`super::rtnl::RtNetlink`] implements them over rtnetlink; [`super::fake::FakeNetlink`]
+//! [`super::rtnl::RtNetlink`] implements them over rtnetlink; `sys::fake::FakeNetlink` (test-util)
 //! records calls and plays scripted failures for unit tests.
 
 use std::net::Ipv4Addr;

@@ -149,6 +149,27 @@ impl Worker {
         }
     }
 
+    /// Runs `job`'s steps on the host through the engine.
+    async fn execute(
+        &self,
+        job: &Job,
+        progress: &mut StoreProgress<'_>,
+    ) -> Result<(), EngineError> {
+        let (plan, roll_back) = (job.request.step_names(), job.kind.rolls_back());
+        match &job.request {
+            JobRequest::Create(spec) => self.engine.create(spec, progress).await,
+            JobRequest::Destroy { id, .. } => {
+                self.engine.destroy_recorded(*id, progress).await.map(drop)
+            }
+            JobRequest::Start(spec)
+            | JobRequest::Stop(spec)
+            | JobRequest::Restart(spec)
+            | JobRequest::Repair(spec) => {
+                self.engine.run_plan(plan, spec, roll_back, progress).await
+            }
+        }
+    }
+
     pub(crate) async fn run_job(&self, job: Job) -> Result<(), QueueError> {
         let job = self.store.start(job.id).await?;
         self.control.job_changed();
@@ -160,26 +181,7 @@ impl Worker {
             &self.metrics,
             &self.shutdown,
         );
-        let outcome = owned_by(job.id, async {
-            let plan = job.request.step_names();
-            let roll_back = job.kind.rolls_back();
-            match &job.request {
-                JobRequest::Create(spec) => self.engine.create(spec, &mut progress).await,
-                JobRequest::Destroy { id, .. } => self
-                    .engine
-                    .destroy_recorded(*id, &mut progress)
-                    .await
-                    .map(drop),
-                JobRequest::Start(spec)
-                | JobRequest::Stop(spec)
-                | JobRequest::Restart(spec)
-                | JobRequest::Repair(spec) => {
-                    let engine = &self.engine;
-                    engine.run_plan(plan, spec, roll_back, &mut progress).await
-                }
-            }
-        })
-        .await;
+        let outcome = owned_by(job.id, self.execute(&job, &mut progress)).await;
         // A create stopped by shutdown whose rollback was complete can simply run again later;
         // so can a destroy (every destroy step is idempotent).
         let clean_interrupt = match &outcome {
