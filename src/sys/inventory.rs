@@ -1,7 +1,8 @@
 //! What a reconcile pass reads of the host without starting a process: the container
 //! directories under an LXC path, which of them run (from `/proc`: LXC's monitor, then its
-//! child, the container's init), and the IPv4 addresses local to a process's network
-//! namespace (`/proc/<pid>/net/fib_trie`). One pass over `/proc` serves every container.
+//! child, the container's init) and which LXC is starting or stopping (a monitor without an
+//! init), and the IPv4 addresses local to a process's network namespace
+//! (`/proc/<pid>/net/fib_trie`). One pass over `/proc` serves every container.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -27,10 +28,28 @@ pub struct ContainerEntry {
 /// # Errors
 /// When the LXC path or `/proc` cannot be read.
 pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
-    let running = running_inits(lxc_path)?;
+    Ok(survey(lxc_path)?.0)
+}
+
+/// [`scan`], and the containers LXC is starting or stopping, from the same read of `/proc`:
+/// their monitor runs without an init (not forked yet, or exited and reaped). Judged then, a
+/// container being stopped looked stopped while LXC still tore it down, and a reconcile pass
+/// queued a start that raced the teardown and failed (passes run in a loop during
+/// `lxc-stop -k`, beside `tests/reconcile_root.rs`). What the host shows of them is about to
+/// change.
+///
+/// # Errors
+/// When the LXC path or `/proc` cannot be read.
+pub fn survey(lxc_path: &Path) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
+    let monitors = monitors(lxc_path)?;
+    let changing = monitors
+        .iter()
+        .filter(|(_, init)| init.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
     let dir = match std::fs::read_dir(lxc_path) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), changing)),
         Err(source) => {
             return Err(SysError::Io {
                 what: format!("list {}", lxc_path.display()),
@@ -46,19 +65,20 @@ pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
             ContainerEntry {
                 has_config: e.path().join("config").exists(),
                 has_rootfs: e.path().join("rootfs").exists(),
-                init_pid: running.get(&name).copied(),
+                init_pid: monitors.get(&name).copied().flatten(),
                 name,
             }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok((out, changing))
 }
 
-/// Name → init PID of every container LXC runs from `lxc_path`: its monitor is the process
-/// whose command line is `[lxc monitor] <lxc_path> <name>`, and the container's init is the
-/// monitor's child.
-fn running_inits(lxc_path: &Path) -> SysResult<BTreeMap<String, u32>> {
+/// Name → init PID (if it has one yet, or still) of every container LXC runs from `lxc_path`:
+/// its monitor is the process whose command line is `[lxc monitor] <lxc_path> <name>`, and the
+/// container's init is the monitor's child (an init that exited but is not reaped yet is still
+/// listed; a reconcile pass finds its network view gone).
+fn monitors(lxc_path: &Path) -> SysResult<BTreeMap<String, Option<u32>>> {
     let proc_dir = std::fs::read_dir("/proc").map_err(|source| SysError::Io {
         what: "list processes in /proc".into(),
         source,
@@ -73,11 +93,8 @@ fn running_inits(lxc_path: &Path) -> SysResult<BTreeMap<String, u32>> {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline);
-        let Some(name) = cmdline.trim_end_matches('\0').strip_prefix(&prefix) else {
-            continue;
-        };
-        if let Some(init) = first_child(pid) {
-            out.insert(name.to_string(), init);
+        if let Some(name) = cmdline.trim_end_matches('\0').strip_prefix(&prefix) {
+            out.insert(name.to_string(), first_child(pid));
         }
     }
     Ok(out)

@@ -47,6 +47,12 @@ pub trait Lxc: Send + Sync {
     /// Every container under the LXC path and the init PID of each running one, read without
     /// starting a process.
     async fn inventory(&self) -> SysResult<Vec<ContainerEntry>>;
+    /// [`Self::inventory`], and the names of the containers LXC is starting or stopping right
+    /// now ([`super::inventory::survey`]), from one read of `/proc`. None by default: a host
+    /// whose containers change state at once (the fake).
+    async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
+        Ok((self.inventory().await?, Vec::new()))
+    }
 }
 
 /// The container configuration every container gets: no network from LXC (`empty` gives the
@@ -239,6 +245,16 @@ impl Lxc for LxcTools {
     async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || super::inventory::scan(&path))
+            .await
+            .map_err(|e| SysError::Unexpected {
+                what: "read the LXC path".into(),
+                detail: e.to_string(),
+            })?
+    }
+
+    async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || super::inventory::survey(&path))
             .await
             .map_err(|e| SysError::Unexpected {
                 what: "read the LXC path".into(),

@@ -44,10 +44,13 @@ impl<'a> Daemon<'a> {
     /// Starts a daemon without waiting for it to serve; with `barrier` (`phase:name`, see
     /// `creepy_meow::testhook`) it holds the job there, for [`Self::kill_at_barrier`].
     pub fn spawn(server: &'a Server, barrier: Option<&str>, paused: bool) -> Self {
-        let mut serve = Serve::on(server).flags(&["--vlans", "2"]);
-        if paused {
-            serve = serve.flags(&["--paused"]);
-        }
+        let flags: &[&str] = if paused { &["--paused"] } else { &[] };
+        Self::spawn_with(server, barrier, flags)
+    }
+
+    /// [`Self::spawn`] with `flags` after the common ones (`--reconcile-interval 1`, ...).
+    pub fn spawn_with(server: &'a Server, barrier: Option<&str>, flags: &[&str]) -> Self {
+        let mut serve = Serve::on(server).flags(&["--vlans", "2"]).flags(flags);
         let release = release_file(server);
         let _ = std::fs::remove_file(&release);
         if let Some(point) = barrier {
@@ -62,7 +65,13 @@ impl<'a> Daemon<'a> {
     /// Starts a daemon (see [`Self::spawn`]) and waits until it serves. Not from inside a tokio
     /// runtime: the wait runs on a runtime of its own.
     pub fn start(server: &'a Server, barrier: Option<&str>, paused: bool) -> Self {
-        let d = Self::spawn(server, barrier, paused);
+        let flags: &[&str] = if paused { &["--paused"] } else { &[] };
+        Self::start_with(server, barrier, flags)
+    }
+
+    /// [`Self::start`] with `flags` after the common ones (see [`Self::spawn_with`]).
+    pub fn start_with(server: &'a Server, barrier: Option<&str>, flags: &[&str]) -> Self {
+        let d = Self::spawn_with(server, barrier, flags);
         let ready = d
             .process
             .wait_ready(READY_TIMEOUT, READY_EVERY, |path| d.answers(path));
@@ -117,6 +126,41 @@ impl<'a> Daemon<'a> {
     pub fn destroy(&self, id: u32) -> String {
         let v = self.json(&["-s", "-X", "DELETE", &format!("{API}/api/container/{id}")]);
         job_id(&v)
+    }
+
+    /// Asks for `op` (`start`, `stop` or `restart`) of container `id`; returns the job's ID.
+    pub fn lifecycle(&self, id: u32, op: &str) -> String {
+        let v = self.json(&[
+            "-s",
+            "-X",
+            "POST",
+            &format!("{API}/api/container/{id}/{op}"),
+        ]);
+        job_id(&v)
+    }
+
+    /// Container `id`'s info: its record, what the host shows, its health.
+    pub fn info(&self, id: u32) -> Value {
+        self.json(&["-s", &format!("{API}/api/container/info/{id}")])
+    }
+
+    /// Runs a reconcile pass now (`POST /api/reconcile`) and returns its report.
+    pub fn reconcile(&self) -> Value {
+        self.json(&["-s", "-X", "POST", &format!("{API}/api/reconcile")])
+    }
+
+    /// The last reconcile pass's report (`GET /api/reconcile`).
+    pub fn last_reconcile(&self) -> Value {
+        self.json(&["-s", &format!("{API}/api/reconcile")])
+    }
+
+    /// Every job the daemon lists (`GET /api/jobs`, up to 1000), newest first.
+    pub fn jobs(&self) -> Vec<Value> {
+        let v = self.json(&["-s", &format!("{API}/api/jobs?limit=1000")]);
+        v["jobs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a job list: {v}"))
+            .clone()
     }
 
     /// Job `id` as it is now.
