@@ -18,7 +18,7 @@ mod common;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use futures::future::join_all;
 use common::daemon::{Daemon, PORT};
 use common::http::{load, Req};
 use common::lab::Lab;
+use common::perf::PerfStat;
 use common::stats::{ms, rate_cells, verdict, Summary};
 
 const BENCH: &str = "accept";
@@ -81,49 +82,23 @@ fn raw_sync_rate(dir: &Path, how: Sync, dur: Duration) -> (f64, Duration) {
     (rate, Summary::of(&lat).p50)
 }
 
-/// `perf stat` counting the daemon's fsync-family syscalls, or `None` without perf.
-fn perf_attach(pid: u32, out: &Path) -> Option<Child> {
-    let child = Command::new("perf")
-        .args(["stat", "-x", ",", "-o"])
-        .arg(out)
-        .args([
-            "-e",
-            "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_sync_file_range",
-            "-p",
-        ])
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    std::thread::sleep(Duration::from_millis(300)); // let it attach
-    Some(child)
+/// The fsync-family syscalls `perf stat` counts.
+const SYNC_CALLS: [&str; 3] = [
+    "syscalls:sys_enter_fsync",
+    "syscalls:sys_enter_fdatasync",
+    "syscalls:sys_enter_sync_file_range",
+];
+
+/// `perf stat` counting process `pid`'s fsync-family syscalls, or `None` without perf.
+fn perf_attach(pid: u32, out: &Path) -> Option<PerfStat> {
+    PerfStat::attach(pid, &SYNC_CALLS, out)
 }
 
 /// Stops `perf`; returns (fsync + fdatasync, sync_file_range) calls.
-fn perf_count(mut child: Child, out: &Path) -> Option<(u64, u64)> {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).ok()?;
-    child.wait().ok()?;
-    let text = std::fs::read_to_string(out).ok()?;
-    let (mut full, mut range, mut seen) = (0, 0, false);
-    for line in text.lines() {
-        let mut cols = line.split(',');
-        let (Some(n), Some(event)) = (cols.next(), cols.nth(1)) else {
-            continue;
-        };
-        let Ok(n) = n.trim().parse::<u64>() else {
-            continue;
-        };
-        seen = true;
-        if event.contains("sync_file_range") {
-            range += n;
-        } else {
-            full += n;
-        }
-    }
-    seen.then_some((full, range))
+fn perf_count(perf: PerfStat) -> Option<(u64, u64)> {
+    let counts = perf.finish()?;
+    let n = |name: &str| counts.get(name).copied().unwrap_or(0);
+    Some((n("fsync") + n("fdatasync"), n("sync_file_range")))
 }
 
 /// The store alone, through the library: `writers` concurrent `enqueue_create` loops on this
@@ -156,7 +131,7 @@ async fn store_only(lab: &Lab, writers: usize, dur: Duration) -> (Level, u64) {
     });
     let lat: Vec<Duration> = join_all(tasks).await.concat();
     let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
-    let syncs = perf.and_then(|p| perf_count(p, &perf_out));
+    let syncs = perf.and_then(perf_count);
     let level = Level {
         clients: writers,
         rate,
@@ -209,7 +184,7 @@ async fn run(lab: &Lab, secs: Duration) {
             )
         });
         let res = load(PORT, clients, secs, 202, make).await;
-        let syncs = perf.and_then(|p| perf_count(p, &perf_out));
+        let syncs = perf.and_then(perf_count);
         levels.push(Level {
             clients,
             rate: res.rate(),
