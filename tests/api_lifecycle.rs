@@ -6,7 +6,6 @@
 mod common;
 
 use common::in_process::{start, Daemon, Opts, DEFAULT};
-use common::serve::BIN;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -191,19 +190,6 @@ async fn a_stopped_container_is_listed_with_its_desired_state() {
     d.stop().await;
 }
 
-/// Runs the client with `args` against `d`; returns its exit code, stdout and stderr.
-async fn client(d: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .args(["--server", &d.base])
-        .env_remove("CREEPY_MEOW_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 /// The step lines of a client's output, without their times.
 fn step_lines(stdout: &str) -> Vec<String> {
     stdout
@@ -217,13 +203,13 @@ fn step_lines(stdout: &str) -> Vec<String> {
 async fn the_client_stops_starts_and_restarts_with_live_steps() {
     let d = start(DEFAULT).await;
     create(&d, 5).await;
-    let (code, out, err) = client(&d, &["stop", "5"]).await;
+    let (code, out, err) = d.client(&["stop", "5"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(step_lines(&out), ["✓ shutdown_container"], "{out}");
     assert!(out.lines().last().unwrap().ends_with(" succeeded"), "{out}");
     assert_eq!(lifecycle_info(&d, 5).await["desired_state"], "stopped");
 
-    let (code, out, err) = client(&d, &["start", "5"]).await;
+    let (code, out, err) = d.client(&["start", "5"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     let start_steps = [
         "✓ start_container",
@@ -233,13 +219,13 @@ async fn the_client_stops_starts_and_restarts_with_live_steps() {
     ];
     assert_eq!(step_lines(&out), start_steps, "{out}");
 
-    let (code, out, err) = client(&d, &["restart", "5"]).await;
+    let (code, out, err) = d.client(&["restart", "5"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(step_lines(&out)[0], "✓ shutdown_container", "{out}");
     assert_eq!(step_lines(&out)[1..], start_steps, "{out}");
     assert_eq!(lifecycle_info(&d, 5).await["health"], "ok");
 
-    let (code, out, err) = client(&d, &["stop", "5", "--no-wait", "--json"]).await;
+    let (code, out, err) = d.client(&["stop", "5", "--no-wait", "--json"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     let accepted: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -248,7 +234,7 @@ async fn the_client_stops_starts_and_restarts_with_live_steps() {
     );
     d.wait(&accepted).await;
 
-    let (code, out, err) = client(&d, &["start", "99"]).await;
+    let (code, out, err) = d.client(&["start", "99"]).await;
     assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
     assert_eq!(
         err.trim(),

@@ -7,7 +7,6 @@
 mod common;
 
 use common::in_process::{capture_logs, start, Daemon, DEFAULT};
-use common::serve::BIN;
 use creepy_meow::cli::LogFormat;
 use creepy_meow::sys::Lxc;
 use reqwest::StatusCode;
@@ -308,21 +307,12 @@ async fn the_detailed_list_has_its_own_shape_and_other_details_are_400() {
     d.stop().await;
 }
 
-/// Runs the client with `args` against `d`; returns its exit code and stdout.
+/// Runs the client with `args` against `d`; returns its exit code and stdout, and checks it
+/// printed nothing on stderr.
 async fn client(d: &Daemon, args: &[&str]) -> (Option<i32>, String) {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .args(["--server", &d.base])
-        .env_remove("CREEPY_MEOW_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, out, err) = d.client(args).await;
     assert!(err.is_empty(), "{err}");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-    )
+    (code, out)
 }
 
 /// A line's words, for comparing table rows without their padding.

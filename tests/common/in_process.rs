@@ -122,6 +122,20 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
 }
 
 impl Daemon {
+    /// Runs the `creepy-meow` client with `args` against this daemon; returns its exit code,
+    /// stdout and stderr.
+    pub async fn client(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = tokio::process::Command::new(super::serve::BIN)
+            .args(args)
+            .args(["--server", &self.base])
+            .env_remove("CREEPY_MEOW_TOKEN")
+            .output()
+            .await
+            .expect("run the client");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    }
+
     /// The URL of `path` on this daemon.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
