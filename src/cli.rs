@@ -26,15 +26,15 @@ pub enum Command {
     /// Ask a server to create a container and follow the job (exit 0 once it runs).
     Create(CreateArgs),
     /// Ask a server to destroy a container and follow the job.
-    Destroy(DestroyArgs),
+    Destroy(ContainerJobArgs),
     /// Start a stopped container with its network and follow the job (exit 0 once it runs).
     /// Its desired state becomes running: the daemon starts it again after a reboot.
-    Start(LifecycleArgs),
+    Start(ContainerJobArgs),
     /// Stop a container (its init is asked to halt, then killed after a grace period) and
     /// follow the job. Its desired state becomes stopped: it stays stopped after a reboot.
-    Stop(LifecycleArgs),
+    Stop(ContainerJobArgs),
     /// Stop, then start a container with its network, and follow the job.
-    Restart(LifecycleArgs),
+    Restart(ContainerJobArgs),
     /// List the containers of a server (with --detail: desired state and health too).
     List(ListArgs),
     /// Show one container: its VLAN, address, LXC state, PID, MTU, host veth, desired state
@@ -93,22 +93,10 @@ pub struct CreateArgs {
     pub client: ClientArgs,
 }
 
-/// Arguments of `destroy`.
+/// Arguments of the commands that make a job on one container: `destroy`, `start`, `stop`,
+/// `restart`.
 #[derive(Debug, Args)]
-pub struct DestroyArgs {
-    /// Container ID.
-    pub id: u64,
-    /// Return at once instead of following the job.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// The server.
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-/// Arguments of `start`, `stop` and `restart`.
-#[derive(Debug, Args)]
-pub struct LifecycleArgs {
+pub struct ContainerJobArgs {
     /// Container ID.
     pub id: u64,
     /// Print the accepted job and return at once instead of following it.

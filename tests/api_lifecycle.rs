@@ -9,15 +9,6 @@ use common::in_process::{start, Daemon, Opts, DEFAULT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Creates container `id` on VLAN 2 and waits until it runs.
-async fn create(d: &Daemon, id: u32) {
-    let (s, job) = d
-        .form(&format!("id={id}&vlan=2&ip=192.168.2.{id}/24"))
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    assert_eq!(d.wait(&job).await["state"], "succeeded");
-}
-
 /// `POST /api/container/<id>/<verb>`, checked to be a 202 whose job is of kind `verb` and asked
 /// by the operator; returns the job once it ended.
 async fn lifecycle(d: &Daemon, id: u32, verb: &str) -> Value {
@@ -114,7 +105,7 @@ async fn start_stop_and_restart_wait_for_no_queued_create_they_are_409() {
 #[tokio::test]
 async fn stop_start_and_restart_set_the_desired_state_and_the_health_follows() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
 
     let stop = lifecycle(&d, 5, "stop").await;
     assert_eq!(step_names(&stop), ["shutdown_container"]);
@@ -164,8 +155,8 @@ async fn stop_start_and_restart_set_the_desired_state_and_the_health_follows() {
 #[tokio::test]
 async fn a_stopped_container_is_listed_with_its_desired_state() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
-    create(&d, 6).await;
+    d.create_running(5).await;
+    d.create_running(6).await;
     lifecycle(&d, 6, "stop").await;
     // The plain list keeps the original tool's shape: a stopped container still exists.
     assert_eq!(
@@ -202,7 +193,7 @@ fn step_lines(stdout: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_client_stops_starts_and_restarts_with_live_steps() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     let (code, out, err) = d.client(&["stop", "5"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(step_lines(&out), ["✓ shutdown_container"], "{out}");

@@ -12,15 +12,6 @@ use creepy_meow::sys::Lxc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Creates container `id` on VLAN 2 and waits until it runs.
-async fn create(d: &Daemon, id: u32) {
-    let (s, job) = d
-        .form(&format!("id={id}&vlan=2&ip=192.168.2.{id}/24"))
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    assert_eq!(d.wait(&job).await["state"], "succeeded");
-}
-
 /// Runs a reconcile pass; returns its report.
 async fn reconcile(d: &Daemon) -> Value {
     let (s, report) = d.post("/api/reconcile").await;
@@ -81,7 +72,7 @@ async fn assert_metrics(d: &Daemon, lines: &[&str]) {
 #[tokio::test]
 async fn a_container_stopped_by_hand_is_started_again_by_a_reconcile_job() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     d.lxc.stop_by_hand("container5");
     let stopped = json!({"state": "STOPPED", "record_state": "active",
                          "desired_state": "running", "health": "stopped", "problems": []});
@@ -128,7 +119,7 @@ async fn a_container_stopped_by_hand_is_started_again_by_a_reconcile_job() {
 async fn each_drift_is_a_warn_line_naming_the_container_and_the_drift() {
     let (log, _capture) = capture_logs(LogFormat::Json);
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     d.lxc.stop_by_hand("container5");
     d.lxc.add_foreign("lxcfoo");
     reconcile(&d).await;
@@ -164,7 +155,7 @@ async fn each_drift_is_a_warn_line_naming_the_container_and_the_drift() {
 #[tokio::test]
 async fn a_broken_host_veth_is_made_again_by_a_repair_job() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     d.net.edit_link("vethc_br5", |l| l.up = false);
     let report = reconcile(&d).await;
     let (drift, jobs) = drift_and_jobs(&report);
@@ -187,7 +178,7 @@ async fn a_broken_host_veth_is_made_again_by_a_repair_job() {
 #[tokio::test]
 async fn a_lost_rootfs_is_reported_missing_never_recreated_and_destroy_frees_it() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     d.lxc.stop_by_hand("container5");
     d.lxc.lose_rootfs("container5");
     d.net.clear_calls();
@@ -231,7 +222,7 @@ async fn a_lost_rootfs_is_reported_missing_never_recreated_and_destroy_frees_it(
 #[tokio::test]
 async fn a_container_started_by_hand_against_its_desired_state_is_reported_not_stopped() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     let (_, stop) = d.post("/api/container/5/stop").await;
     assert_eq!(d.wait(&stop).await["state"], "succeeded");
     d.lxc.start("container5").await.unwrap();
@@ -255,7 +246,7 @@ async fn a_container_started_by_hand_against_its_desired_state_is_reported_not_s
 #[tokio::test]
 async fn a_foreign_container_and_link_are_reported_and_left_untouched() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     d.lxc.add_foreign("lxcfoo");
     d.net.add_device("vethc_br77", 1500);
     d.net.clear_calls();
@@ -280,7 +271,7 @@ async fn a_foreign_container_and_link_are_reported_and_left_untouched() {
 #[tokio::test]
 async fn the_detailed_list_has_its_own_shape_and_other_details_are_400() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     let (s, list) = d.get("/api/container/list?detail=1").await;
     assert_eq!(s, StatusCode::OK);
     // Created after the pass at start: not judged yet.
@@ -323,7 +314,7 @@ fn words(line: &str) -> String {
 #[tokio::test]
 async fn the_client_shows_the_last_pass_runs_one_now_and_lists_health() {
     let d = start(DEFAULT).await;
-    create(&d, 5).await;
+    d.create_running(5).await;
     d.lxc.stop_by_hand("container5");
     d.lxc.add_foreign("lxcfoo");
     let (code, out) = client(&d, &["reconcile", "--now"]).await;

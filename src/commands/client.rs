@@ -6,8 +6,7 @@ use serde_json::Value;
 
 use super::{fail, EXIT_USAGE};
 use crate::cli::{
-    ClientArgs, CreateArgs, DestroyArgs, InfoArgs, JobArgs, JobsArgs, LifecycleArgs, ListArgs,
-    ReconcileArgs,
+    ClientArgs, ContainerJobArgs, CreateArgs, InfoArgs, JobArgs, JobsArgs, ListArgs, ReconcileArgs,
 };
 use crate::client::render::{outcome, Follower};
 use crate::client::tables::{containers_table, fields, jobs_table, report_table};
@@ -110,7 +109,7 @@ async fn accepted_then_follow(
 }
 
 /// `creepy-meow destroy`.
-pub async fn destroy(args: DestroyArgs) -> ExitCode {
+pub async fn destroy(args: ContainerJobArgs) -> ExitCode {
     let client = match connect(&args.client) {
         Ok(c) => c,
         Err(code) => return code,
@@ -122,7 +121,7 @@ pub async fn destroy(args: DestroyArgs) -> ExitCode {
 }
 
 /// `creepy-meow start|stop|restart`: `verb` names the endpoint and the job's kind.
-pub async fn lifecycle(args: LifecycleArgs, verb: &str) -> ExitCode {
+pub async fn lifecycle(args: ContainerJobArgs, verb: &str) -> ExitCode {
     let client = match connect(&args.client) {
         Ok(c) => c,
         Err(code) => return code,

@@ -122,6 +122,15 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
 }
 
 impl Daemon {
+    /// Creates container `id` on VLAN 2 (`192.168.2.<id>/24`) and waits until it runs.
+    pub async fn create_running(&self, id: u32) {
+        let (s, job) = self
+            .form(&format!("id={id}&vlan=2&ip=192.168.2.{id}/24"))
+            .await;
+        assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{job}");
+        assert_eq!(self.wait(&job).await["state"], "succeeded");
+    }
+
     /// Runs the `creepy-meow` client with `args` against this daemon; returns its exit code,
     /// stdout and stderr.
     pub async fn client(&self, args: &[&str]) -> (Option<i32>, String, String) {
