@@ -1,5 +1,6 @@
 //! The provisioning engine: validates a request against the limits and the host, then runs the
-//! create steps with rollback; destroys containers; reports what the host shows of one.
+//! plans of steps (create with rollback, start/stop/restart/repair, destroy). What the host
+//! shows of a container is read by `reconcile` (`Reconciler::inspect`).
 
 use crate::fabric::FabricConfig;
 use crate::model::ContainerId;
@@ -84,19 +85,6 @@ impl RequestField {
 
 fn invalid(field: RequestField, message: String) -> EngineError {
     EngineError::Invalid { field, message }
-}
-
-/// What the host shows of one container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerFacts {
-    /// LXC's state, such as `RUNNING`.
-    pub state: String,
-    /// Init PID while running.
-    pub pid: Option<u32>,
-    /// The host veth, when present.
-    pub host_veth: Option<String>,
-    /// MTU of the host veth (equal to the container's eth0).
-    pub mtu: Option<u32>,
 }
 
 /// Creates and destroys containers on one host.
@@ -284,23 +272,6 @@ impl Engine {
             .await
             .map_err(|(step, error)| EngineError::Step { step, error })?;
         Ok(existed)
-    }
-
-    /// What the host shows of `container<ID>`, or `None` when it does not exist.
-    ///
-    /// # Errors
-    /// When LXC or the kernel cannot be asked.
-    pub async fn inspect(&self, id: ContainerId) -> Result<Option<ContainerFacts>, EngineError> {
-        let Some(status) = self.host.lxc.status(&id.container_name()).await? else {
-            return Ok(None);
-        };
-        let veth = self.host.net.link(&id.host_veth()).await?;
-        Ok(Some(ContainerFacts {
-            state: status.state,
-            pid: status.pid,
-            mtu: veth.as_ref().map(|l| l.mtu),
-            host_veth: veth.map(|l| l.name),
-        }))
     }
 }
 
