@@ -12,7 +12,8 @@
 //!    acts, recovers jobs a crash interrupted (stopping what their tools left running first);
 //! 4. [`engine`] and [`steps`]: checks a create against the limits and the host, then runs the
 //!    reversible steps (create the LXC container, start it, a veth pair into its namespace,
-//!    configure `eth0`), rolling back newest first on failure; also destroy and inspect;
+//!    configure `eth0`), rolling back newest first on failure; also destroy, start, stop,
+//!    restart and repair;
 //! 5. [`sys`]: the only code that talks to the kernel (rtnetlink) or runs `lxc-*` tools,
 //!    behind traits with in-memory fakes for unit tests.
 //!
