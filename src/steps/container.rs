@@ -64,25 +64,23 @@ impl Step for StartContainer {
     }
 }
 
-/// Polls, with a growing interval, until the container runs and its init has left our network
-/// namespace; bounded by [`START_TIMEOUT`].
+/// Waits, with a growing interval, until the container's init runs and has left our network
+/// namespace; bounded by [`START_TIMEOUT`]. `lxc-start -d` returns once LXC reports the
+/// container running, so the first look normally finds it; each look reads a few files
+/// (`Lxc::init_pid`), no process.
 async fn wait_for_netns(ctx: &StepCtx<'_>, name: &str) -> Result<u32, StepError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut pause = Duration::from_millis(1);
-    let mut last = String::from("no status yet");
+    let mut last = String::from("no init yet");
     loop {
-        if let Some(status) = ctx.host.lxc.status(name).await? {
-            last = status.state.clone();
-            if let Some(pid) = status.pid.filter(|_| status.state == "RUNNING") {
-                match ctx.host.netns.has_own_netns(pid).await {
-                    Ok(true) => return Ok(pid),
-                    Ok(false) => {
-                        last =
-                            format!("RUNNING as pid {pid}, still in the host's network namespace")
-                    }
-                    Err(e) if e.is_not_found() => last = format!("pid {pid} exited"),
-                    Err(e) => return Err(e.into()),
+        if let Some(pid) = ctx.host.lxc.init_pid(name).await? {
+            match ctx.host.netns.has_own_netns(pid).await {
+                Ok(true) => return Ok(pid),
+                Ok(false) => {
+                    last = format!("init is pid {pid}, still in the host's network namespace")
                 }
+                Err(e) if e.is_not_found() => last = format!("pid {pid} exited"),
+                Err(e) => return Err(e.into()),
             }
         }
         if Instant::now() >= deadline {

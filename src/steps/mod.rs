@@ -82,14 +82,14 @@ impl<'a> StepCtx<'a> {
         })
     }
 
-    /// The init PID: remembered from the start step, or asked of LXC (after a crash).
+    /// The init PID: remembered from the start step, or found through LXC (after a crash).
     ///
     /// # Errors
     /// When LXC cannot be asked.
     pub async fn running_pid(&mut self) -> Result<Option<u32>, StepError> {
         if self.pid.is_none() {
             let name = self.id.container_name();
-            self.pid = self.host.lxc.status(&name).await?.and_then(|s| s.pid);
+            self.pid = self.host.lxc.init_pid(&name).await?;
         }
         Ok(self.pid)
     }

@@ -1,14 +1,13 @@
 //! What a reconcile pass reads of the host without starting a process: the container
-//! directories under an LXC path, which of them run (from `/proc`: LXC's monitor, then its
-//! child, the container's init) and which LXC is starting or stopping (a monitor without an
-//! init), and the IPv4 addresses local to a process's network namespace
-//! (`/proc/<pid>/net/fib_trie`). One pass over `/proc` serves every container.
+//! directories under an LXC path, which of them run (LXC's monitor, then its child, the
+//! container's init: [`super::monitor`]) and which LXC is starting or stopping (a monitor
+//! without an init), and the IPv4 addresses local to a process's network namespace
+//! (`/proc/<pid>/net/fib_trie`). Its cost grows with the containers, not with the processes.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::{SysError, SysResult};
+use super::{monitor, SysError, SysResult};
 
 /// One container directory under the LXC path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +30,7 @@ pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
     Ok(survey(lxc_path)?.0)
 }
 
-/// [`scan`], and the containers LXC is starting or stopping, from the same read of `/proc`:
+/// [`scan`], and the containers LXC is starting or stopping, from the same reads:
 /// their monitor runs without an init (not forked yet, or exited and reaped). Judged then, a
 /// container being stopped looked stopped while LXC still tore it down, and a reconcile pass
 /// queued a start that raced the teardown and failed (passes run in a loop during
@@ -41,15 +40,9 @@ pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
 /// # Errors
 /// When the LXC path or `/proc` cannot be read.
 pub fn survey(lxc_path: &Path) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
-    let monitors = monitors(lxc_path)?;
-    let changing = monitors
-        .iter()
-        .filter(|(_, init)| init.is_none())
-        .map(|(name, _)| name.clone())
-        .collect();
     let dir = match std::fs::read_dir(lxc_path) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), changing)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(source) => {
             return Err(SysError::Io {
                 what: format!("list {}", lxc_path.display()),
@@ -60,49 +53,43 @@ pub fn survey(lxc_path: &Path) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> 
     let mut out: Vec<ContainerEntry> = dir
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            ContainerEntry {
-                has_config: e.path().join("config").exists(),
-                has_rootfs: e.path().join("rootfs").exists(),
-                init_pid: monitors.get(&name).copied().flatten(),
-                name,
-            }
+        .map(|e| ContainerEntry {
+            has_config: e.path().join("config").exists(),
+            has_rootfs: e.path().join("rootfs").exists(),
+            init_pid: None,
+            name: e.file_name().to_string_lossy().into_owned(),
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<String> = out.iter().map(|e| e.name.clone()).collect();
+    let monitors = monitor::find(lxc_path, &names)?;
+    let changing = monitors
+        .iter()
+        .filter(|(_, init)| init.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for entry in &mut out {
+        entry.init_pid = monitors.get(&entry.name).copied().flatten();
+    }
     Ok((out, changing))
 }
 
-/// Name → init PID (if it has one yet, or still) of every container LXC runs from `lxc_path`:
-/// its monitor is the process whose command line is `[lxc monitor] <lxc_path> <name>`, and the
-/// container's init is the monitor's child (an init that exited but is not reaped yet is still
-/// listed; a reconcile pass finds its network view gone).
-fn monitors(lxc_path: &Path) -> SysResult<BTreeMap<String, Option<u32>>> {
-    let proc_dir = std::fs::read_dir("/proc").map_err(|source| SysError::Io {
-        what: "list processes in /proc".into(),
-        source,
-    })?;
-    let prefix = format!("[lxc monitor] {} ", lxc_path.display());
-    let mut out = BTreeMap::new();
-    for entry in proc_dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if let Some(name) = cmdline.trim_end_matches('\0').strip_prefix(&prefix) {
-            out.insert(name.to_string(), first_child(pid));
-        }
+/// The entry of container `name` alone, as [`scan`] would list it, or `None` when it has no
+/// directory.
+///
+/// # Errors
+/// When the unix sockets or `/proc` cannot be read.
+pub fn entry(lxc_path: &Path, name: &str) -> SysResult<Option<ContainerEntry>> {
+    let dir = lxc_path.join(name);
+    if !dir.is_dir() {
+        return Ok(None);
     }
-    Ok(out)
-}
-
-fn first_child(pid: u32) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
+    Ok(Some(ContainerEntry {
+        name: name.to_string(),
+        has_config: dir.join("config").exists(),
+        has_rootfs: dir.join("rootfs").exists(),
+        init_pid: monitor::init_pid(lxc_path, name)?,
+    }))
 }
 
 /// The IPv4 addresses local to the network namespace of process `pid`.
@@ -111,8 +98,8 @@ fn first_child(pid: u32) -> Option<u32> {
 /// [`SysError::NotFound`] when the process is gone.
 pub fn local_addresses(pid: u32) -> SysResult<Vec<Ipv4Addr>> {
     let path = format!("/proc/{pid}/net/fib_trie");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(parse_fib_trie(&text)),
+    match monitor::read_small(&path) {
+        Ok(text) => Ok(parse_fib_trie(&String::from_utf8_lossy(&text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SysError::NotFound {
             what: format!("read {path}"),
         }),

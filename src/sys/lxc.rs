@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::process::Command;
 
 use super::inventory::ContainerEntry;
-use super::{process, SysError, SysResult};
+use super::{monitor, process, SysError, SysResult};
 
 /// What LXC says of one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,15 @@ pub trait Lxc: Send + Sync {
     async fn start(&self, name: &str) -> SysResult<()>;
     /// Its state and init PID, or `None` when it does not exist.
     async fn status(&self, name: &str) -> SysResult<Option<ContainerStatus>>;
+    /// Its init's PID while it runs (or LXC is starting or stopping it and init is there),
+    /// read without starting a process where the implementation can.
+    async fn init_pid(&self, name: &str) -> SysResult<Option<u32>> {
+        Ok(self
+            .status(name)
+            .await?
+            .filter(|s| s.state == "RUNNING")
+            .and_then(|s| s.pid))
+    }
     /// Stops it at once (SIGKILL); stopping a stopped container succeeds.
     async fn stop(&self, name: &str) -> SysResult<()>;
     /// Asks its init to halt, and kills it if it has not within `grace`; stopping a stopped
@@ -47,6 +56,11 @@ pub trait Lxc: Send + Sync {
     /// Every container under the LXC path and the init PID of each running one, read without
     /// starting a process.
     async fn inventory(&self) -> SysResult<Vec<ContainerEntry>>;
+    /// One container's entry, as [`Self::inventory`] lists it, or `None` when it has no
+    /// directory.
+    async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
+        Ok(self.inventory().await?.into_iter().find(|e| e.name == name))
+    }
     /// [`Self::inventory`], and the names of the containers LXC is starting or stopping right
     /// now ([`super::inventory::survey`]), from one read of `/proc`. None by default: a host
     /// whose containers change state at once (the fake).
@@ -104,6 +118,26 @@ impl LxcTools {
         let command = format!("{program} -P {} {}", self.path.display(), args.join(" "));
         process::run(what, program, cmd, command, TOOL_TIMEOUT).await
     }
+
+    /// Whether LXC runs `name` (running, starting or stopping): its monitor's command socket
+    /// listens. What `lxc-info` would say is not `STOPPED`, without starting it.
+    async fn has_monitor(&self, name: &str) -> SysResult<bool> {
+        let socket = monitor::command_socket(&self.path, name);
+        Ok(monitor::abstract_sockets()?.contains(&socket))
+    }
+}
+
+/// Runs `f` (reads of `/proc` and the LXC path) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> SysResult<T> + Send + 'static,
+) -> SysResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SysError::Unexpected {
+            what: what.into(),
+            detail: e.to_string(),
+        })?
 }
 
 /// Parses `lxc-info -s -p` output (with or without labels).
@@ -196,11 +230,14 @@ impl Lxc for LxcTools {
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {
+        // The monitor's PID file is how `init_pid` finds init without a process (`monitor`).
+        let pidfile = monitor::pidfile(&self.path, name);
+        let pidfile = pidfile.to_string_lossy();
         let started = self
             .tool(
                 format!("start container {name}"),
                 "lxc-start",
-                &["-n", name, "-d"],
+                &["-n", name, "-d", "-p", &pidfile],
             )
             .await;
         match started {
@@ -228,54 +265,57 @@ impl Lxc for LxcTools {
         Ok(Some(parse_info(&out)))
     }
 
+    async fn init_pid(&self, name: &str) -> SysResult<Option<u32>> {
+        let (path, name) = (self.path.clone(), name.to_string());
+        blocking("find a container's init", move || {
+            monitor::init_pid(&path, &name)
+        })
+        .await
+    }
+
     async fn stop(&self, name: &str) -> SysResult<()> {
-        match self.status(name).await? {
-            Some(s) if s.state != "STOPPED" => self
-                .tool(
-                    format!("stop container {name}"),
-                    "lxc-stop",
-                    &["-n", name, "-k"],
-                )
-                .await
-                .map(drop),
-            _ => Ok(()),
+        if !self.has_monitor(name).await? {
+            return Ok(());
         }
+        self.tool(
+            format!("stop container {name}"),
+            "lxc-stop",
+            &["-n", name, "-k"],
+        )
+        .await
+        .map(drop)
     }
 
     async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || super::inventory::scan(&path))
-            .await
-            .map_err(|e| SysError::Unexpected {
-                what: "read the LXC path".into(),
-                detail: e.to_string(),
-            })?
+        blocking("read the LXC path", move || super::inventory::scan(&path)).await
+    }
+
+    async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
+        let (path, name) = (self.path.clone(), name.to_string());
+        blocking("read a container's directory", move || {
+            super::inventory::entry(&path, &name)
+        })
+        .await
     }
 
     async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || super::inventory::survey(&path))
-            .await
-            .map_err(|e| SysError::Unexpected {
-                what: "read the LXC path".into(),
-                detail: e.to_string(),
-            })?
+        blocking("read the LXC path", move || super::inventory::survey(&path)).await
     }
 
     async fn shutdown(&self, name: &str, grace: Duration) -> SysResult<()> {
-        match self.status(name).await? {
-            Some(s) if s.state != "STOPPED" => {
-                let secs = grace.as_secs().max(1).to_string();
-                self.tool(
-                    format!("shut down container {name}"),
-                    "lxc-stop",
-                    &["-n", name, "-t", &secs],
-                )
-                .await
-                .map(drop)
-            }
-            _ => Ok(()),
+        if !self.has_monitor(name).await? {
+            return Ok(());
         }
+        let secs = grace.as_secs().max(1).to_string();
+        self.tool(
+            format!("shut down container {name}"),
+            "lxc-stop",
+            &["-n", name, "-t", &secs],
+        )
+        .await
+        .map(drop)
     }
 
     async fn destroy(&self, name: &str) -> SysResult<()> {

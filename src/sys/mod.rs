@@ -12,7 +12,9 @@
 //! - [`reap`]: the [`Reaper`] trait, which finds and kills what a crashed run of a job left
 //!   running, and its real implementation over `/proc`;
 //! - [`inventory`]: what a reconcile pass reads without a process: container directories,
-//!   which run (from `/proc`), the addresses local to a container's namespace;
+//!   which run, the addresses local to a container's namespace;
+//! - [`monitor`]: which containers LXC runs, and their init, from LXC's command sockets and
+//!   the monitor PID files `lxc-start -p` writes;
 //! - [`host`]: the bundle of them all that the engine is given;
 //! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything;
 //! - [`memory`]: the allocator's arena cap, set first thing in `main`.
@@ -26,6 +28,7 @@ pub mod host;
 pub mod inventory;
 pub mod lxc;
 pub mod memory;
+pub mod monitor;
 pub mod netlink;
 pub mod privilege;
 pub mod process;

@@ -1,0 +1,233 @@
+//! LXC's monitor of a running container, and the container's init, found without starting a
+//! process and without reading every process on the host.
+//!
+//! Every container LXC runs has a monitor process (`[lxc monitor] <lxc path> <name>`) whose
+//! child is the container's init, and the monitor listens on an abstract unix socket named
+//! after the container (`@<lxc path>/<name>/command`, or `@lxc/<hash>/command` when that is too
+//! long: LXC's `lxc_make_abstract_socket_name`). So:
+//!
+//! - **which containers have a monitor** (running, starting or stopping): one read of the
+//!   unix sockets of our network namespace, where LXC keeps the socket (the tools run from it,
+//!   see [`super::lxc`]): `/proc/thread-self/net/unix`, since a test's thread may have entered
+//!   a namespace its process has not;
+//! - **the init of one**: the daemon starts every container with `lxc-start -p`, which writes
+//!   the monitor's PID to [`pidfile`]; the monitor is checked by its command line (a PID in a
+//!   file left by a crash or a reboot may name another process now), and init is its child.
+//!
+//! A container with a monitor but no usable PID file (started by hand, or by a daemon before
+//! PID files) is found the old way, by reading the command line of every process
+//! ([`scan_proc`]): correct, and O(processes) rather than O(containers).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{SysError, SysResult};
+
+/// The file `lxc-start -p` writes the monitor's PID to: in the container's directory, so it
+/// goes with the container. LXC removes it when the container stops.
+pub fn pidfile(lxc_path: &Path, name: &str) -> PathBuf {
+    lxc_path.join(name).join("creepy-meow-monitor.pid")
+}
+
+/// The abstract socket name (without the leading `@`) of the command socket of container
+/// `name` under `lxc_path`, as LXC 4 and 5 make it: `<path>/<name>/command`, unless that does
+/// not fit `sun_path` (108 bytes, less the leading and trailing NUL), then `lxc/<FNV-1a 64 of
+/// "<path>/<name>">/command`.
+pub fn command_socket(lxc_path: &Path, name: &str) -> String {
+    let base = format!("{}/{name}", lxc_path.display());
+    let plain = format!("{base}/command");
+    if plain.len() < 108 - 2 {
+        return plain;
+    }
+    format!("lxc/{:016x}/command", fnv1a_64(base.as_bytes()))
+}
+
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The abstract unix socket names in the calling thread's network namespace.
+///
+/// # Errors
+/// When `/proc/thread-self/net/unix` cannot be read.
+pub fn abstract_sockets() -> SysResult<HashSet<String>> {
+    let text = read_small("/proc/thread-self/net/unix").map_err(|source| SysError::Io {
+        what: "read /proc/thread-self/net/unix".into(),
+        source,
+    })?;
+    Ok(parse_unix(&String::from_utf8_lossy(&text)))
+}
+
+/// The `@name` paths of `/proc/net/unix` (its 8th column), without the `@`.
+fn parse_unix(text: &str) -> HashSet<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7)?.strip_prefix('@'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Name → init PID of those of `names` that LXC runs from `lxc_path` (a monitor exists);
+/// `None` for one whose init is not there (not forked yet, or exited and reaped: LXC is
+/// starting or stopping it). Reads the namespace's unix sockets, then three small files per
+/// container with a monitor; all of `/proc` only when one has no usable PID file.
+///
+/// # Errors
+/// When the unix sockets or `/proc` cannot be read.
+pub fn find(lxc_path: &Path, names: &[String]) -> SysResult<BTreeMap<String, Option<u32>>> {
+    let listening = abstract_sockets()?;
+    let mut out = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for name in names {
+        if !listening.contains(&command_socket(lxc_path, name)) {
+            continue;
+        }
+        match monitor_from_pidfile(lxc_path, name) {
+            Some(monitor) => {
+                out.insert(name.clone(), first_child(monitor));
+            }
+            None => unknown.push(name.clone()),
+        }
+    }
+    if !unknown.is_empty() {
+        let scanned = scan_proc(lxc_path)?;
+        for name in unknown {
+            // Gone between the two reads: it stopped.
+            if let Some(init) = scanned.get(&name) {
+                out.insert(name, *init);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The init PID of container `name` while LXC runs it, `None` otherwise: [`find`] for one.
+///
+/// # Errors
+/// As [`find`].
+pub fn init_pid(lxc_path: &Path, name: &str) -> SysResult<Option<u32>> {
+    Ok(find(lxc_path, &[name.to_string()])?.remove(name).flatten())
+}
+
+/// The PID in `name`'s PID file, if that process is its monitor.
+fn monitor_from_pidfile(lxc_path: &Path, name: &str) -> Option<u32> {
+    let text = read_small(pidfile(lxc_path, name)).ok()?;
+    let pid: u32 = String::from_utf8_lossy(&text).trim().parse().ok()?;
+    let cmdline = read_small(format!("/proc/{pid}/cmdline")).ok()?;
+    let want = monitor_cmdline(lxc_path, name);
+    (cmdline.strip_suffix(b"\0").unwrap_or(&cmdline) == want.as_bytes()).then_some(pid)
+}
+
+/// The command line LXC gives the monitor of `name`.
+fn monitor_cmdline(lxc_path: &Path, name: &str) -> String {
+    format!("[lxc monitor] {} {name}", lxc_path.display())
+}
+
+/// Name → init PID of every container LXC runs from `lxc_path`, from the command line of every
+/// process in `/proc` (see the module doc for when).
+///
+/// # Errors
+/// When `/proc` cannot be listed.
+pub fn scan_proc(lxc_path: &Path) -> SysResult<BTreeMap<String, Option<u32>>> {
+    let proc_dir = std::fs::read_dir("/proc").map_err(|source| SysError::Io {
+        what: "list processes in /proc".into(),
+        source,
+    })?;
+    let prefix = monitor_cmdline(lxc_path, "");
+    let mut out = BTreeMap::new();
+    for entry in proc_dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = read_small(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if let Some(name) = cmdline.trim_end_matches('\0').strip_prefix(&prefix) {
+            out.insert(name.to_string(), first_child(pid));
+        }
+    }
+    Ok(out)
+}
+
+/// The first child of `pid` (a monitor has one: the container's init).
+fn first_child(pid: u32) -> Option<u32> {
+    let children = read_small(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    String::from_utf8_lossy(&children)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Reads a small file (a `/proc` entry) whole: open, read into an 8 KiB buffer until the end,
+/// close; without the size probe and the 32-byte first read `std::fs::read` makes, which a
+/// `seq_file` answers by generating its text again for each read.
+///
+/// # Errors
+/// As `open` and `read`.
+pub fn read_small(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(8192);
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_path_names_the_socket_plainly() {
+        assert_eq!(
+            command_socket(Path::new("/var/lib/creepy-meow/lxc"), "container5"),
+            "/var/lib/creepy-meow/lxc/container5/command"
+        );
+    }
+
+    /// The value LXC 5.0.2 used on this machine for `/tmp/lxtry/a…a` (90 `a`) and `c2`, read
+    /// from `/proc/net/unix` while it ran.
+    #[test]
+    fn a_long_path_is_hashed_as_lxc_does() {
+        let path = format!("/tmp/lxtry/{}", "a".repeat(90));
+        assert_eq!(
+            command_socket(Path::new(&path), "c2"),
+            "lxc/96fcdfb60711b510/command"
+        );
+    }
+
+    #[test]
+    fn unix_listing_yields_abstract_names_only() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000061b9fab7: 00000002 00000000 00010000 0001 01 5031427 @/tmp/x/c1/command\n\
+            0000000061b9fab8: 00000002 00000000 00010000 0001 01 5031428 /run/sock\n\
+            0000000061b9fab9: 00000003 00000000 00000000 0001 03 5031429\n";
+        let got = parse_unix(text);
+        assert_eq!(got, HashSet::from(["/tmp/x/c1/command".to_string()]));
+    }
+
+    #[test]
+    fn no_monitor_means_not_running() {
+        let dir = std::env::temp_dir().join(format!("cm-monitor-{}", std::process::id()));
+        let got = find(&dir, &["container1".to_string()]).unwrap();
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_process_is_not_a_monitor() {
+        let dir = std::env::temp_dir().join(format!("cm-monitor-pf-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("c1")).unwrap();
+        std::fs::write(pidfile(&dir, "c1"), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(monitor_from_pidfile(&dir, "c1"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn small_reads_read_it_all() {
+        let ours = read_small("/proc/self/status").unwrap();
+        assert!(String::from_utf8_lossy(&ours).contains("Pid:"));
+    }
+}
