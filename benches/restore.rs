@@ -22,7 +22,9 @@
 //! `perf stat`, counting the daemon's clone/fork/exec calls (and a restart job under the same
 //! counting, which does start processes: perf's positive control). The same on the restore's N
 //! containers (after the second restore), `GET /healthz` as the HTTP part alone, and the pass's
-//! host reads (the `/proc` scan, every `fib_trie`, a link dump) timed alone through the library.
+//! host reads (the inventory, every `fib_trie`, the bridge-port dump, the link names) timed
+//! alone through the library, each beside the read it replaced (every process's command line,
+//! a full link dump) in the same run.
 //! Targets: a pass ≤ 50 ms (the round trip's p95); no process started per container.
 //! Takes ≈ 3–5 minutes here, most of it the 100 creates and the 1,000 starts.
 

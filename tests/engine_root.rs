@@ -223,3 +223,66 @@ fn the_largest_id_works_and_destroy_leaves_nothing() {
     );
     assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
 }
+
+/// What the reconcile pass and `info` read without a process (LXC's command sockets and the
+/// monitor's PID file, an AF_BRIDGE dump, `/proc/net/dev`) agrees with what the tools show.
+#[test]
+fn host_reads_without_a_process_agree_with_the_tools() {
+    let lab = Lab::new(1);
+    fabric(&lab);
+    let s = lab.server(1);
+    create(s, spec(12, "192.168.2.12/24"));
+    let lxc = lxc_path(&s.dir);
+    let info = s.run_ok(
+        "lxc-info",
+        ["-P", lxc.to_str().unwrap(), "-n", "container12", "-p", "-H"],
+    );
+    let want: u32 = info
+        .trim()
+        .parse()
+        .expect("lxc-info -p -H prints the init pid");
+    let (init, survey, ports, names, br2) = on_server(s, move || async move {
+        let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
+        (
+            host.lxc.init_pid("container12").await.unwrap(),
+            host.lxc.survey().await.unwrap(),
+            host.net.bridge_ports().await.unwrap(),
+            host.net.link_names().await.unwrap(),
+            host.net.link("br2").await.unwrap().expect("br2"),
+        )
+    });
+    assert_eq!(init, Some(want), "init from the monitor's PID file");
+    let (entries, changing) = survey;
+    let entry = entries.iter().find(|e| e.name == "container12").unwrap();
+    assert_eq!(entry.init_pid, Some(want), "{entries:?}");
+    assert!(
+        changing.is_empty(),
+        "nothing is starting or stopping: {changing:?}"
+    );
+    let port = ports.iter().find(|p| p.name == "vethc_br12");
+    let port = port.unwrap_or_else(|| panic!("vethc_br12 is a port: {ports:?}"));
+    assert_eq!(
+        (port.master, port.up, port.mtu),
+        (Some(br2.index), true, br2.mtu)
+    );
+    assert!(ports.iter().any(|p| p.name == "vxlan2"), "{ports:?}");
+    for name in ["lo", "eth1", "br2", "vxlan2", "vethc_br12"] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+    s.run_ok(
+        "lxc-stop",
+        [
+            "-P",
+            lxc_path(&s.dir).to_str().unwrap(),
+            "-n",
+            "container12",
+            "-k",
+        ],
+    );
+    let lxc = lxc_path(&s.dir);
+    let after = on_server(s, move || async move {
+        let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
+        host.lxc.init_pid("container12").await.unwrap()
+    });
+    assert_eq!(after, None, "a stopped container has no init");
+}

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use creepy_meow::sys::inventory;
-use creepy_meow::sys::netlink::Netlink;
-use creepy_meow::sys::rtnl::RtNetlink;
+use creepy_meow::sys::netlink::{Netlink, NetnsOpener};
+use creepy_meow::sys::rtnl::{RtNetlink, RtNetnsOpener};
+use creepy_meow::sys::{inventory, monitor};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -157,37 +157,49 @@ async fn no_op_pass(conn: &mut Conn, records: usize) -> (Duration, Duration) {
 }
 
 /// The host reads of a pass, each timed on its own through the library in the bench's process
-/// (the daemon's namespace): what a pass's time is made of.
+/// (the daemon's namespace): what a pass's time is made of, each next to the read it replaced
+/// (the baselines: every process's command line, a full link dump), timed in the same run.
 pub struct HostReads {
     /// Processes on the host (entries of `/proc`) when measured.
     pub processes: usize,
     /// Links in the namespace.
     pub links: usize,
-    /// The LXC path and `/proc` scan for running containers (`sys::inventory::scan`): it reads
-    /// every process's command line.
-    pub scan: Summary,
-    /// Every running container's `/proc/<pid>/net/fib_trie` (`inventory::local_addresses`).
+    /// The LXC path, LXC's command sockets and the monitors' PID files
+    /// (`sys::inventory::survey`): what a pass reads for which containers run.
+    pub survey: Summary,
+    /// Baseline: the command line of every process (`sys::monitor::scan_proc`).
+    pub proc_scan: Summary,
+    /// Every running container's `/proc/<pid>/net/fib_trie`, split across the CPUs
+    /// (`NetnsOpener::local_addresses_of`).
     pub addresses: Summary,
-    /// One netlink dump of every link.
+    /// One AF_BRIDGE dump of the bridge ports (`Netlink::bridge_ports`).
+    pub ports: Summary,
+    /// Every link name (`Netlink::link_names`: `/proc/net/dev`).
+    pub names: Summary,
+    /// Baseline: one full netlink dump of every link (`Netlink::links`).
     pub dump: Summary,
 }
 
 impl HostReads {
     /// The head of a table of [`HostReads::row`]s.
-    pub const HEAD: &'static str = "| records | processes on the host | `/proc` scan (inventory) \
-        p50 / max ms | every `fib_trie` p50 / max ms | link dump p50 / max ms (links) |\n\
-        |---|---|---|---|---|\n";
+    pub const HEAD: &'static str = "| records | processes / links on the host | inventory \
+        (command sockets, PID files) p50 / max ms | baseline: every process's command line | \
+        every `fib_trie` | bridge-port dump | link names (`/proc/net/dev`) | baseline: full link \
+        dump |\n|---|---|---|---|---|---|---|---|\n";
 
     /// A table row for a pass over `records` records.
     pub fn row(&self, records: usize) -> String {
         let cell = |s: &Summary| format!("{} / {}", ms(s.p50), ms(s.max));
         format!(
-            "| {records} | {} | {} | {} | {} ({}) |\n",
+            "| {records} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
             self.processes,
-            cell(&self.scan),
+            self.links,
+            cell(&self.survey),
+            cell(&self.proc_scan),
             cell(&self.addresses),
+            cell(&self.ports),
+            cell(&self.names),
             cell(&self.dump),
-            self.links
         )
     }
 }
@@ -195,36 +207,52 @@ impl HostReads {
 /// Times the reads of a pass in LXC path `lxc`, `reps` times each.
 pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
     let nl = RtNetlink::connect().expect("netlink");
-    let (mut scan, mut addresses, mut dump, mut links) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let opener = RtNetnsOpener;
+    let mut t: [Vec<Duration>; 6] = Default::default();
+    let mut links = 0;
     for _ in 0..reps {
         let started = Instant::now();
-        let found = inventory::scan(lxc).expect("scan the LXC path");
-        scan.push(started.elapsed());
+        let (found, _) = inventory::survey(lxc).expect("survey the LXC path");
+        t[0].push(started.elapsed());
         let started = Instant::now();
-        for pid in found.iter().filter_map(|e| e.init_pid) {
-            inventory::local_addresses(pid).expect("a running container's addresses");
+        monitor::scan_proc(lxc).expect("scan /proc");
+        t[1].push(started.elapsed());
+        let pids: Vec<u32> = found.iter().filter_map(|e| e.init_pid).collect();
+        let started = Instant::now();
+        for got in opener.local_addresses_of(&pids).await {
+            got.expect("a running container's addresses");
         }
-        addresses.push(started.elapsed());
+        t[2].push(started.elapsed());
+        let started = Instant::now();
+        nl.bridge_ports().await.expect("bridge ports");
+        t[3].push(started.elapsed());
+        let started = Instant::now();
+        nl.link_names().await.expect("link names");
+        t[4].push(started.elapsed());
         let started = Instant::now();
         links = nl.links().await.expect("list links").len();
-        dump.push(started.elapsed());
+        t[5].push(started.elapsed());
     }
     let processes = std::fs::read_dir("/proc")
         .expect("list /proc")
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .count();
+    let [survey, proc_scan, addresses, ports, names, dump] = t.map(|d| Summary::of(&d));
     HostReads {
         processes,
         links,
-        scan: Summary::of(&scan),
-        addresses: Summary::of(&addresses),
-        dump: Summary::of(&dump),
+        survey,
+        proc_scan,
+        addresses,
+        ports,
+        names,
+        dump,
     }
 }
 
 /// perf's positive control: the same counting around one restart job of container `id`, which
-/// does start processes (`lxc-stop`, `lxc-start`, `lxc-info`), so that a zero from
+/// does start processes (`lxc-stop`, `lxc-start`), so that a zero from
 /// [`no_op_passes`] means nothing was started, not that perf saw nothing. `None` without perf.
 pub async fn forks_of_a_restart(daemon: &Daemon, id: u32, perf_out: &Path) -> Option<ForkExec> {
     let perf = PerfStat::attach(daemon.pid(), FORK_EXEC, perf_out)?;

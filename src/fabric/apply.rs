@@ -5,20 +5,21 @@ use super::{FabricConfig, FabricError, MIN_MTU, VXLAN_OVERHEAD};
 use crate::model::VlanId;
 use crate::sys::{IdempotentResult, Netlink, SysResult};
 
-/// Reads every link, and the addresses of the fabric's bridges and VXLAN devices.
-async fn observe(nl: &dyn Netlink, vlans: &[VlanId]) -> SysResult<Observed> {
-    let links = nl.links().await?;
-    let mut seen = Observed {
-        links,
-        ..Observed::default()
-    };
+/// Reads the fabric's bridges and VXLAN devices by name, with their addresses, and with
+/// `ports`, every bridge port (for removal, which refuses while containers are attached). A
+/// full link dump would cost more with every container (see [`Netlink::bridge_ports`]).
+async fn observe(nl: &dyn Netlink, vlans: &[VlanId], ports: bool) -> SysResult<Observed> {
+    let mut seen = Observed::default();
     for vlan in vlans {
         for name in [vlan.bridge_name(), vlan.vxlan_name()] {
-            if let Some(l) = seen.links.iter().find(|l| l.name == name) {
-                let addrs = nl.addresses(l.index).await?;
-                seen.addrs.insert(name, addrs);
+            if let Some(l) = nl.link(&name).await? {
+                seen.addrs.insert(name, nl.addresses(l.index).await?);
+                seen.links.push(l);
             }
         }
+    }
+    if ports {
+        seen.links.extend(nl.bridge_ports().await?);
     }
     Ok(seen)
 }
@@ -66,7 +67,7 @@ pub async fn ensure_fabric(
         ))
     })?;
     let mtu = overlay_mtu(cfg, underlay.mtu)?;
-    let seen = observe(nl, &cfg.vlans).await?;
+    let seen = observe(nl, &cfg.vlans, false).await?;
     let actions = plan_setup(cfg, &underlay, mtu, &seen)?;
     for action in &actions {
         tracing::debug!(%action, "fabric");
@@ -85,7 +86,7 @@ pub async fn remove_fabric(
     vlans: &[VlanId],
     force: bool,
 ) -> Result<Vec<Action>, FabricError> {
-    let seen = observe(nl, vlans).await?;
+    let seen = observe(nl, vlans, true).await?;
     let actions = plan_removal(vlans, force, &seen)?;
     for action in &actions {
         tracing::debug!(%action, "fabric");

@@ -90,10 +90,10 @@ impl fmt::Display for Action {
     }
 }
 
-/// What the kernel shows: every link, and the IPv4 addresses of the links that matter.
+/// What the kernel shows: the fabric's links, and the IPv4 addresses of the links that matter.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// All links of the namespace.
+    /// The fabric's bridges and VXLAN devices that exist, then (for removal) every bridge port.
     pub links: Vec<LinkState>,
     /// Addresses by link name (only bridges and VXLAN devices of the fabric are read).
     pub addrs: HashMap<String, Vec<Ipv4Cidr>>,

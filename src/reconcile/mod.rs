@@ -2,9 +2,8 @@
 //! host in line with them — at start (after interrupted jobs are recovered, before new jobs
 //! are taken), every `--reconcile-interval` seconds, and on `POST /api/reconcile`.
 //!
-//! A pass ensures the fabric first, then reads the host once (the LXC path and `/proc` for
-//! which containers run, one netlink dump for the veths, each running container's local
-//! addresses from `/proc`: no process is started per container), classifies every record not
+//! A pass ensures the fabric first, then reads the host once (`view.rs`: no process is
+//! started, and nothing read grows with the processes on the host), classifies every record not
 //! held by a job (`classify.rs`, pure), and repairs drift through jobs that show in
 //! `/api/jobs` like any other, queued behind every job an operator asked for. It never
 //! recreates a container whose rootfs is gone (the record becomes `missing`), never touches a
@@ -12,6 +11,7 @@
 //! container that runs against its desired state (reported).
 
 pub mod classify;
+mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,10 +26,10 @@ use crate::fabric::{ensure_fabric, FabricConfig, FabricError};
 use crate::metrics::Metrics;
 use crate::model::ContainerId;
 use crate::queue::{ContainerRecord, ContainerRecordState, JobStore, Origin, QueueError};
-use crate::sys::inventory::ContainerEntry;
 use crate::sys::{Host, LinkState, SysError};
 use crate::worker::QueueControl;
-use classify::{classify, Drift, Health, Observed, VethFacts};
+use classify::{classify, Drift, Health, Observed};
+use view::HostView;
 
 /// Why a pass could not run.
 #[derive(Debug, thiserror::Error)]
@@ -155,30 +155,36 @@ impl Reconciler {
         let records = tokio::task::spawn_blocking(move || store.records())
             .await
             .map_err(|e| QueueError::Storage(format!("reading the records failed: {e}")))??;
-        // Those LXC is starting or stopping are left to the next pass (`inventory::survey`).
-        let (inventory, changing) = self.host.lxc.survey().await?;
-        let links = self.host.net.links().await?;
+        let view = HostView::read(&self.host, &self.fabric.vlans, &records).await?;
         let mut report = Report {
             started_at,
             finished_at: started_at,
             checked: 0,
             fabric_repaired,
             drift: Vec::new(),
-            foreign: foreign(&records, &inventory, &links),
+            foreign: view.foreign(&records),
             health: BTreeMap::new(),
         };
+        let mut drifted = Vec::new();
         for rec in records.iter().filter(|r| checkable(r)) {
-            let (obs, settled) = self.observe(rec, &inventory, &links).await;
-            if !settled || changing.contains(&rec.id.container_name()) {
+            // Those LXC is starting or stopping are left to the next pass (`HostView::observe`).
+            let (obs, settled) = view.observe(rec);
+            if !settled {
                 continue;
             }
             let (health, drift) = classify(rec, &obs);
             report.checked += 1;
             report.health.insert(rec.id, health.clone());
             if let Some(drift) = drift {
-                report.drift.push(self.act(rec, drift, health).await);
+                drifted.push((rec, drift, health));
             }
         }
+        // Queued together, the repairs share the store's group commits (one disk sync for a
+        // restore's hundred starts, not one each), in the order of the records.
+        let acts = drifted
+            .into_iter()
+            .map(|(rec, drift, health)| self.act(rec, drift, health));
+        report.drift = futures::future::join_all(acts).await;
         for name in report
             .foreign
             .containers
@@ -193,42 +199,8 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// What the host shows of `rec`, from the pass's reads, and whether that is settled: not
-    /// when its init has exited (an `lxc-stop` under way: not reaped yet, see
-    /// [`crate::sys::inventory::survey`]), which shows as its network view gone
-    /// (`/proc/<pid>/net` of an exiting process). Judged as running with `eth0` lacking its
-    /// address, it got a network repair bound to fail (seen once in `tests/reconcile_root.rs`'s
-    /// periodic test; passes run in a loop during `lxc-stop -k` queued one 5 times in 15). It
-    /// shows as stopped, and a pass leaves it to the next.
-    async fn observe(
-        &self,
-        rec: &ContainerRecord,
-        inventory: &[ContainerEntry],
-        links: &[LinkState],
-    ) -> (Observed, bool) {
-        let name = rec.id.container_name();
-        let entry = inventory.iter().find(|e| e.name == name);
-        let mut pid = entry.and_then(|e| e.init_pid);
-        let (mut address, mut settled) = (false, true);
-        if let Some(init) = pid {
-            match self.host.netns.local_addresses(init).await {
-                Ok(local) => address = local.contains(&rec.ip.addr),
-                Err(e) if e.is_not_found() => (pid, settled) = (None, false),
-                Err(_) => {}
-            }
-        }
-        let obs = Observed {
-            config: entry.is_some_and(|e| e.has_config),
-            rootfs: entry.is_some_and(|e| e.has_rootfs),
-            pid,
-            veth: veth_facts(rec, links),
-            address,
-        };
-        (obs, settled)
-    }
-
-    /// What the host shows of `rec` right now, its health, and its host veth: for `info`. Reads
-    /// the LXC path, `/proc` and one netlink dump; starts no process.
+    /// What the host shows of `rec` right now, its health, and its host veth: for `info`.
+    /// Reads only what concerns `rec` (see [`HostView::read_one`]); starts no process.
     ///
     /// # Errors
     /// When the host cannot be read.
@@ -236,12 +208,10 @@ impl Reconciler {
         &self,
         rec: &ContainerRecord,
     ) -> Result<(Observed, Health, Option<LinkState>), ReconcileError> {
-        let inventory = self.host.lxc.inventory().await?;
-        let links = self.host.net.links().await?;
-        let (obs, _) = self.observe(rec, &inventory, &links).await;
+        let view = HostView::read_one(&self.host, rec).await?;
+        let (obs, _) = view.observe(rec);
         let (health, _) = classify(rec, &obs);
-        let veth = links.into_iter().find(|l| l.name == rec.id.host_veth());
-        Ok((obs, health, veth))
+        Ok((obs, health, view.veth(rec).cloned()))
     }
 
     /// Logs and counts `drift` of `rec`, and queues its repair.
@@ -312,45 +282,6 @@ fn checkable(rec: &ContainerRecord) -> bool {
             rec.state,
             ContainerRecordState::Active | ContainerRecordState::Missing
         )
-}
-
-/// The host veth of `rec`, against its bridge.
-fn veth_facts(rec: &ContainerRecord, links: &[LinkState]) -> Option<VethFacts> {
-    let veth = links.iter().find(|l| l.name == rec.id.host_veth())?;
-    let bridge = links.iter().find(|l| l.name == rec.vlan.bridge_name());
-    Some(VethFacts {
-        on_bridge: bridge.is_some_and(|b| veth.master == Some(b.index)),
-        up: veth.up,
-        mtu_ok: bridge.is_some_and(|b| b.mtu == veth.mtu),
-    })
-}
-
-/// Containers and `vethc_*` links on the host that no record accounts for.
-fn foreign(
-    records: &[ContainerRecord],
-    inventory: &[ContainerEntry],
-    links: &[LinkState],
-) -> Foreign {
-    let ours =
-        |id: Option<u64>| id.is_some_and(|id| records.iter().any(|r| u64::from(r.id.get()) == id));
-    let containers = inventory
-        .iter()
-        .filter(|e| {
-            !ours(
-                e.name
-                    .strip_prefix("container")
-                    .and_then(|n| n.parse().ok()),
-            )
-        })
-        .map(|e| e.name.clone())
-        .collect();
-    let links = links
-        .iter()
-        .filter_map(|l| l.name.strip_prefix("vethc_br").map(|n| (l, n)))
-        .filter(|(_, n)| !ours(n.parse().ok()))
-        .map(|(l, _)| l.name.clone())
-        .collect();
-    Foreign { containers, links }
 }
 
 #[cfg(test)]

@@ -116,6 +116,24 @@ pub trait Netlink: Send + Sync {
     /// The link called `name`, or `None`.
     async fn link(&self, name: &str) -> SysResult<Option<LinkState>>;
 
+    /// Every port of every bridge in the namespace: index, name, master, up and MTU (the kind
+    /// is not reported). Much cheaper than [`Self::links`] with many veths: the kernel fills
+    /// a full link message of a veth with its peer's namespace ID, found by a walk of every
+    /// namespace ID (`peernet2id`), so a full dump grows with veths × namespaces.
+    async fn bridge_ports(&self) -> SysResult<Vec<LinkState>> {
+        Ok(self
+            .links()
+            .await?
+            .into_iter()
+            .filter(|l| l.master.is_some())
+            .collect())
+    }
+
+    /// The name of every link in the namespace, read cheaply (see [`Self::bridge_ports`]).
+    async fn link_names(&self) -> SysResult<Vec<String>> {
+        Ok(self.links().await?.into_iter().map(|l| l.name).collect())
+    }
+
     /// Creates a bridge with this MTU, down, with multicast snooping off (VXLAN floods unknown
     /// destinations by multicast and snooping would starve ports that never sent an IGMP report).
     async fn create_bridge(&self, name: &str, mtu: u32) -> SysResult<()>;
@@ -165,4 +183,13 @@ pub trait NetnsOpener: Send + Sync {
     /// The IPv4 addresses local to the network namespace of process `pid`, read without
     /// entering it.
     async fn local_addresses(&self, pid: u32) -> SysResult<Vec<std::net::Ipv4Addr>>;
+
+    /// [`Self::local_addresses`] of each of `pids`, in order: one call for a reconcile pass.
+    async fn local_addresses_of(&self, pids: &[u32]) -> Vec<SysResult<Vec<std::net::Ipv4Addr>>> {
+        let mut out = Vec::with_capacity(pids.len());
+        for &pid in pids {
+            out.push(self.local_addresses(pid).await);
+        }
+        out
+    }
 }
