@@ -18,12 +18,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns `serve` on `data` and `lxc` with `extra` flags, logging warnings only; does not wait
-    /// for it.
+    /// Spawns `serve` on `data` and `lxc` with `extra` flags, logging warnings only (or
+    /// `CMBENCH_DAEMON_LOG`, a `RUST_LOG` filter: the log is then appended to
+    /// `target/bench/daemon.log` when the daemon stops); does not wait for it.
     pub fn spawn(data: &Path, lxc: &Path, extra: &[&str]) -> Self {
+        let filter = std::env::var("CMBENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into());
         let serve = Serve::new(1, data, lxc)
             .flags(extra)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", &filter);
         Self {
             process: serve.spawn(Launch::Here),
         }
@@ -73,5 +75,17 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        if std::env::var_os("CMBENCH_DAEMON_LOG").is_some() {
+            let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/daemon.log");
+            let log = self.log_text();
+            let appended = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&kept)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, log.as_bytes()));
+            if let Err(e) = appended {
+                eprintln!("daemon: cannot keep its log in {}: {e}", kept.display());
+            }
+        }
     }
 }

@@ -56,10 +56,10 @@ pub fn lxc_each(tool: &str, lxc: &Path, names: &[String], args: &[&str]) -> Vec<
     failed
 }
 
-/// The containers under `lxc` that run (their init is up), read from `/proc` the way the
-/// daemon reads them (`sys::inventory`).
+/// The containers under `lxc` that run (their init is up), read the way the daemon reads them
+/// (`sys::inventory`).
 pub fn running(lxc: &Path) -> Vec<String> {
-    inventory::scan(lxc)
+    inventory::scan(lxc, &Default::default())
         .expect("scan the LXC path")
         .into_iter()
         .filter(|e| e.init_pid.is_some())

@@ -165,7 +165,10 @@ pub struct HostReads {
     /// Links in the namespace.
     pub links: usize,
     /// The LXC path, LXC's command sockets and the monitors' PID files
-    /// (`sys::inventory::survey`): what a pass reads for which containers run.
+    /// (`sys::inventory::survey`) the first time: what a pass at start reads for which
+    /// containers run.
+    pub survey_cold: Summary,
+    /// The same with the inits found before held (`sys::monitor::Known`): every later pass.
     pub survey: Summary,
     /// Baseline: the command line of every process (`sys::monitor::scan_proc`).
     pub proc_scan: Summary,
@@ -182,18 +185,19 @@ pub struct HostReads {
 
 impl HostReads {
     /// The head of a table of [`HostReads::row`]s.
-    pub const HEAD: &'static str = "| records | processes / links on the host | inventory \
-        (command sockets, PID files) p50 / max ms | baseline: every process's command line | \
+    pub const HEAD: &'static str = "| records | processes / links on the host | inventory, \
+        first (command sockets, PID files) p50 / max ms | inventory, inits held | baseline: every process's command line | \
         every `fib_trie` | bridge-port dump | link names (`/proc/net/dev`) | baseline: full link \
-        dump |\n|---|---|---|---|---|---|---|---|\n";
+        dump |\n|---|---|---|---|---|---|---|---|---|\n";
 
     /// A table row for a pass over `records` records.
     pub fn row(&self, records: usize) -> String {
         let cell = |s: &Summary| format!("{} / {}", ms(s.p50), ms(s.max));
         format!(
-            "| {records} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {records} | {} / {} | {} | {} | {} | {} | {} | {} | {} |\n",
             self.processes,
             self.links,
+            cell(&self.survey_cold),
             cell(&self.survey),
             cell(&self.proc_scan),
             cell(&self.addresses),
@@ -208,11 +212,15 @@ impl HostReads {
 pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
     let nl = RtNetlink::connect().expect("netlink");
     let opener = RtNetnsOpener;
-    let mut t: [Vec<Duration>; 6] = Default::default();
+    let mut t: [Vec<Duration>; 7] = Default::default();
     let mut links = 0;
+    let known = monitor::Known::default();
     for _ in 0..reps {
         let started = Instant::now();
-        let (found, _) = inventory::survey(lxc).expect("survey the LXC path");
+        inventory::survey(lxc, &monitor::Known::default()).expect("survey the LXC path");
+        t[6].push(started.elapsed());
+        let started = Instant::now();
+        let (found, _) = inventory::survey(lxc, &known).expect("survey the LXC path");
         t[0].push(started.elapsed());
         let started = Instant::now();
         monitor::scan_proc(lxc).expect("scan /proc");
@@ -238,10 +246,12 @@ pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .count();
-    let [survey, proc_scan, addresses, ports, names, dump] = t.map(|d| Summary::of(&d));
+    let [survey, proc_scan, addresses, ports, names, dump, survey_cold] =
+        t.map(|d| Summary::of(&d));
     HostReads {
         processes,
         links,
+        survey_cold,
         survey,
         proc_scan,
         addresses,

@@ -142,6 +142,7 @@ impl Reconciler {
     pub async fn pass(&self) -> Result<Arc<Report>, ReconcileError> {
         let _one = self.running.lock().await;
         let started_at = OffsetDateTime::now_utc();
+        let started = std::time::Instant::now();
         let fabric_repaired: Vec<String> = ensure_fabric(self.host.net.as_ref(), &self.fabric)
             .await?
             .iter()
@@ -151,11 +152,14 @@ impl Reconciler {
             tracing::warn!(%action, "reconcile: the fabric had drifted; repaired");
             self.metrics.observe_drift("fabric");
         }
+        let fabric_done = std::time::Instant::now();
         let store = self.store.clone();
         let records = tokio::task::spawn_blocking(move || store.records())
             .await
             .map_err(|e| QueueError::Storage(format!("reading the records failed: {e}")))??;
+        let records_done = std::time::Instant::now();
         let view = HostView::read(&self.host, &self.fabric.vlans, &records).await?;
+        let read_done = std::time::Instant::now();
         let mut report = Report {
             started_at,
             finished_at: started_at,
@@ -185,6 +189,13 @@ impl Reconciler {
             .into_iter()
             .map(|(rec, drift, health)| self.act(rec, drift, health));
         report.drift = futures::future::join_all(acts).await;
+        tracing::debug!(
+            fabric_us = (fabric_done - started).as_micros() as u64,
+            records_us = (records_done - fabric_done).as_micros() as u64,
+            host_us = (read_done - records_done).as_micros() as u64,
+            classify_and_queue_us = read_done.elapsed().as_micros() as u64,
+            "reconcile pass timing"
+        );
         for name in report
             .foreign
             .containers

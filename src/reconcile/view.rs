@@ -45,14 +45,34 @@ impl HostView {
         vlans: &[VlanId],
         records: &[ContainerRecord],
     ) -> SysResult<Self> {
-        let (entries, changing) = host.lxc.survey().await?;
+        // The blocking reads (the LXC path and the inits, then each one's addresses) run on
+        // the blocking pool while the reactor parses the netlink dump.
+        let containers = async {
+            let (entries, changing) = host.lxc.survey().await?;
+            let containers: HashMap<String, ContainerEntry> =
+                entries.into_iter().map(|e| (e.name.clone(), e)).collect();
+            let pids: Vec<u32> = records
+                .iter()
+                .filter_map(|r| containers.get(&r.id.container_name())?.init_pid)
+                .collect();
+            let addresses = read_addresses(host, pids).await;
+            SysResult::Ok((containers, changing, addresses))
+        };
+        let links = async {
+            let names = host.net.link_names().await?;
+            let ports = host.net.bridge_ports().await?;
+            SysResult::Ok((names, ports))
+        };
+        let (containers, links) = tokio::join!(containers, links);
+        let ((containers, changing, addresses), (names, ports)) = (containers?, links?);
         let mut view = Self {
-            containers: entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
+            containers,
             changing: changing.into_iter().collect(),
-            names: host.net.link_names().await?,
+            names,
+            addresses,
             ..Self::default()
         };
-        for port in host.net.bridge_ports().await? {
+        for port in ports {
             if port.name.starts_with("vethc_br") {
                 view.veths.insert(port.name.clone(), port);
             }
@@ -74,11 +94,6 @@ impl HostView {
                 view.bridges.insert(br.name.clone(), br);
             }
         }
-        let pids: Vec<u32> = records
-            .iter()
-            .filter_map(|r| view.containers.get(&r.id.container_name())?.init_pid)
-            .collect();
-        view.addresses = read_addresses(host, pids).await;
         Ok(view)
     }
 

@@ -22,12 +22,13 @@ pub struct ContainerEntry {
     pub init_pid: Option<u32>,
 }
 
-/// The containers under `lxc_path`, with the init PID of each running one.
+/// The containers under `lxc_path`, with the init PID of each running one (`known`: the inits
+/// found before, see [`monitor::Known`]).
 ///
 /// # Errors
 /// When the LXC path or `/proc` cannot be read.
-pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
-    Ok(survey(lxc_path)?.0)
+pub fn scan(lxc_path: &Path, known: &monitor::Known) -> SysResult<Vec<ContainerEntry>> {
+    Ok(survey(lxc_path, known)?.0)
 }
 
 /// [`scan`], and the containers LXC is starting or stopping, from the same reads:
@@ -39,7 +40,10 @@ pub fn scan(lxc_path: &Path) -> SysResult<Vec<ContainerEntry>> {
 ///
 /// # Errors
 /// When the LXC path or `/proc` cannot be read.
-pub fn survey(lxc_path: &Path) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
+pub fn survey(
+    lxc_path: &Path,
+    known: &monitor::Known,
+) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
     let dir = match std::fs::read_dir(lxc_path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -62,7 +66,7 @@ pub fn survey(lxc_path: &Path) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> 
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<String> = out.iter().map(|e| e.name.clone()).collect();
-    let monitors = monitor::find(lxc_path, &names)?;
+    let monitors = monitor::find(lxc_path, &names, known)?;
     let changing = monitors
         .iter()
         .filter(|(_, init)| init.is_none())
@@ -79,7 +83,11 @@ pub fn survey(lxc_path: &Path) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> 
 ///
 /// # Errors
 /// When the unix sockets or `/proc` cannot be read.
-pub fn entry(lxc_path: &Path, name: &str) -> SysResult<Option<ContainerEntry>> {
+pub fn entry(
+    lxc_path: &Path,
+    name: &str,
+    known: &monitor::Known,
+) -> SysResult<Option<ContainerEntry>> {
     let dir = lxc_path.join(name);
     if !dir.is_dir() {
         return Ok(None);
@@ -88,7 +96,7 @@ pub fn entry(lxc_path: &Path, name: &str) -> SysResult<Option<ContainerEntry>> {
         name: name.to_string(),
         has_config: dir.join("config").exists(),
         has_rootfs: dir.join("rootfs").exists(),
-        init_pid: monitor::init_pid(lxc_path, name)?,
+        init_pid: monitor::init_pid(lxc_path, name, known)?,
     }))
 }
 

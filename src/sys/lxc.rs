@@ -9,6 +9,7 @@
 //! `lxc-destroy` deletes a running container's rootfs).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,6 +85,8 @@ pub struct LxcTools {
     template: String,
     template_args: Vec<String>,
     config_file: PathBuf,
+    /// The inits found so far, kept between looks (`monitor::Known`).
+    known: Arc<monitor::Known>,
 }
 
 impl LxcTools {
@@ -102,6 +105,7 @@ impl LxcTools {
             template: template.into(),
             template_args,
             config_file,
+            known: Arc::default(),
         })
     }
 
@@ -266,9 +270,9 @@ impl Lxc for LxcTools {
     }
 
     async fn init_pid(&self, name: &str) -> SysResult<Option<u32>> {
-        let (path, name) = (self.path.clone(), name.to_string());
+        let (path, name, known) = (self.path.clone(), name.to_string(), self.known.clone());
         blocking("find a container's init", move || {
-            monitor::init_pid(&path, &name)
+            monitor::init_pid(&path, &name, &known)
         })
         .await
     }
@@ -287,21 +291,27 @@ impl Lxc for LxcTools {
     }
 
     async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
-        let path = self.path.clone();
-        blocking("read the LXC path", move || super::inventory::scan(&path)).await
+        let (path, known) = (self.path.clone(), self.known.clone());
+        blocking("read the LXC path", move || {
+            super::inventory::scan(&path, &known)
+        })
+        .await
     }
 
     async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
-        let (path, name) = (self.path.clone(), name.to_string());
+        let (path, name, known) = (self.path.clone(), name.to_string(), self.known.clone());
         blocking("read a container's directory", move || {
-            super::inventory::entry(&path, &name)
+            super::inventory::entry(&path, &name, &known)
         })
         .await
     }
 
     async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
-        let path = self.path.clone();
-        blocking("read the LXC path", move || super::inventory::survey(&path)).await
+        let (path, known) = (self.path.clone(), self.known.clone());
+        blocking("read the LXC path", move || {
+            super::inventory::survey(&path, &known)
+        })
+        .await
     }
 
     async fn shutdown(&self, name: &str, grace: Duration) -> SysResult<()> {

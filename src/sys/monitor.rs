@@ -18,9 +18,11 @@
 //! PID files) is found the old way, by reading the command line of every process
 //! ([`scan_proc`]): correct, and O(processes) rather than O(containers).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::{SysError, SysResult};
 
@@ -71,27 +73,43 @@ fn parse_unix(text: &str) -> HashSet<String> {
 }
 
 /// Name → init PID of those of `names` that LXC runs from `lxc_path` (a monitor exists);
-/// `None` for one whose init is not there (not forked yet, or exited and reaped: LXC is
-/// starting or stopping it). Reads the namespace's unix sockets, then three small files per
-/// container with a monitor; all of `/proc` only when one has no usable PID file.
+/// `None` for one whose init is not there (not forked yet, or exited: LXC is starting or
+/// stopping it). Reads the namespace's unix sockets, then, for a container with a monitor
+/// that `known` does not hold yet, three small files; all of `/proc` only when one has no
+/// usable PID file.
 ///
 /// # Errors
 /// When the unix sockets or `/proc` cannot be read.
-pub fn find(lxc_path: &Path, names: &[String]) -> SysResult<BTreeMap<String, Option<u32>>> {
+pub fn find(
+    lxc_path: &Path,
+    names: &[String],
+    known: &Known,
+) -> SysResult<BTreeMap<String, Option<u32>>> {
     let listening = abstract_sockets()?;
+    let mut inits = known.lock();
+    inits.retain(|name, init| listening.contains(&command_socket(lxc_path, name)) && init.alive());
     let mut out = BTreeMap::new();
     let mut unknown = Vec::new();
     for name in names {
         if !listening.contains(&command_socket(lxc_path, name)) {
             continue;
         }
+        if let Some(init) = inits.get(name) {
+            out.insert(name.clone(), Some(init.pid));
+            continue;
+        }
         match monitor_from_pidfile(lxc_path, name) {
             Some(monitor) => {
-                out.insert(name.clone(), first_child(monitor));
+                let init = first_child(monitor).and_then(Init::open);
+                out.insert(name.clone(), init.as_ref().map(|i| i.pid));
+                if let Some(init) = init {
+                    inits.insert(name.clone(), init);
+                }
             }
             None => unknown.push(name.clone()),
         }
     }
+    drop(inits);
     if !unknown.is_empty() {
         let scanned = scan_proc(lxc_path)?;
         for name in unknown {
@@ -108,8 +126,59 @@ pub fn find(lxc_path: &Path, names: &[String]) -> SysResult<BTreeMap<String, Opt
 ///
 /// # Errors
 /// As [`find`].
-pub fn init_pid(lxc_path: &Path, name: &str) -> SysResult<Option<u32>> {
-    Ok(find(lxc_path, &[name.to_string()])?.remove(name).flatten())
+pub fn init_pid(lxc_path: &Path, name: &str, known: &Known) -> SysResult<Option<u32>> {
+    Ok(find(lxc_path, &[name.to_string()], known)?
+        .remove(name)
+        .flatten())
+}
+
+/// The inits found so far, each held by a pidfd (pidfd_open(2)): while it does not poll
+/// readable the process has not exited, so its PID still names it and nothing needs reading
+/// again. A container's entry goes when its init exits or its monitor's socket does.
+#[derive(Debug, Default)]
+pub struct Known(Mutex<HashMap<String, Init>>);
+
+impl Known {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Init>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A container's init, held by a pidfd.
+#[derive(Debug)]
+struct Init {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl Init {
+    /// Holds `pid` if it runs (an init that exited, not reaped yet, is not held: it is
+    /// stopping). `None` as well when pidfds are not available or the limit of open files is
+    /// reached: the caller then takes it for a container LXC is starting or stopping, and the
+    /// next look finds it again.
+    fn open(pid: u32) -> Option<Self> {
+        let raw = libc::pid_t::try_from(pid).ok()?;
+        // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        let init = Self {
+            pid,
+            // SAFETY: the descriptor was just returned to us and nothing else owns it.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        };
+        init.alive().then_some(init)
+    }
+
+    /// Whether it has not exited: its pidfd does not poll readable.
+    fn alive(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
+    }
 }
 
 /// The PID in `name`'s PID file, if that process is its monitor.
@@ -212,7 +281,7 @@ mod tests {
     #[test]
     fn no_monitor_means_not_running() {
         let dir = std::env::temp_dir().join(format!("cm-monitor-{}", std::process::id()));
-        let got = find(&dir, &["container1".to_string()]).unwrap();
+        let got = find(&dir, &["container1".to_string()], &Known::default()).unwrap();
         assert!(got.is_empty(), "{got:?}");
     }
 
@@ -223,6 +292,20 @@ mod tests {
         std::fs::write(pidfile(&dir, "c1"), format!("{}\n", std::process::id())).unwrap();
         assert_eq!(monitor_from_pidfile(&dir, "c1"), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_held_process_is_alive_until_it_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let init = Init::open(child.id()).expect("pidfd of a running child");
+        assert!(init.alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!init.alive(), "an exited process still polls alive");
+        assert!(Init::open(child.id()).is_none(), "a reaped PID was held");
     }
 
     #[test]

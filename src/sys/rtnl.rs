@@ -186,10 +186,11 @@ impl RtNetlink {
     }
 
     async fn address_messages(&self, index: u32) -> SysResult<Vec<AddressMessage>> {
-        self.handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
+        // IPv4 only, asked of the kernel: every veth on the host has an IPv6 link-local
+        // address, and an unfiltered dump (filtered here after) parsed them all.
+        let mut request = self.handle.address().get().set_link_index_filter(index);
+        request.message_mut().header.family = AddressFamily::Inet;
+        request
             .execute()
             .try_collect::<Vec<_>>()
             .await

@@ -56,6 +56,7 @@ impl Progress for StoreProgress<'_> {
         if event == StepEvent::Done {
             testhook::barrier("before_done", step.as_str()).await;
         }
+        let recording = Instant::now();
         self.store
             .record_step(self.job, step, event)
             .await
@@ -63,6 +64,12 @@ impl Progress for StoreProgress<'_> {
                 step,
                 cause: Box::new(e),
             })?;
+        tracing::debug!(
+            step = step.as_str(),
+            ?event,
+            record_us = recording.elapsed().as_micros() as u64,
+            "step recorded"
+        );
         if event == StepEvent::Started {
             testhook::barrier("before_action", step.as_str()).await;
         }
@@ -70,6 +77,11 @@ impl Progress for StoreProgress<'_> {
             StepEvent::Started => self.step_started = Some(Instant::now()),
             StepEvent::Done => {
                 if let Some(t) = self.step_started.take() {
+                    tracing::debug!(
+                        step = step.as_str(),
+                        action_us = t.elapsed().as_micros() as u64,
+                        "step applied"
+                    );
                     self.metrics
                         .observe_step(step.as_str(), t.elapsed().as_secs_f64());
                 }
