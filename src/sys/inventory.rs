@@ -54,16 +54,12 @@ pub fn survey(
             })
         }
     };
-    let mut out: Vec<ContainerEntry> = dir
+    let names: Vec<String> = dir
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| ContainerEntry {
-            has_config: e.path().join("config").exists(),
-            has_rootfs: e.path().join("rootfs").exists(),
-            init_pid: None,
-            name: e.file_name().to_string_lossy().into_owned(),
-        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    let mut out = entries(lxc_path, names);
     out.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<String> = out.iter().map(|e| e.name.clone()).collect();
     let monitors = monitor::find(lxc_path, &names, known)?;
@@ -76,6 +72,41 @@ pub fn survey(
         entry.init_pid = monitors.get(&entry.name).copied().flatten();
     }
     Ok((out, changing))
+}
+
+/// The entries of `names` (directories under `lxc_path`), without their init: two `stat`s
+/// each, split across the CPUs (≈ 5 ms for 1,000 on one).
+fn entries(lxc_path: &Path, names: Vec<String>) -> Vec<ContainerEntry> {
+    let entry = |name: String| {
+        let dir = lxc_path.join(&name);
+        ContainerEntry {
+            has_config: dir.join("config").exists(),
+            has_rootfs: dir.join("rootfs").exists(),
+            init_pid: None,
+            name,
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if names.len() < 64 || threads == 1 {
+        return names.into_iter().map(entry).collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    let mut names = names;
+    let mut parts = Vec::new();
+    while names.len() > chunk {
+        parts.push(names.split_off(names.len() - chunk));
+    }
+    parts.push(names);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(|| part.into_iter().map(entry).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// The entry of container `name` alone, as [`scan`] would list it, or `None` when it has no

@@ -17,7 +17,8 @@
 //!   the monitor PID files `lxc-start -p` writes;
 //! - [`host`]: the bundle of them all that the engine is given;
 //! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything;
-//! - [`memory`]: the allocator's arena cap, set first thing in `main`.
+//! - [`memory`]: the allocator's arena cap, set first thing in `main`;
+//! - [`limits`]: the open-files limit raised to its hard limit, also first thing in `main`.
 
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
@@ -26,6 +27,7 @@ pub mod fake;
 pub mod fake_lxc;
 pub mod host;
 pub mod inventory;
+pub mod limits;
 pub mod lxc;
 pub mod memory;
 pub mod monitor;

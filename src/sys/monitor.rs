@@ -87,7 +87,9 @@ pub fn find(
 ) -> SysResult<BTreeMap<String, Option<u32>>> {
     let listening = abstract_sockets()?;
     let mut inits = known.lock();
-    inits.retain(|name, init| listening.contains(&command_socket(lxc_path, name)) && init.alive());
+    inits.retain(|name, _| listening.contains(&command_socket(lxc_path, name)));
+    let exited = exited(&inits);
+    inits.retain(|name, _| !exited.contains(name));
     let mut out = BTreeMap::new();
     let mut unknown = Vec::new();
     for name in names {
@@ -142,6 +144,34 @@ impl Known {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Init>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The names of `inits` whose process has exited: one poll(2) over all their pidfds.
+fn exited(inits: &HashMap<String, Init>) -> HashSet<String> {
+    let (names, mut fds): (Vec<&String>, Vec<libc::pollfd>) = inits
+        .iter()
+        .map(|(name, init)| {
+            let fd = libc::pollfd {
+                fd: init.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            (name, fd)
+        })
+        .unzip();
+    let Ok(n) = libc::nfds_t::try_from(fds.len()) else {
+        return inits.keys().cloned().collect();
+    };
+    // SAFETY: `fds` is a valid array of `n` pollfds that we own; no wait.
+    if n == 0 || unsafe { libc::poll(fds.as_mut_ptr(), n, 0) } < 0 {
+        return HashSet::new();
+    }
+    names
+        .into_iter()
+        .zip(&fds)
+        .filter(|(_, fd)| fd.revents != 0)
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// A container's init, held by a pidfd.
