@@ -68,6 +68,10 @@ impl Step for ConfigureNetwork {
         if let Some(mtu) = ctx.mtu.filter(|m| *m != eth0.mtu) {
             nl.set_mtu(eth0.index, mtu).await?;
         }
+        // A new veth pair (a start, restart or repair) gives eth0 a new MAC: announced as it
+        // comes up, neighbours that talked to the container reach it at once instead of after
+        // their ARP entry ages out (15-45 s and more).
+        nl.set_arp_notify(eth0.index).await?;
         nl.set_up(eth0.index).await?;
         if let Some(gw) = spec.gateway {
             nl.add_default_route(gw).await.existing_ok()?;

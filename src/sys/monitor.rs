@@ -124,11 +124,16 @@ pub fn find(
     Ok(out)
 }
 
-/// The init PID of container `name` while LXC runs it, `None` otherwise: [`find`] for one.
+/// The init PID of container `name` while LXC runs it, `None` otherwise: [`find`] for one,
+/// or one poll(2) when `known` holds it.
 ///
 /// # Errors
 /// As [`find`].
 pub fn init_pid(lxc_path: &Path, name: &str, known: &Known) -> SysResult<Option<u32>> {
+    // Held and not exited: it runs, and nothing needs reading (`info` asks this per request).
+    if let Some(init) = known.lock().get(name).filter(|i| i.alive()) {
+        return Ok(Some(init.pid));
+    }
     Ok(find(lxc_path, &[name.to_string()], known)?
         .remove(name)
         .flatten())

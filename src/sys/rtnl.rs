@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
@@ -314,6 +315,19 @@ impl Netlink for RtNetlink {
     async fn set_mtu(&self, index: u32, mtu: u32) -> SysResult<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.set_link(format!("set mtu {mtu} on link {index}"), msg)
+            .await
+    }
+
+    async fn set_arp_notify(&self, index: u32) -> SysResult<()> {
+        // Only the non-zero settings of a request's devconf are sent: arp_notify alone.
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(conf),
+            ])]));
+        self.set_link(format!("set arp_notify on link {index}"), msg)
             .await
     }
 
