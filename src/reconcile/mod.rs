@@ -13,7 +13,7 @@
 pub mod classify;
 mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +108,8 @@ pub struct Reconciler {
     pub running: tokio::sync::Mutex<()>,
     /// The last pass's report.
     pub last: Mutex<Option<Arc<Report>>>,
+    /// The inits the last pass saw, by container name (see [`HostView::read`]).
+    inits: Mutex<HashMap<String, u32>>,
 }
 
 impl Reconciler {
@@ -127,12 +129,13 @@ impl Reconciler {
             metrics,
             running: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
+            inits: Mutex::new(HashMap::new()),
         }
     }
 
     /// The last pass's report, if a pass ran.
     pub fn last(&self) -> Option<Arc<Report>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.last).clone()
     }
 
     /// Runs one pass (see the module doc) and returns its report.
@@ -158,7 +161,9 @@ impl Reconciler {
             .await
             .map_err(|e| QueueError::Storage(format!("reading the records failed: {e}")))??;
         let records_done = std::time::Instant::now();
-        let view = HostView::read(&self.host, &self.fabric.vlans, &records).await?;
+        let previous = std::mem::take(&mut *lock(&self.inits));
+        let view = HostView::read(&self.host, &self.fabric.vlans, &records, &previous).await?;
+        *lock(&self.inits) = view.inits();
         let read_done = std::time::Instant::now();
         let mut report = Report {
             started_at,
@@ -206,7 +211,7 @@ impl Reconciler {
         }
         report.finished_at = OffsetDateTime::now_utc();
         let report = Arc::new(report);
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
+        *lock(&self.last) = Some(Arc::clone(&report));
         Ok(report)
     }
 
@@ -284,6 +289,11 @@ impl Reconciler {
             }
         }))
     }
+}
+
+/// Locks `m`, whatever a panicking holder left (the data is replaced whole, never half-made).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether a pass checks `rec`: in service (or already known missing), and no job holds it.

@@ -37,6 +37,8 @@ pub struct HostView {
 
 impl HostView {
     /// Reads the host for `records` (their containers' addresses are read when they run).
+    /// `previous` is the last pass's [`Self::inits`]: those inits' addresses are read while
+    /// the inventory is, and kept for the containers whose init the inventory confirms.
     ///
     /// # Errors
     /// When the LXC path, `/proc` or netlink cannot be read.
@@ -44,27 +46,30 @@ impl HostView {
         host: &Host,
         vlans: &[VlanId],
         records: &[ContainerRecord],
+        previous: &HashMap<String, u32>,
     ) -> SysResult<Self> {
-        // The blocking reads (the LXC path and the inits, then each one's addresses) run on
-        // the blocking pool while the reactor parses the netlink dump.
-        let containers = async {
-            let (entries, changing) = host.lxc.survey().await?;
-            let containers: HashMap<String, ContainerEntry> =
-                entries.into_iter().map(|e| (e.name.clone(), e)).collect();
-            let pids: Vec<u32> = records
-                .iter()
-                .filter_map(|r| containers.get(&r.id.container_name())?.init_pid)
-                .collect();
-            let addresses = read_addresses(host, pids).await;
-            SysResult::Ok((containers, changing, addresses))
-        };
+        // The blocking reads (the inventory; the addresses) run on the blocking pool while the
+        // reactor reads the links.
+        let early: Vec<u32> = records
+            .iter()
+            .filter_map(|r| previous.get(&r.id.container_name()).copied())
+            .collect();
         let links = async {
             let names = host.net.link_names().await?;
             let ports = host.net.bridge_ports().await?;
             SysResult::Ok((names, ports))
         };
-        let (containers, links) = tokio::join!(containers, links);
-        let ((containers, changing, addresses), (names, ports)) = (containers?, links?);
+        let (survey, mut addresses, links) =
+            tokio::join!(host.lxc.survey(), read_addresses(host, early), links);
+        let ((entries, changing), (names, ports)) = (survey?, links?);
+        let containers: HashMap<String, ContainerEntry> =
+            entries.into_iter().map(|e| (e.name.clone(), e)).collect();
+        let late: Vec<u32> = records
+            .iter()
+            .filter_map(|r| containers.get(&r.id.container_name())?.init_pid)
+            .filter(|pid| !addresses.contains_key(pid))
+            .collect();
+        addresses.extend(read_addresses(host, late).await);
         let mut view = Self {
             containers,
             changing: changing.into_iter().collect(),
@@ -95,6 +100,14 @@ impl HostView {
             }
         }
         Ok(view)
+    }
+
+    /// Name → init PID of every running container seen: the next pass's `previous`.
+    pub fn inits(&self) -> HashMap<String, u32> {
+        self.containers
+            .values()
+            .filter_map(|e| Some((e.name.clone(), e.init_pid?)))
+            .collect()
     }
 
     /// Reads the host for `rec` alone (for `info`): its directory and init, its veth and

@@ -17,6 +17,7 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
+use super::bridge_ports::PortDumper;
 use super::netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
@@ -25,6 +26,9 @@ use crate::model::Ipv4Cidr;
 #[derive(Clone)]
 pub struct RtNetlink {
     handle: Handle,
+    /// The lean bridge-port dump's connection, in the same namespace (the host's only: a
+    /// container's namespace is never asked for its bridge ports).
+    ports: Option<PortDumper>,
     /// `/proc/.../net` of the namespace, for what `/proc` lists cheaper than netlink.
     proc_net: String,
 }
@@ -43,6 +47,7 @@ impl RtNetlink {
         tokio::spawn(conn);
         Ok(Self {
             handle,
+            ports: Some(PortDumper::connect()?),
             proc_net: "/proc/thread-self/net".into(),
         })
     }
@@ -76,6 +81,7 @@ impl RtNetlink {
         tokio::spawn(conn);
         Ok(Self {
             handle,
+            ports: None,
             proc_net: format!("/proc/{pid}/net"),
         })
     }
@@ -220,7 +226,15 @@ impl Netlink for RtNetlink {
 
     async fn bridge_ports(&self) -> SysResult<Vec<LinkState>> {
         // An AF_BRIDGE dump: the bridge driver fills each port's message itself, without
-        // the peer namespace ID of a full link message (see the trait).
+        // the peer namespace ID of a full link message (see the trait); read lean where the
+        // connection is there (`bridge_ports.rs`).
+        if let Some(ports) = &self.ports {
+            let all = ports.ports().await?;
+            return Ok(all
+                .into_iter()
+                .filter(|l| l.master.is_some_and(|m| m != l.index))
+                .collect());
+        }
         let mut request = self.handle.link().get();
         request.message_mut().header.interface_family = AddressFamily::Bridge;
         let msgs: Vec<LinkMessage> = request
