@@ -241,7 +241,7 @@ fn host_reads_without_a_process_agree_with_the_tools() {
         .trim()
         .parse()
         .expect("lxc-info -p -H prints the init pid");
-    let (init, survey, ports, names, br2) = on_server(s, move || async move {
+    let (init, survey, ports, names, br2, brief) = on_server(s, move || async move {
         let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
         (
             host.lxc.init_pid("container12").await.unwrap(),
@@ -249,6 +249,10 @@ fn host_reads_without_a_process_agree_with_the_tools() {
             host.net.bridge_ports().await.unwrap(),
             host.net.link_names().await.unwrap(),
             host.net.link("br2").await.unwrap().expect("br2"),
+            (
+                host.net.link_brief("vethc_br12").await.unwrap(),
+                host.net.link_brief("vethc_br99").await.unwrap(),
+            ),
         )
     });
     assert_eq!(init, Some(want), "init from the monitor's PID file");
@@ -266,6 +270,9 @@ fn host_reads_without_a_process_agree_with_the_tools() {
         (Some(br2.index), true, br2.mtu)
     );
     assert!(ports.iter().any(|p| p.name == "vxlan2"), "{ports:?}");
+    let (veth, absent) = brief;
+    assert_eq!(veth.as_ref(), Some(port), "the brief read of one link");
+    assert_eq!(absent, None, "a missing link is none, not an error");
     for name in ["lo", "eth1", "br2", "vxlan2", "vethc_br12"] {
         assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
     }

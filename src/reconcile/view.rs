@@ -90,7 +90,7 @@ impl HostView {
             .cloned()
             .collect();
         for name in detached {
-            if let Some(link) = host.net.link(&name).await? {
+            if let Some(link) = host.net.link_brief(&name).await? {
                 view.veths.insert(name, link);
             }
         }
@@ -111,7 +111,7 @@ impl HostView {
     }
 
     /// Reads the host for `rec` alone (for `info`): its directory and init, its veth and
-    /// bridge by name, its addresses. A few small reads and three netlink requests.
+    /// bridge by name, its addresses. A few small reads and at most two netlink requests.
     ///
     /// # Errors
     /// When the LXC path, `/proc` or netlink cannot be read.
@@ -120,11 +120,12 @@ impl HostView {
         if let Some(entry) = host.lxc.entry(&rec.id.container_name()).await? {
             view.containers.insert(entry.name.clone(), entry);
         }
-        if let Some(veth) = host.net.link(&rec.id.host_veth()).await? {
+        if let Some(veth) = host.net.link_brief(&rec.id.host_veth()).await? {
             view.veths.insert(veth.name.clone(), veth);
-        }
-        if let Some(br) = host.net.link(&rec.vlan.bridge_name()).await? {
-            view.bridges.insert(br.name.clone(), br);
+            // The bridge matters only against a veth.
+            if let Some(br) = host.net.link_brief(&rec.vlan.bridge_name()).await? {
+                view.bridges.insert(br.name.clone(), br);
+            }
         }
         let pids = view
             .containers

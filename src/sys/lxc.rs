@@ -299,6 +299,11 @@ impl Lxc for LxcTools {
     }
 
     async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
+        // `info` asks this per request: answered inline when it costs a stat or two and a
+        // poll (no directory, or an init already held), like `exists`.
+        if let Some(answer) = super::inventory::entry_if_cheap(&self.path, name, &self.known) {
+            return Ok(answer);
+        }
         let (path, name, known) = (self.path.clone(), name.to_string(), self.known.clone());
         blocking("read a container's directory", move || {
             super::inventory::entry(&path, &name, &known)

@@ -4,8 +4,8 @@
 //!
 //! - [`netlink`]: the [`Netlink`] and [`NetnsOpener`] traits and the link facts they return;
 //! - [`rtnl`]: their real implementation over rtnetlink;
-//! - [`bridge_ports`]: the bridge-port dump of a reconcile pass, on a netlink connection whose
-//!   messages are parsed lean;
+//! - [`lean_links`]: the bridge-port dump of a reconcile pass and `info`'s link reads, on a
+//!   netlink connection whose messages are parsed lean;
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
 //! - `fake` and `fake_lxc`: in-memory implementations that record calls in one log and play
 //!   scripted failures (only with the `test-util` feature, or in unit tests);
@@ -22,7 +22,6 @@
 //! - [`memory`]: the allocator's arena cap, set first thing in `main`;
 //! - [`limits`]: the open-files limit raised to its hard limit, also first thing in `main`.
 
-pub mod bridge_ports;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
@@ -30,6 +29,7 @@ pub mod fake;
 pub mod fake_lxc;
 pub mod host;
 pub mod inventory;
+pub mod lean_links;
 pub mod limits;
 pub mod lxc;
 pub mod memory;

@@ -130,9 +130,9 @@ pub fn find(
 /// # Errors
 /// As [`find`].
 pub fn init_pid(lxc_path: &Path, name: &str, known: &Known) -> SysResult<Option<u32>> {
-    // Held and not exited: it runs, and nothing needs reading (`info` asks this per request).
-    if let Some(init) = known.lock().get(name).filter(|i| i.alive()) {
-        return Ok(Some(init.pid));
+    // Held and not exited: it runs, and nothing needs reading.
+    if let Some(pid) = known.held(name) {
+        return Ok(Some(pid));
     }
     Ok(find(lxc_path, &[name.to_string()], known)?
         .remove(name)
@@ -146,6 +146,11 @@ pub fn init_pid(lxc_path: &Path, name: &str, known: &Known) -> SysResult<Option<
 pub struct Known(Mutex<HashMap<String, Init>>);
 
 impl Known {
+    /// The init of `name` if it is held and has not exited.
+    pub fn held(&self, name: &str) -> Option<u32> {
+        self.lock().get(name).filter(|i| i.alive()).map(|i| i.pid)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Init>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -129,6 +129,12 @@ pub trait Netlink: Send + Sync {
             .collect())
     }
 
+    /// Link `name` with its index, name, master, up and MTU only (the kind is not reported),
+    /// read cheaper than [`Self::link`]: for `info`, per request.
+    async fn link_brief(&self, name: &str) -> SysResult<Option<LinkState>> {
+        self.link(name).await
+    }
+
     /// The name of every link in the namespace, read cheaply (see [`Self::bridge_ports`]).
     async fn link_names(&self) -> SysResult<Vec<String>> {
         Ok(self.links().await?.into_iter().map(|l| l.name).collect())

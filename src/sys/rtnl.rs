@@ -17,7 +17,7 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
-use super::bridge_ports::PortDumper;
+use super::lean_links::LeanLinks;
 use super::netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
@@ -26,9 +26,9 @@ use crate::model::Ipv4Cidr;
 #[derive(Clone)]
 pub struct RtNetlink {
     handle: Handle,
-    /// The lean bridge-port dump's connection, in the same namespace (the host's only: a
-    /// container's namespace is never asked for its bridge ports).
-    ports: Option<PortDumper>,
+    /// The lean link reads' connection, in the same namespace (the host's only: a
+    /// container's namespace is never asked for its bridge ports, and `info` reads the host).
+    lean: Option<LeanLinks>,
     /// `/proc/.../net` of the namespace, for what `/proc` lists cheaper than netlink.
     proc_net: String,
 }
@@ -47,7 +47,7 @@ impl RtNetlink {
         tokio::spawn(conn);
         Ok(Self {
             handle,
-            ports: Some(PortDumper::connect()?),
+            lean: Some(LeanLinks::connect()?),
             proc_net: "/proc/thread-self/net".into(),
         })
     }
@@ -81,7 +81,7 @@ impl RtNetlink {
         tokio::spawn(conn);
         Ok(Self {
             handle,
-            ports: None,
+            lean: None,
             proc_net: format!("/proc/{pid}/net"),
         })
     }
@@ -227,9 +227,9 @@ impl Netlink for RtNetlink {
     async fn bridge_ports(&self) -> SysResult<Vec<LinkState>> {
         // An AF_BRIDGE dump: the bridge driver fills each port's message itself, without
         // the peer namespace ID of a full link message (see the trait); read lean where the
-        // connection is there (`bridge_ports.rs`).
-        if let Some(ports) = &self.ports {
-            let all = ports.ports().await?;
+        // connection is there (`lean_links.rs`).
+        if let Some(lean) = &self.lean {
+            let all = lean.bridge_ports().await?;
             return Ok(all
                 .into_iter()
                 .filter(|l| l.master.is_some_and(|m| m != l.index))
@@ -247,6 +247,13 @@ impl Netlink for RtNetlink {
             .map(parse_link)
             .filter(|l| l.master.is_some_and(|m| m != l.index))
             .collect())
+    }
+
+    async fn link_brief(&self, name: &str) -> SysResult<Option<LinkState>> {
+        match &self.lean {
+            Some(lean) => lean.link(name).await,
+            None => self.link(name).await,
+        }
     }
 
     async fn link_names(&self) -> SysResult<Vec<String>> {
@@ -433,6 +440,13 @@ impl NetnsOpener for RtNetnsOpener {
 
     /// On the blocking pool, split across the CPUs: ≈ 10 µs of `/proc` read each.
     async fn local_addresses_of(&self, pids: &[u32]) -> Vec<SysResult<Vec<std::net::Ipv4Addr>>> {
+        // A few (`info`'s one) cost less inline than a round trip through the pool.
+        if pids.len() <= 4 {
+            return pids
+                .iter()
+                .map(|&pid| super::inventory::local_addresses(pid))
+                .collect();
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let chunk = pids.len().div_ceil(threads).max(1);
         let tasks: Vec<_> = pids
