@@ -255,6 +255,39 @@ fn host_reads_without_a_process_agree_with_the_tools() {
             ),
         )
     });
+    let lxc = lxc_path(&s.dir);
+    let (by_netlink, by_proc) = on_server(s, move || async move {
+        let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
+        let all = host.netns.local_addresses_of(&[want, want]).await;
+        let mut all: Vec<_> = all.into_iter().map(Result::unwrap).collect();
+        // The netlink path itself, not its fallback to fib_trie.
+        let direct = creepy_meow::sys::ns_addresses::NsAddresses::connect().unwrap();
+        all.push(
+            direct
+                .of_pid(want)
+                .await
+                .unwrap()
+                .expect("the namespace has an ID in ours"),
+        );
+        (
+            all,
+            creepy_meow::sys::inventory::local_addresses(want).unwrap(),
+        )
+    });
+    let ip: Ipv4Addr = "192.168.2.12".parse().unwrap();
+    for got in &by_netlink {
+        let (mut got, mut fib) = (got.clone(), by_proc.clone());
+        got.sort();
+        fib.sort();
+        assert_eq!(
+            got, fib,
+            "netlink and fib_trie disagree on the container's addresses"
+        );
+        assert!(
+            got.contains(&ip) && got.contains(&Ipv4Addr::LOCALHOST),
+            "{got:?}"
+        );
+    }
     assert_eq!(init, Some(want), "init from the monitor's PID file");
     let (entries, changing) = survey;
     let entry = entries.iter().find(|e| e.name == "container12").unwrap();

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use creepy_meow::sys::netlink::{Netlink, NetnsOpener};
-use creepy_meow::sys::rtnl::{RtNetlink, RtNetnsOpener};
+use creepy_meow::sys::netns::RtNetnsOpener;
+use creepy_meow::sys::rtnl::RtNetlink;
 use creepy_meow::sys::{inventory, monitor};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -172,9 +173,12 @@ pub struct HostReads {
     pub survey: Summary,
     /// Baseline: the command line of every process (`sys::monitor::scan_proc`).
     pub proc_scan: Summary,
-    /// Every running container's `/proc/<pid>/net/fib_trie`, split across the CPUs
-    /// (`NetnsOpener::local_addresses_of`).
+    /// Every running container's IPv4 addresses through netlink
+    /// (`NetnsOpener::local_addresses_of`: RTM_GETNSID, then RTM_GETADDR of that namespace).
     pub addresses: Summary,
+    /// Baseline: every running container's `/proc/<pid>/net/fib_trie`, one after another
+    /// (`sys::inventory::local_addresses`).
+    pub fib_trie: Summary,
     /// One AF_BRIDGE dump of the bridge ports (`Netlink::bridge_ports`).
     pub ports: Summary,
     /// Every link name (`Netlink::link_names`: `/proc/net/dev`).
@@ -187,20 +191,21 @@ impl HostReads {
     /// The head of a table of [`HostReads::row`]s.
     pub const HEAD: &'static str = "| records | processes / links on the host | inventory, \
         first (command sockets, PID files) p50 / max ms | inventory, inits held | baseline: every process's command line | \
-        every `fib_trie` | bridge-port dump | link names (`/proc/net/dev`) | baseline: full link \
-        dump |\n|---|---|---|---|---|---|---|---|---|\n";
+        every container's addresses (netlink) | baseline: every `fib_trie` | bridge-port dump | link names (`/proc/net/dev`) | baseline: full link \
+        dump |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
     /// A table row for a pass over `records` records.
     pub fn row(&self, records: usize) -> String {
         let cell = |s: &Summary| format!("{} / {}", ms(s.p50), ms(s.max));
         format!(
-            "| {records} | {} / {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {records} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             self.processes,
             self.links,
             cell(&self.survey_cold),
             cell(&self.survey),
             cell(&self.proc_scan),
             cell(&self.addresses),
+            cell(&self.fib_trie),
             cell(&self.ports),
             cell(&self.names),
             cell(&self.dump),
@@ -211,8 +216,8 @@ impl HostReads {
 /// Times the reads of a pass in LXC path `lxc`, `reps` times each.
 pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
     let nl = RtNetlink::connect().expect("netlink");
-    let opener = RtNetnsOpener;
-    let mut t: [Vec<Duration>; 7] = Default::default();
+    let opener = RtNetnsOpener::connect();
+    let mut t: [Vec<Duration>; 8] = Default::default();
     let mut links = 0;
     let known = monitor::Known::default();
     for _ in 0..reps {
@@ -232,6 +237,11 @@ pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
         }
         t[2].push(started.elapsed());
         let started = Instant::now();
+        for &pid in &pids {
+            inventory::local_addresses(pid).expect("a running container's fib_trie");
+        }
+        t[7].push(started.elapsed());
+        let started = Instant::now();
         nl.bridge_ports().await.expect("bridge ports");
         t[3].push(started.elapsed());
         let started = Instant::now();
@@ -246,7 +256,7 @@ pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .count();
-    let [survey, proc_scan, addresses, ports, names, dump, survey_cold] =
+    let [survey, proc_scan, addresses, ports, names, dump, survey_cold, fib_trie] =
         t.map(|d| Summary::of(&d));
     HostReads {
         processes,
@@ -255,6 +265,7 @@ pub async fn host_reads(lxc: &Path, reps: usize) -> HostReads {
         survey,
         proc_scan,
         addresses,
+        fib_trie,
         ports,
         names,
         dump,

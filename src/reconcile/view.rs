@@ -31,7 +31,7 @@ pub struct HostView {
     /// The fabric's bridges, by name.
     bridges: HashMap<String, LinkState>,
     /// Addresses local to the namespace of each init read; `None` when its network view was
-    /// gone (an init exiting: not reaped yet).
+    /// gone (an init exiting: not reaped yet) or could not be read.
     addresses: HashMap<u32, Option<Vec<Ipv4Addr>>>,
 }
 
@@ -213,10 +213,11 @@ async fn read_addresses(host: &Host, pids: Vec<u32>) -> HashMap<u32, Option<Vec<
         match result {
             Ok(local) => out.insert(*pid, Some(local)),
             Err(e) if e.is_not_found() => out.insert(*pid, None),
-            // Judged as lacking its address: a network repair shows the error if it persists.
+            // Not judged this pass: taken for an address lacking, it would get a network
+            // repair, which remakes its veth pair (a short outage) for a failed read.
             Err(e) => {
-                tracing::warn!(pid, error = %e, "reconcile: cannot read a container's addresses");
-                out.insert(*pid, Some(Vec::new()))
+                tracing::warn!(pid, error = %e, "reconcile: cannot read a container's addresses; judged next pass");
+                out.insert(*pid, None)
             }
         };
     }

@@ -8,8 +8,9 @@ use super::fake::FakeNetlink;
 use super::fake_lxc::{FakeLxc, FakeReaper};
 use super::lxc::{Lxc, LxcTools};
 use super::netlink::{Netlink, NetnsOpener};
+use super::netns::RtNetnsOpener;
 use super::reap::{ProcReaper, Reaper};
-use super::rtnl::{RtNetlink, RtNetnsOpener};
+use super::rtnl::RtNetlink;
 use super::SysResult;
 
 /// The host's kernel and LXC, behind their traits.
@@ -34,7 +35,7 @@ impl Host {
     pub fn real(lxc: LxcTools) -> SysResult<Self> {
         Ok(Self {
             net: Arc::new(RtNetlink::connect()?),
-            netns: Arc::new(RtNetnsOpener),
+            netns: Arc::new(RtNetnsOpener::connect()),
             lxc: Arc::new(lxc),
             reaper: Arc::new(ProcReaper::default()),
         })

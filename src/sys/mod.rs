@@ -3,7 +3,8 @@
 //! implementation and a fake for unit tests.
 //!
 //! - [`netlink`]: the [`Netlink`] and [`NetnsOpener`] traits and the link facts they return;
-//! - [`rtnl`]: their real implementation over rtnetlink;
+//! - [`rtnl`]: the real [`Netlink`] over rtnetlink; [`netns`]: the real [`NetnsOpener`],
+//!   which reads another namespace's addresses through [`ns_addresses`];
 //! - [`lean_links`]: the bridge-port dump of a reconcile pass and `info`'s link reads, on a
 //!   netlink connection whose messages are parsed lean;
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
@@ -35,6 +36,8 @@ pub mod lxc;
 pub mod memory;
 pub mod monitor;
 pub mod netlink;
+pub mod netns;
+pub mod ns_addresses;
 pub mod privilege;
 pub mod process;
 pub mod reap;

@@ -18,7 +18,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use super::lean_links::LeanLinks;
-use super::netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};
+use super::netlink::{LinkKind, LinkState, Netlink, VethSpec, VxlanAttrs, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
 
@@ -96,7 +96,7 @@ fn parse_net_dev(text: &str) -> Vec<String> {
 }
 
 /// Maps an rtnetlink error to a [`SysError`] naming `what`.
-fn map_err(what: impl std::fmt::Display, err: rtnetlink::Error) -> SysError {
+pub(crate) fn map_err(what: impl std::fmt::Display, err: rtnetlink::Error) -> SysError {
     match err {
         rtnetlink::Error::NetlinkError(msg) => SysError::from_errno(what, -msg.raw_code()),
         other => SysError::Unexpected {
@@ -405,73 +405,5 @@ impl Netlink for RtNetlink {
             .execute()
             .await
             .map_err(|e| map_err(format!("add default route via {gateway}"), e))
-    }
-}
-
-/// Opens [`RtNetlink`] handles in other processes' network namespaces.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RtNetnsOpener;
-
-#[async_trait]
-impl NetnsOpener for RtNetnsOpener {
-    async fn open_netns_of(&self, pid: u32) -> SysResult<Box<dyn Netlink>> {
-        Ok(Box::new(RtNetlink::connect_netns_of(pid).await?))
-    }
-
-    async fn has_own_netns(&self, pid: u32) -> SysResult<bool> {
-        use std::os::unix::fs::MetadataExt;
-        let what = format!("read the network namespace of pid {pid}");
-        let theirs = match tokio::fs::metadata(format!("/proc/{pid}/ns/net")).await {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SysError::NotFound { what })
-            }
-            Err(source) => return Err(SysError::Io { what, source }),
-        };
-        let ours = tokio::fs::metadata("/proc/self/ns/net")
-            .await
-            .map_err(|source| SysError::Io { what, source })?;
-        Ok((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()))
-    }
-
-    async fn local_addresses(&self, pid: u32) -> SysResult<Vec<std::net::Ipv4Addr>> {
-        super::inventory::local_addresses(pid)
-    }
-
-    /// On the blocking pool, split across the CPUs: ≈ 10 µs of `/proc` read each.
-    async fn local_addresses_of(&self, pids: &[u32]) -> Vec<SysResult<Vec<std::net::Ipv4Addr>>> {
-        // A few (`info`'s one) cost less inline than a round trip through the pool.
-        if pids.len() <= 4 {
-            return pids
-                .iter()
-                .map(|&pid| super::inventory::local_addresses(pid))
-                .collect();
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let chunk = pids.len().div_ceil(threads).max(1);
-        let tasks: Vec<_> = pids
-            .chunks(chunk)
-            .map(|part| {
-                let part = part.to_vec();
-                tokio::task::spawn_blocking(move || {
-                    part.into_iter()
-                        .map(super::inventory::local_addresses)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(pids.len());
-        for (task, part) in tasks.into_iter().zip(pids.chunks(chunk)) {
-            match task.await {
-                Ok(results) => out.extend(results),
-                Err(e) => out.extend(part.iter().map(|pid| {
-                    Err(SysError::Unexpected {
-                        what: format!("read the addresses of pid {pid}"),
-                        detail: e.to_string(),
-                    })
-                })),
-            }
-        }
-        out
     }
 }
