@@ -262,13 +262,10 @@ fn host_reads_without_a_process_agree_with_the_tools() {
         let mut all: Vec<_> = all.into_iter().map(Result::unwrap).collect();
         // The netlink path itself, not its fallback to fib_trie.
         let direct = creepy_meow::sys::ns_addresses::NsAddresses::connect().unwrap();
-        all.push(
-            direct
-                .of_pid(want)
-                .await
-                .unwrap()
-                .expect("the namespace has an ID in ours"),
-        );
+        let one = direct.of_pid_now(want).unwrap();
+        all.push(one.expect("the namespace has an ID in ours"));
+        let many = direct.of_pids(&[want, want, want]).await;
+        all.extend(many.into_iter().map(|f| f.unwrap().expect("an ID")));
         (
             all,
             creepy_meow::sys::inventory::local_addresses(want).unwrap(),
