@@ -146,15 +146,7 @@ impl Reconciler {
         let _one = self.running.lock().await;
         let started_at = OffsetDateTime::now_utc();
         let started = std::time::Instant::now();
-        let fabric_repaired: Vec<String> = ensure_fabric(self.host.net.as_ref(), &self.fabric)
-            .await?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        for action in &fabric_repaired {
-            tracing::warn!(%action, "reconcile: the fabric had drifted; repaired");
-            self.metrics.observe_drift("fabric");
-        }
+        let fabric_repaired = self.ensure_fabric().await?;
         let fabric_done = std::time::Instant::now();
         let store = self.store.clone();
         let records = tokio::task::spawn_blocking(move || store.records())
@@ -174,20 +166,7 @@ impl Reconciler {
             foreign: view.foreign(&records),
             health: BTreeMap::new(),
         };
-        let mut drifted = Vec::new();
-        for rec in records.iter().filter(|r| checkable(r)) {
-            // Those LXC is starting or stopping are left to the next pass (`HostView::observe`).
-            let (obs, settled) = view.observe(rec);
-            if !settled {
-                continue;
-            }
-            let (health, drift) = classify(rec, &obs);
-            report.checked += 1;
-            report.health.insert(rec.id, health.clone());
-            if let Some(drift) = drift {
-                drifted.push((rec, drift, health));
-            }
-        }
+        let drifted = judge(&records, &view, &mut report);
         // Queued together, the repairs share the store's group commits (one disk sync for a
         // restore's hundred starts, not one each), in the order of the records.
         let acts = drifted
@@ -215,8 +194,22 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Ensures the fabric, and logs and counts each repair made, in words.
+    async fn ensure_fabric(&self) -> Result<Vec<String>, ReconcileError> {
+        let repaired: Vec<String> = ensure_fabric(self.host.net.as_ref(), &self.fabric)
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for action in &repaired {
+            tracing::warn!(%action, "reconcile: the fabric had drifted; repaired");
+            self.metrics.observe_drift("fabric");
+        }
+        Ok(repaired)
+    }
+
     /// What the host shows of `rec` right now, its health, and its host veth: for `info`.
-    /// Reads only what concerns `rec` (see [`HostView::read_one`]); starts no process.
+    /// Reads only what concerns `rec` (`HostView::read_one`); starts no process.
     ///
     /// # Errors
     /// When the host cannot be read.
@@ -294,6 +287,30 @@ impl Reconciler {
 /// Locks `m`, whatever a panicking holder left (the data is replaced whole, never half-made).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Classifies every checkable record against `view` into `report` (checked, health), and
+/// returns those that drifted. Those LXC is starting or stopping are left to the next pass
+/// (`HostView::observe`).
+fn judge<'r>(
+    records: &'r [ContainerRecord],
+    view: &HostView,
+    report: &mut Report,
+) -> Vec<(&'r ContainerRecord, Drift, Health)> {
+    let mut drifted = Vec::new();
+    for rec in records.iter().filter(|r| checkable(r)) {
+        let (obs, settled) = view.observe(rec);
+        if !settled {
+            continue;
+        }
+        let (health, drift) = classify(rec, &obs);
+        report.checked += 1;
+        report.health.insert(rec.id, health.clone());
+        if let Some(drift) = drift {
+            drifted.push((rec, drift, health));
+        }
+    }
+    drifted
 }
 
 /// Whether a pass checks `rec`: in service (or already known missing), and no job holds it.
