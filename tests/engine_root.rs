@@ -19,7 +19,8 @@ use creepy_meow::model::{parse_vlan_list, ContainerId, HostId, VlanId};
 use creepy_meow::spec::{CreateSpec, StepEvent, StepName};
 use creepy_meow::steps::{NoProgress, Progress, ProgressError};
 use creepy_meow::sys::lxc::LxcTools;
-use creepy_meow::sys::Host;
+use creepy_meow::sys::ns_addresses::NsAddresses;
+use creepy_meow::sys::{inventory, Host};
 
 /// Builds the fabric (VLAN 2 only, to keep it quick) on every server.
 fn fabric(lab: &Lab) {
@@ -33,8 +34,7 @@ fn fabric(lab: &Lab) {
 
 /// An engine for `server`; must be called inside [`on_server`].
 fn engine(host_id: u8, lxc: PathBuf) -> Engine {
-    let host =
-        Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).expect("lxc path")).expect("netlink");
+    let host = real_host(&lxc);
     let cfg = FabricConfig {
         host_id: HostId::new(u64::from(host_id)).unwrap(),
         underlay: "eth1".into(),
@@ -224,12 +224,15 @@ fn the_largest_id_works_and_destroy_leaves_nothing() {
     assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
 }
 
-/// What the reconcile pass and `info` read without a process (LXC's command sockets and the
-/// monitor's PID file, an AF_BRIDGE dump, `/proc/net/dev`) agrees with what the tools show.
-#[test]
-fn host_reads_without_a_process_agree_with_the_tools() {
-    let lab = Lab::new(1);
-    fabric(&lab);
+/// The real host of `server`, made inside [`on_server`].
+fn real_host(lxc: &std::path::Path) -> Host {
+    Host::real(LxcTools::new(lxc, "busybox", Vec::new()).expect("lxc path")).expect("netlink")
+}
+
+/// A lab server with the fabric and container12 (`192.168.2.12/24`) running; its init's PID
+/// as `lxc-info` prints it.
+fn one_running_container(lab: &Lab) -> u32 {
+    fabric(lab);
     let s = lab.server(1);
     create(s, spec(12, "192.168.2.12/24"));
     let lxc = lxc_path(&s.dir);
@@ -237,56 +240,35 @@ fn host_reads_without_a_process_agree_with_the_tools() {
         "lxc-info",
         ["-P", lxc.to_str().unwrap(), "-n", "container12", "-p", "-H"],
     );
-    let want: u32 = info
-        .trim()
+    info.trim()
         .parse()
-        .expect("lxc-info -p -H prints the init pid");
-    let (init, survey, ports, names, br2, brief) = on_server(s, move || async move {
-        let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
-        (
-            host.lxc.init_pid("container12").await.unwrap(),
-            host.lxc.survey().await.unwrap(),
-            host.net.bridge_ports().await.unwrap(),
-            host.net.link_names().await.unwrap(),
-            host.net.link("br2").await.unwrap().expect("br2"),
-            (
-                host.net.link_brief("vethc_br12").await.unwrap(),
-                host.net.link_brief("vethc_br99").await.unwrap(),
-            ),
-        )
-    });
+        .expect("lxc-info -p -H prints the init pid")
+}
+
+/// What the reconcile pass and `info` read without a process (LXC's command sockets and the
+/// monitor's PID file, an AF_BRIDGE dump, `/proc/net/dev`) agrees with what the tools show.
+#[test]
+fn host_reads_without_a_process_agree_with_the_tools() {
+    let lab = Lab::new(1);
+    let want = one_running_container(&lab);
+    let s = lab.server(1);
     let lxc = lxc_path(&s.dir);
-    let (by_netlink, by_proc) = on_server(s, move || async move {
-        let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
-        let all = host.netns.local_addresses_of(&[want, want]).await;
-        let mut all: Vec<_> = all.into_iter().map(Result::unwrap).collect();
-        // The netlink path itself, not its fallback to fib_trie.
-        let direct = creepy_meow::sys::ns_addresses::NsAddresses::connect().unwrap();
-        let one = direct.of_pid_now(want).unwrap();
-        all.push(one.expect("the namespace has an ID in ours"));
-        let many = direct.of_pids(&[want, want, want]).await;
-        all.extend(many.into_iter().map(|f| f.unwrap().expect("an ID")));
-        (
-            all,
-            creepy_meow::sys::inventory::local_addresses(want).unwrap(),
-        )
-    });
-    let ip: Ipv4Addr = "192.168.2.12".parse().unwrap();
-    for got in &by_netlink {
-        let (mut got, mut fib) = (got.clone(), by_proc.clone());
-        got.sort();
-        fib.sort();
-        assert_eq!(
-            got, fib,
-            "netlink and fib_trie disagree on the container's addresses"
-        );
-        assert!(
-            got.contains(&ip) && got.contains(&Ipv4Addr::LOCALHOST),
-            "{got:?}"
-        );
-    }
+    let (init, (entries, changing), ports, names, br2, (veth, absent)) =
+        on_server(s, move || async move {
+            let host = real_host(&lxc);
+            (
+                host.lxc.init_pid("container12").await.unwrap(),
+                host.lxc.survey().await.unwrap(),
+                host.net.bridge_ports().await.unwrap(),
+                host.net.link_names().await.unwrap(),
+                host.net.link("br2").await.unwrap().expect("br2"),
+                (
+                    host.net.link_brief("vethc_br12").await.unwrap(),
+                    host.net.link_brief("vethc_br99").await.unwrap(),
+                ),
+            )
+        });
     assert_eq!(init, Some(want), "init from the monitor's PID file");
-    let (entries, changing) = survey;
     let entry = entries.iter().find(|e| e.name == "container12").unwrap();
     assert_eq!(entry.init_pid, Some(want), "{entries:?}");
     assert!(
@@ -300,26 +282,52 @@ fn host_reads_without_a_process_agree_with_the_tools() {
         (Some(br2.index), true, br2.mtu)
     );
     assert!(ports.iter().any(|p| p.name == "vxlan2"), "{ports:?}");
-    let (veth, absent) = brief;
     assert_eq!(veth.as_ref(), Some(port), "the brief read of one link");
     assert_eq!(absent, None, "a missing link is none, not an error");
     for name in ["lo", "eth1", "br2", "vxlan2", "vethc_br12"] {
         assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
     }
+    let lxc = lxc_path(&s.dir);
     s.run_ok(
         "lxc-stop",
-        [
-            "-P",
-            lxc_path(&s.dir).to_str().unwrap(),
-            "-n",
-            "container12",
-            "-k",
-        ],
+        ["-P", lxc.to_str().unwrap(), "-n", "container12", "-k"],
     );
-    let lxc = lxc_path(&s.dir);
     let after = on_server(s, move || async move {
-        let host = Host::real(LxcTools::new(&lxc, "busybox", Vec::new()).unwrap()).unwrap();
-        host.lxc.init_pid("container12").await.unwrap()
+        real_host(&lxc).lxc.init_pid("container12").await.unwrap()
     });
     assert_eq!(after, None, "a stopped container has no init");
+}
+
+/// A container's addresses asked through netlink (its namespace's ID, then an address dump of
+/// it), one at a time and many on several sockets, equal what `fib_trie` shows.
+#[test]
+fn addresses_through_netlink_agree_with_fib_trie() {
+    let lab = Lab::new(1);
+    let want = one_running_container(&lab);
+    let s = lab.server(1);
+    let lxc = lxc_path(&s.dir);
+    let (by_netlink, by_proc) = on_server(s, move || async move {
+        let host = real_host(&lxc);
+        let all = host.netns.local_addresses_of(&[want, want]).await;
+        let mut all: Vec<_> = all.into_iter().map(Result::unwrap).collect();
+        // The netlink path itself, not its fallback to fib_trie.
+        let direct = NsAddresses::connect().unwrap();
+        let one = direct.of_pid_now(want).unwrap();
+        all.push(one.expect("the namespace has an ID in ours"));
+        let many = direct.of_pids(&[want, want, want]).await;
+        all.extend(many.into_iter().map(|f| f.unwrap().expect("an ID")));
+        (all, inventory::local_addresses(want).unwrap())
+    });
+    let ip: Ipv4Addr = "192.168.2.12".parse().unwrap();
+    let mut fib = by_proc;
+    fib.sort();
+    for got in by_netlink {
+        let mut got = got;
+        got.sort();
+        assert_eq!(got, fib, "netlink and fib_trie disagree on the addresses");
+        assert!(
+            got.contains(&ip) && got.contains(&Ipv4Addr::LOCALHOST),
+            "{got:?}"
+        );
+    }
 }

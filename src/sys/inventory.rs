@@ -80,16 +80,19 @@ pub fn survey(
 fn entries(lxc_path: &Path, names: Vec<String>) -> Vec<ContainerEntry> {
     names
         .into_iter()
-        .map(|name| {
-            let dir = lxc_path.join(&name);
-            ContainerEntry {
-                has_config: dir.join("config").exists(),
-                has_rootfs: dir.join("rootfs").exists(),
-                init_pid: None,
-                name,
-            }
-        })
+        .map(|name| dir_entry(lxc_path, name, None))
         .collect()
+}
+
+/// The entry of directory `name` under `lxc_path` with `init_pid`: two `stat`s.
+fn dir_entry(lxc_path: &Path, name: String, init_pid: Option<u32>) -> ContainerEntry {
+    let dir = lxc_path.join(&name);
+    ContainerEntry {
+        has_config: dir.join("config").exists(),
+        has_rootfs: dir.join("rootfs").exists(),
+        init_pid,
+        name,
+    }
 }
 
 /// The entry of container `name` alone, as [`scan`] would list it, or `None` when it has no
@@ -102,16 +105,11 @@ pub fn entry(
     name: &str,
     known: &monitor::Known,
 ) -> SysResult<Option<ContainerEntry>> {
-    let dir = lxc_path.join(name);
-    if !dir.is_dir() {
+    if !lxc_path.join(name).is_dir() {
         return Ok(None);
     }
-    Ok(Some(ContainerEntry {
-        name: name.to_string(),
-        has_config: dir.join("config").exists(),
-        has_rootfs: dir.join("rootfs").exists(),
-        init_pid: monitor::init_pid(lxc_path, name, known)?,
-    }))
+    let init_pid = monitor::init_pid(lxc_path, name, known)?;
+    Ok(Some(dir_entry(lxc_path, name.to_string(), init_pid)))
 }
 
 /// [`entry`] when it costs no more than a few `stat`s and one poll(2): the container has no
@@ -121,17 +119,11 @@ pub fn entry_if_cheap(
     name: &str,
     known: &monitor::Known,
 ) -> Option<Option<ContainerEntry>> {
-    let dir = lxc_path.join(name);
-    if !dir.is_dir() {
+    if !lxc_path.join(name).is_dir() {
         return Some(None);
     }
     let init_pid = known.held(name)?;
-    Some(Some(ContainerEntry {
-        name: name.to_string(),
-        has_config: dir.join("config").exists(),
-        has_rootfs: dir.join("rootfs").exists(),
-        init_pid: Some(init_pid),
-    }))
+    Some(Some(dir_entry(lxc_path, name.to_string(), Some(init_pid))))
 }
 
 /// The IPv4 addresses local to the network namespace of process `pid`.
