@@ -86,32 +86,36 @@ pub fn find(
     known: &Known,
 ) -> SysResult<BTreeMap<String, Option<u32>>> {
     let listening = abstract_sockets()?;
-    let mut inits = known.lock();
-    inits.retain(|name, _| listening.contains(&command_socket(lxc_path, name)));
-    let exited = exited(&inits);
-    inits.retain(|name, _| !exited.contains(name));
+    let running: Vec<&String> = names
+        .iter()
+        .filter(|n| listening.contains(&command_socket(lxc_path, n)))
+        .collect();
+    // The lock is held for the poll only, never for the reads of a container found anew:
+    // `info` asks `Known::held` on the reactor, and a first pass reads 1,000 containers.
+    let held: HashMap<String, u32> = {
+        let mut inits = known.lock();
+        inits.retain(|name, _| listening.contains(&command_socket(lxc_path, name)));
+        let exited = exited(&inits);
+        inits.retain(|name, _| !exited.contains(name));
+        inits.iter().map(|(n, i)| (n.clone(), i.pid)).collect()
+    };
     let mut out = BTreeMap::new();
-    let mut unknown = Vec::new();
-    for name in names {
-        if !listening.contains(&command_socket(lxc_path, name)) {
-            continue;
-        }
-        if let Some(init) = inits.get(name) {
-            out.insert(name.clone(), Some(init.pid));
+    let (mut found, mut unknown) = (Vec::new(), Vec::new());
+    for name in running {
+        if let Some(pid) = held.get(name) {
+            out.insert(name.clone(), Some(*pid));
             continue;
         }
         match monitor_from_pidfile(lxc_path, name) {
             Some(monitor) => {
                 let init = first_child(monitor).and_then(Init::open);
                 out.insert(name.clone(), init.as_ref().map(|i| i.pid));
-                if let Some(init) = init {
-                    inits.insert(name.clone(), init);
-                }
+                found.extend(init.map(|i| (name.clone(), i)));
             }
             None => unknown.push(name.clone()),
         }
     }
-    drop(inits);
+    known.lock().extend(found);
     if !unknown.is_empty() {
         let scanned = scan_proc(lxc_path)?;
         for name in unknown {
