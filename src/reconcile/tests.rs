@@ -79,6 +79,51 @@ async fn a_healthy_host_needs_nothing() {
     assert!(r.worker.store.next_queued().unwrap().is_none());
 }
 
+/// Reads a container's addresses as the kernel refusing: what a pass must not take for an
+/// address gone (its repair would remake the veth pair for a failed read).
+struct AddressesRefused(Arc<dyn crate::sys::NetnsOpener>);
+
+#[async_trait::async_trait]
+impl crate::sys::NetnsOpener for AddressesRefused {
+    async fn open_netns_of(&self, pid: u32) -> crate::sys::SysResult<Box<dyn Netlink>> {
+        self.0.open_netns_of(pid).await
+    }
+
+    async fn has_own_netns(&self, pid: u32) -> crate::sys::SysResult<bool> {
+        self.0.has_own_netns(pid).await
+    }
+
+    async fn local_addresses(&self, pid: u32) -> crate::sys::SysResult<Vec<std::net::Ipv4Addr>> {
+        Err(crate::sys::SysError::from_errno(
+            format!("read the addresses of pid {pid}"),
+            libc::EIO,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_address_read_is_judged_next_pass_not_repaired() {
+    let r = rig().await;
+    r.create(5).await;
+    let host = Host {
+        netns: Arc::new(AddressesRefused(Arc::clone(&r.reconciler.host.netns))),
+        ..r.reconciler.host.clone()
+    };
+    let refused = Reconciler::new(
+        r.worker.store.clone(),
+        host,
+        r.reconciler.fabric.clone(),
+        r.worker.control.clone(),
+        r.worker.metrics.clone(),
+    );
+    let report = refused.pass().await.unwrap();
+    assert_eq!(report.checked, 0, "container5 was judged on a failed read");
+    assert!(report.drift.is_empty(), "{:?}", report.drift);
+    assert!(r.worker.store.next_queued().unwrap().is_none());
+    // The read works again: judged, healthy.
+    assert_eq!(r.health(5).await, Health::Ok);
+}
+
 #[tokio::test]
 async fn a_container_stopped_behind_our_back_is_started_by_a_repair_job() {
     let r = rig().await;
