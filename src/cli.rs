@@ -15,6 +15,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of its largest variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build (or repair) this server's host fabric: vxlanV + brV per VLAN. Run once per boot;
@@ -85,6 +87,10 @@ pub struct CreateArgs {
     /// Default gateway inside the container.
     #[arg(long)]
     pub gateway: Option<String>,
+    /// Template to create it from, one the server offers (`serve --templates`) [default: the
+    /// server's first].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
     /// Print the accepted job and return at once instead of following it.
     #[arg(long)]
     pub no_wait: bool,
@@ -285,6 +291,13 @@ pub struct ServeArgs {
     /// `--template download`: `--template-arg=-d --template-arg=ubuntu ...`.
     #[arg(long = "template-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub template_args: Vec<String>,
+
+    /// Offer several templates, by name, the first the default; a create request picks one
+    /// with its `template` field. Each runs the LXC template of its name, unless the config
+    /// file says otherwise: `[template-options.NAME]` with `lxc-template = "..."` and
+    /// `args = [...]`. Instead of --template/--template-arg.
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+    pub templates: Vec<String>,
 
     /// File holding the bearer token clients must send (`Authorization: Bearer <token>`).
     #[arg(long, value_name = "FILE")]

@@ -10,6 +10,7 @@ use crate::cli::{FabricArgs, LogFormat, ServeArgs, VlanList};
 use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
+use crate::templates::{Template, Templates};
 
 /// Default listen address: loopback only, so an unconfigured daemon is not open to the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -35,6 +36,8 @@ pub struct ConfigFile {
     lxc_path: Option<PathBuf>,
     template: Option<String>,
     template_args: Option<Vec<String>>,
+    templates: Option<Vec<String>>,
+    template_options: Option<std::collections::BTreeMap<String, TemplateOptions>>,
     token_file: Option<PathBuf>,
     log_format: Option<LogFormat>,
     paused: Option<bool>,
@@ -43,6 +46,16 @@ pub struct ConfigFile {
     keep_jobs: Option<usize>,
     keep_days: Option<u64>,
     reconcile_interval: Option<u64>,
+}
+
+/// `[template-options.NAME]`: what a name listed in `templates` runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TemplateOptions {
+    /// The LXC template (default: the name itself).
+    lxc_template: Option<String>,
+    /// Its arguments, after `--`.
+    args: Option<Vec<String>>,
 }
 
 impl ConfigFile {
@@ -68,10 +81,8 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// LXC path.
     pub lxc_path: PathBuf,
-    /// LXC template.
-    pub template: String,
-    /// Template arguments.
-    pub template_args: Vec<String>,
+    /// The templates offered, the first the default.
+    pub templates: Templates,
     /// Bearer token, if any.
     pub token: Option<String>,
     /// Log format.
@@ -124,11 +135,7 @@ impl DaemonConfig {
             ));
         }
         let store = store_options(args, &file)?;
-        let template_args = if args.template_args.is_empty() {
-            file.template_args.unwrap_or_default()
-        } else {
-            args.template_args.clone()
-        };
+        let templates = templates(args, &file)?;
         Ok(Self {
             fabric,
             listen,
@@ -142,12 +149,7 @@ impl DaemonConfig {
                 .clone()
                 .or(file.lxc_path)
                 .unwrap_or_else(|| DEFAULT_LXC_PATH.into()),
-            template: args
-                .template
-                .clone()
-                .or(file.template)
-                .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
-            template_args,
+            templates,
             token,
             log_format: args
                 .log_format
@@ -214,3 +216,48 @@ fn fabric_config(args: &ServeArgs, file: &ConfigFile) -> Result<FabricConfig, St
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+/// The templates offered: `--templates` (or `templates` in the file), each with its
+/// `[template-options.NAME]`; otherwise the one `--template` (or `template`, default busybox)
+/// with `--template-arg`s (or `template-args`).
+fn templates(args: &ServeArgs, file: &ConfigFile) -> Result<Templates, String> {
+    let listed = if args.templates.is_empty() {
+        file.templates.clone()
+    } else {
+        Some(args.templates.clone())
+    };
+    let Some(names) = listed else {
+        let lxc = args.template.clone().or(file.template.clone());
+        let lxc = lxc.unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+        let targs = if args.template_args.is_empty() {
+            file.template_args.clone().unwrap_or_default()
+        } else {
+            args.template_args.clone()
+        };
+        return Ok(Templates::single(&lxc, targs));
+    };
+    if args.template.is_some() || !args.template_args.is_empty() || file.template.is_some() {
+        return Err("give either templates (a list, with [template-options.NAME] in the config file) or template and template-args, not both".into());
+    }
+    let options = file.template_options.as_ref();
+    if let Some(unknown) = options.and_then(|o| o.keys().find(|k| !names.contains(k))) {
+        return Err(format!(
+            "[template-options.{unknown}] names no template in templates ({})",
+            names.join(", ")
+        ));
+    }
+    let list = names
+        .iter()
+        .map(|name| {
+            let o = options.and_then(|o| o.get(name));
+            Template {
+                name: name.clone(),
+                lxc_template: o
+                    .and_then(|o| o.lxc_template.clone())
+                    .unwrap_or_else(|| name.clone()),
+                args: o.and_then(|o| o.args.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Templates::new(list)
+}

@@ -27,7 +27,7 @@ fn defaults_are_safe() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.fabric.underlay, "eth1");
     assert_eq!(c.fabric.vlans.len(), 3);
-    assert_eq!(c.template, "busybox");
+    assert_eq!(c.templates.names(), ["busybox"]);
     assert!(c.token.is_none());
 }
 
@@ -50,7 +50,7 @@ fn flags_win_over_the_file() {
         c.fabric.vlans.iter().map(|v| v.get()).collect::<Vec<_>>(),
         [2, 5]
     );
-    assert_eq!(c.template, "download");
+    assert_eq!(c.templates.default_template().lxc_template, "download");
     assert_eq!(c.store.keep_finished, 50);
     assert_eq!(c.store.keep_for.as_secs(), 2 * 24 * 3600);
 }
@@ -103,4 +103,51 @@ fn the_files_vlan_list_is_checked_like_the_flag() {
         .unwrap_err();
         assert!(err.starts_with(want), "{text}: {err}");
     }
+}
+
+#[test]
+fn several_templates_with_their_options_the_first_the_default() {
+    let (_dir, cfg) = temp_file(
+        "t.toml",
+        "host-id = 4\ntemplates = [\"busybox\", \"alt\"]\n[template-options.alt]\nlxc-template = \"busybox\"\nargs = [\"--busybox-path\", \"/bin/busybox\"]\n",
+    );
+    let c = DaemonConfig::resolve(&serve_args(&["--config", cfg.to_str().unwrap()])).unwrap();
+    assert_eq!(c.templates.names(), ["busybox", "alt"]);
+    let alt = c.templates.resolve(Some("alt")).unwrap();
+    assert_eq!(
+        (alt.lxc_template.as_str(), alt.args.clone()),
+        (
+            "busybox",
+            vec!["--busybox-path".to_string(), "/bin/busybox".into()]
+        )
+    );
+    let flags = DaemonConfig::resolve(&serve_args(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--templates",
+        "alt,busybox",
+    ]))
+    .unwrap();
+    assert_eq!(flags.templates.default_template().name, "alt");
+}
+
+#[test]
+fn a_template_list_mixed_with_a_single_template_or_unknown_options_is_refused() {
+    let mixed = DaemonConfig::resolve(&serve_args(&[
+        "--host-id",
+        "3",
+        "--templates",
+        "busybox",
+        "--template",
+        "download",
+    ]))
+    .unwrap_err();
+    assert!(mixed.contains("not both"), "{mixed}");
+    let (_dir, cfg) = temp_file(
+        "u.toml",
+        "host-id = 4\ntemplates = [\"busybox\"]\n[template-options.other]\nargs = []\n",
+    );
+    let unknown =
+        DaemonConfig::resolve(&serve_args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
+    assert!(unknown.contains("template-options.other"), "{unknown}");
 }

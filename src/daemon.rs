@@ -130,7 +130,8 @@ pub async fn run(
         metrics,
         reconciler,
     });
-    tracing::info!(%addr, paused = cfg.paused, "serving");
+    let templates = cfg.templates.names().join(",");
+    tracing::info!(%addr, paused = cfg.paused, %templates, "serving");
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }

@@ -27,6 +27,7 @@
 //!   repair), never recreating a lost rootfs nor touching what it did not make;
 //! - [`daemon`]: `serve`'s start-up order (store, fabric, recovery, API and worker) and its
 //!   life until shutdown; [`config`]: its flags over a TOML file over defaults;
+//!   [`templates`]: the templates a server offers for new containers, the first the default;
 //! - [`cli`], [`commands`] and [`client`]: the `creepy-meow` binary's subcommands (`main.rs`
 //!   only wires them) and the HTTP client with its live step display;
 //! - [`model`]: validated values (container, VLAN and host IDs, IPv4 prefixes) and the names
@@ -51,6 +52,7 @@ pub mod reconcile;
 pub mod spec;
 pub mod steps;
 pub mod sys;
+pub mod templates;
 #[cfg(test)]
 mod test_support;
 pub mod testhook;

@@ -24,6 +24,10 @@ pub struct CreateSpec {
     /// Default gateway inside the container, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// The template asked for, one the server offers; `None`: its default (the original
+    /// tool's form POST, and jobs stored before templates could be asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 /// Every step a job can run, by the name it is stored and shown under.

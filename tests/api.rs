@@ -111,11 +111,38 @@ async fn json_creates_destroy_and_the_list_is_sorted() {
 }
 
 #[tokio::test]
+async fn a_create_names_a_template_the_server_offers_and_the_job_keeps_it() {
+    let d = start(DEFAULT).await;
+    let req = d
+        .http
+        .post(d.url("/api/container/create"))
+        .json(&json!({"id": 8, "vlan": 2, "ip": "192.168.2.8/24", "template": "alt"}));
+    let (s, body) = d.send(req).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["template"], "alt", "{body}");
+    let job = d.wait(&body).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["request"]["template"], "alt", "{job}");
+    // The original form POST names none: the default, and no template in the job.
+    let (s, body) = d.form("id=9&vlan=2&ip=192.168.2.9/24").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let job = d.wait(&body).await;
+    assert!(job["request"].get("template").is_none(), "{job}");
+    let (s, e) = d
+        .form("id=10&vlan=2&ip=192.168.2.10/24&template=ubuntu")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let msg = e["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("allowed: busybox, alt"), "{e}");
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn client_mistakes_get_4xx_with_a_json_sentence_and_the_daemon_keeps_serving() {
     let d = start(DEFAULT).await;
     let (s, first) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let cases: [(&str, u16, &str, Option<&str>); 11] = [
+    let cases: [(&str, u16, &str, Option<&str>); 12] = [
         ("vlan=2&ip=192.168.2.6/24", 400, "missing_field", Some("id")),
         (
             "id=6&vlan=2&ip=192.168.2.6/24&x=1",
@@ -164,6 +191,12 @@ async fn client_mistakes_get_4xx_with_a_json_sentence_and_the_daemon_keeps_servi
             400,
             "invalid_field",
             Some("ip"),
+        ),
+        (
+            "id=6&vlan=2&ip=192.168.2.6/24&template=ubuntu",
+            400,
+            "invalid_field",
+            Some("template"),
         ),
         ("id=5&vlan=3&ip=192.168.3.5/24", 409, "conflict", None),
         ("id=6&vlan=2&ip=192.168.2.5/24", 409, "conflict", None),

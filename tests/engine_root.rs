@@ -21,6 +21,7 @@ use creepy_meow::steps::{NoProgress, Progress, ProgressError};
 use creepy_meow::sys::lxc::LxcTools;
 use creepy_meow::sys::ns_addresses::NsAddresses;
 use creepy_meow::sys::{inventory, Host};
+use creepy_meow::templates::{Template, Templates};
 
 /// Builds the fabric (VLAN 2 only, to keep it quick) on every server.
 fn fabric(lab: &Lab) {
@@ -50,6 +51,7 @@ fn spec(id: u64, ip: &str) -> CreateSpec {
         vlan: VlanId::new(2).unwrap(),
         ip: ip.parse().unwrap(),
         gateway: None,
+        template: None,
     }
 }
 
@@ -330,4 +332,91 @@ fn addresses_through_netlink_agree_with_fib_trie() {
             "{got:?}"
         );
     }
+}
+
+/// A server offering three templates: the default, `alt` (busybox from a copy of its binary)
+/// and `bad` (a busybox binary that does not exist). A create asking for `alt` makes a
+/// container that answers; one asking for `bad` runs the template with that argument, fails,
+/// and leaves nothing; one naming none gets the default.
+#[test]
+fn a_create_runs_the_template_it_names_with_that_templates_arguments() {
+    let lab = Lab::new(1);
+    fabric(&lab);
+    let s = lab.server(1);
+    // The template copies the binary into the rootfs under its own name: keep `busybox`.
+    let copy = s.dir.join("alt").join("busybox");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(which_busybox(), &copy).expect("copy busybox");
+    let t = |name: &str, path: &str| Template {
+        name: name.into(),
+        lxc_template: "busybox".into(),
+        args: vec!["--busybox-path".into(), path.into()],
+    };
+    let templates = Templates::new(vec![
+        Template {
+            name: "busybox".into(),
+            lxc_template: "busybox".into(),
+            args: vec![],
+        },
+        t("alt", copy.to_str().unwrap()),
+        t("bad", "/nonexistent/busybox"),
+    ])
+    .unwrap();
+    let lxc = lxc_path(&s.dir);
+    let (alt, bad, default) = on_server(s, move || async move {
+        let tools = LxcTools::with_templates(&lxc, templates).unwrap();
+        let cfg = FabricConfig {
+            host_id: HostId::new(1).unwrap(),
+            underlay: "eth1".into(),
+            vlans: parse_vlan_list("2").unwrap(),
+            mtu: None,
+        };
+        let engine = Engine::new(Host::real(tools).unwrap(), cfg);
+        let with = |id: u64, template: Option<&str>| CreateSpec {
+            template: template.map(String::from),
+            ..spec(id, &format!("192.168.2.{id}/24"))
+        };
+        let run = |s: CreateSpec| {
+            let engine = &engine;
+            async move {
+                engine
+                    .create(&s, &mut NoProgress)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let alt = run(with(21, Some("alt"))).await;
+        let bad = run(with(22, Some("bad"))).await;
+        let default = run(with(23, None)).await;
+        (alt, bad, default)
+    });
+    alt.unwrap_or_else(|e| panic!("alt: {e}"));
+    default.unwrap_or_else(|e| panic!("default: {e}"));
+    let bad = bad.expect_err("a busybox that does not exist cannot make a container");
+    assert!(
+        bad.contains("create_container") && bad.contains("nothing left behind"),
+        "{bad}"
+    );
+    for id in [21, 23] {
+        assert!(
+            s.ping(Ipv4Addr::new(192, 168, 2, id)),
+            "container{id} does not answer"
+        );
+    }
+    let dirs: Vec<String> = std::fs::read_dir(lxc_path(&s.dir))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!dirs.contains(&"container22".to_string()), "{dirs:?}");
+}
+
+/// The busybox binary the template uses by default.
+fn which_busybox() -> PathBuf {
+    ["/usr/bin/busybox", "/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox is installed (busybox-static)")
 }

@@ -27,7 +27,9 @@ pub const BASE: &str = "base";
 /// (stopped); returns the time the clones took.
 pub async fn make(base_path: &Path, lxc: &Path, names: &[String]) -> Duration {
     let base = LxcTools::new(base_path, "busybox", Vec::new()).expect("the base's LXC path");
-    base.create(BASE).await.expect("create the base container");
+    base.create(BASE, None)
+        .await
+        .expect("create the base container");
     one_tty(&base_path.join(BASE).join("config"));
     let started = Instant::now();
     for name in names {

@@ -28,6 +28,7 @@ pub fn spec(id: u32) -> CreateSpec {
         vlan: VlanId::new(u64::from(2 + id % 3)).expect("vlan"),
         ip: super::addr_of(id).parse().expect("address"),
         gateway: None,
+        template: None,
     }
 }
 

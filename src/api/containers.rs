@@ -53,6 +53,9 @@ pub async fn create(
     if let Some(gw) = spec.gateway {
         extra["gateway"] = json!(gw);
     }
+    if let Some(t) = &spec.template {
+        extra["template"] = json!(t);
+    }
     Ok(accepted(&job, extra))
 }
 

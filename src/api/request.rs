@@ -10,7 +10,7 @@ use crate::model::{ContainerId, Ipv4Cidr, VlanId};
 use crate::spec::CreateSpec;
 
 /// Fields a create request may carry.
-const FIELDS: [&str; 4] = ["id", "vlan", "ip", "gateway"];
+const FIELDS: [&str; 5] = ["id", "vlan", "ip", "gateway", "template"];
 
 /// The body formats we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +142,17 @@ pub fn parse_create(format: BodyFormat, body: &[u8]) -> Result<CreateSpec, ApiEr
             ApiError::invalid_field("gateway", format!("gateway {g:?} is not an IPv4 address"))
         })?),
     };
+    // Whether the server offers it is the engine's check (`Engine::check_request`).
+    let template = f
+        .get("template")
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     Ok(CreateSpec {
         id,
         vlan,
         ip,
         gateway,
+        template,
     })
 }
 

@@ -161,6 +161,7 @@ impl ApiClient {
         vlan: u64,
         ip: &str,
         gateway: Option<&str>,
+        template: Option<&str>,
     ) -> Result<Value, ClientError> {
         let mut form = vec![
             ("id", id.to_string()),
@@ -169,6 +170,9 @@ impl ApiClient {
         ];
         if let Some(g) = gateway {
             form.push(("gateway", g.to_string()));
+        }
+        if let Some(t) = template {
+            form.push(("template", t.to_string()));
         }
         self.send(
             self.request(reqwest::Method::POST, "/api/container/create")

@@ -74,7 +74,13 @@ pub async fn create(args: CreateArgs) -> ExitCode {
         Err(code) => return code,
     };
     let accepted = match client
-        .create(args.id, args.vlan, &args.ip, args.gateway.as_deref())
+        .create(
+            args.id,
+            args.vlan,
+            &args.ip,
+            args.gateway.as_deref(),
+            args.template.as_deref(),
+        )
         .await
     {
         Ok(v) => v,

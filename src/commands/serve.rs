@@ -25,7 +25,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             "serve changes network interfaces: run it as root (or with CAP_NET_ADMIN)",
         );
     }
-    let lxc = match LxcTools::new(&cfg.lxc_path, &cfg.template, cfg.template_args.clone()) {
+    let lxc = match LxcTools::with_templates(&cfg.lxc_path, cfg.templates.clone()) {
         Ok(l) => l,
         Err(e) => return fail(1, e),
     };

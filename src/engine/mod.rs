@@ -70,6 +70,8 @@ pub enum RequestField {
     Ip,
     /// `gateway`.
     Gateway,
+    /// `template`.
+    Template,
 }
 
 impl RequestField {
@@ -79,6 +81,7 @@ impl RequestField {
             Self::Vlan => "vlan",
             Self::Ip => "ip",
             Self::Gateway => "gateway",
+            Self::Template => "template",
         }
     }
 }
@@ -139,6 +142,18 @@ impl Engine {
                         "gateway: {gw} must be another address inside {}/{}",
                         spec.ip.network(),
                         spec.ip.prefix
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = &spec.template {
+            let offered = self.host.lxc.template_names();
+            if !offered.contains(t) {
+                return Err(invalid(
+                    RequestField::Template,
+                    format!(
+                        "template {t:?} is not offered here; allowed: {}",
+                        offered.join(", ")
                     ),
                 ));
             }

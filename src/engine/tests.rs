@@ -26,6 +26,7 @@ fn spec(id: u64, vlan: u64, ip: &str) -> CreateSpec {
         vlan: VlanId::new(vlan).unwrap(),
         ip: ip.parse().unwrap(),
         gateway: None,
+        template: None,
     }
 }
 
@@ -51,6 +52,13 @@ async fn requests_are_checked_before_any_work() {
             },
             "gateway: 10.0.0.1 must be another address inside 192.168.2.0/24",
         ),
+        (
+            CreateSpec {
+                template: Some("ubuntu".into()),
+                ..spec(5, 2, "192.168.2.5/24")
+            },
+            "template \"ubuntu\" is not offered here; allowed: busybox, alt",
+        ),
     ];
     let mut fields = Vec::new();
     for (s, want) in cases {
@@ -69,10 +77,10 @@ async fn requests_are_checked_before_any_work() {
         "validation touched the host: {:?}",
         net.calls()
     );
-    use RequestField::{Gateway, Ip, Vlan};
+    use RequestField::{Gateway, Ip, Template, Vlan};
     assert_eq!(
         fields,
-        [Vlan, Ip, Ip, Ip, Gateway],
+        [Vlan, Ip, Ip, Ip, Gateway, Template],
         "the field at fault, as a type"
     );
 }
@@ -166,4 +174,31 @@ async fn roll_back_cleans_up_a_create_interrupted_anywhere() {
         .is_empty());
     assert!(!engine.host.lxc.exists("container5").await.unwrap());
     assert!(net.link("vethc_br5").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_create_runs_the_template_it_asked_for() {
+    let (engine, net) = engine().await;
+    let asked = CreateSpec {
+        template: Some("alt".into()),
+        ..spec(5, 2, "192.168.2.5/24")
+    };
+    engine.create(&asked, &mut NoProgress).await.unwrap();
+    engine
+        .create(&spec(6, 2, "192.168.2.6/24"), &mut NoProgress)
+        .await
+        .unwrap();
+    let creates: Vec<String> = net
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains("lxc-create"))
+        .collect();
+    assert_eq!(
+        creates,
+        [
+            "host: lxc-create container5 -t alt",
+            "host: lxc-create container6"
+        ],
+        "the one asked for, then the default"
+    );
 }

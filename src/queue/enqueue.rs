@@ -148,11 +148,13 @@ fn reserve_lifecycle(
         let state = rec.state;
         return Ok(Err(Conflict::NotInService { id, state }.into()));
     }
+    // A start, stop, restart or repair creates nothing: no template.
     let spec = CreateSpec {
         id,
         vlan: rec.vlan,
         ip: rec.ip,
         gateway: rec.gateway,
+        template: None,
     };
     let state = rec.state;
     hold(tx, rec, state, max_queued, op.request(spec), origin)

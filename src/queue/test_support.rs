@@ -28,6 +28,7 @@ pub(super) fn spec(id: u64, vlan: u8, host: u8) -> CreateSpec {
         vlan: VlanId::new(u64::from(vlan)).unwrap(),
         ip: format!("192.168.{vlan}.{host}/24").parse().unwrap(),
         gateway: None,
+        template: None,
     }
 }
 

@@ -56,6 +56,7 @@ impl Rig {
             vlan: VlanId::new(2).unwrap(),
             ip: format!("192.168.2.{id}/24").parse().unwrap(),
             gateway: None,
+            template: None,
         };
         self.worker.store.enqueue_create(spec).await.unwrap();
         assert_eq!(self.drain().await[0].state, JobState::Succeeded);
@@ -262,6 +263,7 @@ async fn the_fabric_is_ensured_first_and_repairs_wait_behind_operator_jobs() {
         vlan: VlanId::new(2).unwrap(),
         ip: "192.168.2.7/24".parse().unwrap(),
         gateway: None,
+        template: None,
     };
     r.worker.store.enqueue_create(spec).await.unwrap();
     let order: Vec<JobKind> = r.drain().await.iter().map(|j| j.kind).collect();

@@ -9,13 +9,18 @@ use super::{Step, StepCtx, StepError};
 /// How long a started container may take to have its own network namespace.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `lxc-create` from the template, with `lxc.net.0.type = empty`.
+/// `lxc-create` from the template asked for (or the default), with `lxc.net.0.type = empty`.
 pub struct CreateContainer;
 
 #[async_trait]
 impl Step for CreateContainer {
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        Ok(ctx.host.lxc.create(&ctx.id.container_name()).await?)
+        let template = ctx.spec()?.template.as_deref();
+        Ok(ctx
+            .host
+            .lxc
+            .create(&ctx.id.container_name(), template)
+            .await?)
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {

@@ -12,6 +12,7 @@ fn spec() -> CreateSpec {
         vlan: VlanId::new(2).unwrap(),
         ip: "192.168.2.5/24".parse().unwrap(),
         gateway: Some("192.168.2.1".parse().unwrap()),
+        template: None,
     }
 }
 

@@ -21,6 +21,9 @@ struct State {
     next_pid: u32,
 }
 
+/// The templates the fake offers, the default first.
+pub const FAKE_TEMPLATES: [&str; 2] = ["busybox", "alt"];
+
 /// A fake LXC. Calls go to the shared log of its [`FakeNetlink`] as `lxc-<verb> <name>`.
 #[derive(Clone)]
 pub struct FakeLxc {
@@ -75,8 +78,11 @@ impl Lxc for FakeLxc {
         Ok(self.state().containers.contains_key(name))
     }
 
-    async fn create(&self, name: &str) -> SysResult<()> {
-        self.net.record(format!("lxc-create {name}"))?;
+    async fn create(&self, name: &str, template: Option<&str>) -> SysResult<()> {
+        match template {
+            None => self.net.record(format!("lxc-create {name}"))?,
+            Some(t) => self.net.record(format!("lxc-create {name} -t {t}"))?,
+        }
         let mut s = self.state();
         if s.containers.contains_key(name) {
             return Err(SysError::AlreadyExists {
@@ -85,6 +91,10 @@ impl Lxc for FakeLxc {
         }
         s.containers.insert(name.into(), None);
         Ok(())
+    }
+
+    fn template_names(&self) -> Vec<String> {
+        FAKE_TEMPLATES.iter().map(|t| t.to_string()).collect()
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {

@@ -17,6 +17,7 @@ use tokio::process::Command;
 
 use super::inventory::ContainerEntry;
 use super::{monitor, process, SysError, SysResult};
+use crate::templates::Templates;
 
 /// What LXC says of one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +33,11 @@ pub struct ContainerStatus {
 pub trait Lxc: Send + Sync {
     /// Whether a container of this name exists (has a config).
     async fn exists(&self, name: &str) -> SysResult<bool>;
-    /// Creates the container from the template, with networking left to us.
-    async fn create(&self, name: &str) -> SysResult<()>;
+    /// Creates the container from template `template` (one of [`Self::template_names`]; the
+    /// default when `None`), with networking left to us.
+    async fn create(&self, name: &str, template: Option<&str>) -> SysResult<()>;
+    /// The templates it can create from, the default first.
+    fn template_names(&self) -> Vec<String>;
     /// Starts it in the background; starting a running container succeeds.
     async fn start(&self, name: &str) -> SysResult<()>;
     /// Its state and init PID, or `None` when it does not exist.
@@ -82,8 +86,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct LxcTools {
     path: PathBuf,
-    template: String,
-    template_args: Vec<String>,
+    templates: Templates,
     config_file: PathBuf,
     /// The inits found so far, kept between looks (`monitor::Known`).
     known: Arc<monitor::Known>,
@@ -95,6 +98,14 @@ impl LxcTools {
     /// # Errors
     /// When the path or the network config file cannot be written.
     pub fn new(path: &Path, template: &str, template_args: Vec<String>) -> SysResult<Self> {
+        Self::with_templates(path, Templates::single(template, template_args))
+    }
+
+    /// Uses LXC path `path` (created if missing) and `templates`, the first the default.
+    ///
+    /// # Errors
+    /// When the path or the network config file cannot be written.
+    pub fn with_templates(path: &Path, templates: Templates) -> SysResult<Self> {
         let io = |what: String| move |source| SysError::Io { what, source };
         std::fs::create_dir_all(path).map_err(io(format!("create LXC path {}", path.display())))?;
         let config_file = path.join(".creepy-meow-net.conf");
@@ -102,8 +113,7 @@ impl LxcTools {
             .map_err(io(format!("write {}", config_file.display())))?;
         Ok(Self {
             path: path.to_path_buf(),
-            template: template.into(),
-            template_args,
+            templates,
             config_file,
             known: Arc::default(),
         })
@@ -217,20 +227,35 @@ impl Lxc for LxcTools {
         Ok(self.path.join(name).join("config").exists())
     }
 
-    async fn create(&self, name: &str) -> SysResult<()> {
+    async fn create(&self, name: &str, template: Option<&str>) -> SysResult<()> {
+        let t = self
+            .templates
+            .resolve(template)
+            .map_err(|detail| SysError::Unexpected {
+                what: format!("create container {name}"),
+                detail,
+            })?;
         let config = self.config_file.to_string_lossy().into_owned();
-        let mut args = vec!["-n", name, "-t", &self.template, "-f", &config];
-        if !self.template_args.is_empty() {
+        let mut args = vec!["-n", name, "-t", &t.lxc_template, "-f", &config];
+        if !t.args.is_empty() {
             args.push("--");
-            args.extend(self.template_args.iter().map(String::as_str));
+            args.extend(t.args.iter().map(String::as_str));
         }
         self.tool(format!("create container {name}"), "lxc-create", &args)
             .await?;
-        if self.template == "busybox" {
+        if t.lxc_template == "busybox" {
             self.disable_dhcp_client(name).await?;
             self.set_halt_signal(name).await?;
         }
         Ok(())
+    }
+
+    fn template_names(&self) -> Vec<String> {
+        self.templates
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {

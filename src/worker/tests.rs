@@ -36,6 +36,7 @@ fn spec(id: u64) -> CreateSpec {
         vlan: VlanId::new(2).unwrap(),
         ip: format!("192.168.2.{id}/24").parse().unwrap(),
         gateway: None,
+        template: None,
     }
 }
 
@@ -43,7 +44,7 @@ fn spec(id: u64) -> CreateSpec {
 async fn interrupted_create(r: &Rig, id: u64) -> uuid::Uuid {
     let job = r.worker.store.enqueue_create(spec(id)).await.unwrap();
     r.worker.store.start(job.id).await.unwrap();
-    r.lxc.create(&format!("container{id}")).await.unwrap();
+    r.lxc.create(&format!("container{id}"), None).await.unwrap();
     r.net.clear_calls();
     job.id
 }
