@@ -16,6 +16,7 @@
 //! names, and a PID is checked alive by the caller just before.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use rtnetlink::packet_core::{
@@ -27,6 +28,9 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 
 use super::{SysError, SysResult};
+
+/// How long a receive may wait for the kernel's answer.
+const RECEIVE_TIMEOUT_SECS: libc::time_t = 2;
 
 /// What one container's read gives: its addresses, or `None` when our namespace has no ID
 /// for its namespace.
@@ -122,6 +126,25 @@ impl Exchange {
         socket
             .set_netlink_get_strict_chk(true)
             .map_err(io("set NETLINK_GET_STRICT_CHK"))?;
+        // The kernel answers at once; a receive that waits longer fails (and the caller reads
+        // fib_trie) rather than holding a blocking thread and the socket for good.
+        let timeout = libc::timeval {
+            tv_sec: RECEIVE_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid socket and a timeval we own, of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(timeout).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return Err(io("set SO_RCVTIMEO")(std::io::Error::last_os_error()));
+        }
         Ok(Self {
             socket,
             seq: 0,
