@@ -222,6 +222,16 @@ pub struct Ipv4Cidr {
     pub prefix: u8,
 }
 
+/// A container's `eth0` MAC, from its address: `02:00` (locally administered, unicast), then
+/// the address's four bytes. A start, restart or repair makes the veth pair again; with the
+/// same MAC, a neighbour's ARP entry for the container stays right (a random one left it
+/// unreachable until that entry aged out, 15–45 s and more). Unique within a VLAN, as its
+/// addresses are; the same address on two VLANs is on two bridges that never meet.
+pub fn container_mac(addr: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [0x02, 0x00, a, b, c, d]
+}
+
 impl Ipv4Cidr {
     /// The netmask as a number.
     fn mask(self) -> u32 {
@@ -345,6 +355,15 @@ pub fn check_vlan_list(vlans: Vec<VlanId>) -> Result<Vec<VlanId>, InvalidValue> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_mac_is_its_address_locally_administered() {
+        let mac = container_mac(Ipv4Addr::new(192, 168, 2, 5));
+        assert_eq!(mac, [0x02, 0x00, 192, 168, 2, 5]);
+        assert_eq!(mac[0] & 0x01, 0, "unicast");
+        assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+        assert_ne!(mac, container_mac(Ipv4Addr::new(192, 168, 2, 6)));
+    }
 
     #[test]
     fn container_id_limits_keep_names_within_ifnamsiz() {

@@ -312,8 +312,8 @@ fn the_periodic_pass_restarts_a_container_stopped_by_hand_and_reattaches_its_vet
     assert_repairs(&d, 5, "repair", 1);
     assert_eq!(d.info(5)["pid"], info["pid"], "a repair does not restart");
     assert_restored(&d, s, 5);
-    // Its new eth0 has a new MAC, announced by a gratuitous ARP as it came up (see
-    // `after_a_repair_a_neighbour_...`); the container speaking first works either way.
+    // Its new eth0 has the MAC the old one had (see `after_a_repair_a_neighbour_...`); the
+    // container speaking first works either way.
     assert!(
         ping_from(s, "container5", BR2),
         "container5 cannot ping out"
@@ -497,11 +497,10 @@ fn sigkill_during_a_restore_then_restart_leaves_the_container_running_once() {
 }
 
 /// Found by the periodic test above: a repair (and a start or restart) makes the veth pair
-/// again, so the container's `eth0` gets a new random MAC. A neighbour that talked to the
+/// again, and the container's `eth0` got a new random MAC. A neighbour that talked to the
 /// container kept the old MAC in its ARP cache (REACHABLE for 15-45 s, then DELAY and PROBE:
-/// ip-neighbour(8)) and could not reach it meanwhile. `configure_network` now sets
-/// `arp_notify` on `eth0` before bringing it up, so the kernel announces the address with a
-/// gratuitous ARP, which overrides the neighbour's entry even within its lock time.
+/// ip-neighbour(8)) and could not reach it meanwhile. `eth0` now gets the MAC its address
+/// gives (`model::container_mac`), the same in every pair made for it.
 #[test]
 fn after_a_repair_a_neighbour_that_talked_to_the_container_reaches_it_at_once() {
     let lab = Lab::new(2);

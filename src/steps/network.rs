@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::{Step, StepCtx, StepError};
+use crate::model::container_mac;
 use crate::sys::{IdempotentResult, VethSpec};
 
 /// Name of the container's interface.
@@ -10,7 +11,7 @@ pub const CONTAINER_IFACE: &str = "eth0";
 
 /// One RTM_NEWLINK: host end `vethc_br<ID>` on `brV` and up, peer born in the container's
 /// namespace as `eth0`, both with the bridge's MTU (so the container never sends frames the
-/// overlay would drop).
+/// overlay would drop), `eth0` with the MAC its address gives ([`container_mac`]).
 pub struct CreateVeth;
 
 #[async_trait]
@@ -33,6 +34,7 @@ impl Step for CreateVeth {
             peer_netns_pid: pid,
             master: br.index,
             mtu: br.mtu,
+            peer_mac: Some(container_mac(ctx.spec()?.ip.addr)),
         };
         Ok(ctx.host.net.create_veth(&spec).await?)
     }
@@ -68,10 +70,6 @@ impl Step for ConfigureNetwork {
         if let Some(mtu) = ctx.mtu.filter(|m| *m != eth0.mtu) {
             nl.set_mtu(eth0.index, mtu).await?;
         }
-        // A new veth pair (a start, restart or repair) gives eth0 a new MAC: announced as it
-        // comes up, neighbours that talked to the container reach it at once instead of after
-        // their ARP entry ages out (15-45 s and more).
-        nl.set_arp_notify(eth0.index).await?;
         nl.set_up(eth0.index).await?;
         if let Some(gw) = spec.gateway {
             nl.add_default_route(gw).await.existing_ok()?;

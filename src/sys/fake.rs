@@ -328,13 +328,6 @@ impl Netlink for FakeNetlink {
         Ok(())
     }
 
-    async fn set_arp_notify(&self, index: u32) -> SysResult<()> {
-        let line = format!("set_arp_notify {index}");
-        let w = self.call(line.clone())?;
-        find(&w, self.ns, index, &line)?;
-        Ok(())
-    }
-
     async fn set_master(&self, index: u32, master: Option<u32>) -> SysResult<()> {
         let line = format!("set_master {index} {master:?}");
         let mut w = self.call(line.clone())?;

@@ -90,6 +90,8 @@ pub struct VethSpec {
     pub master: u32,
     /// MTU of both ends.
     pub mtu: u32,
+    /// MAC of the peer; the kernel picks a random one when `None`.
+    pub peer_mac: Option<[u8; 6]>,
 }
 
 /// Netlink verbs, in one network namespace.
@@ -159,11 +161,6 @@ pub trait Netlink: Send + Sync {
 
     /// Sets the MTU.
     async fn set_mtu(&self, index: u32, mtu: u32) -> SysResult<()>;
-
-    /// Makes link `index` announce its IPv4 address with a gratuitous ARP whenever it comes up
-    /// or its MAC changes (`arp_notify`, Documentation/networking/ip-sysctl.rst), so that
-    /// neighbours that knew an older MAC for the address update their caches at once.
-    async fn set_arp_notify(&self, index: u32) -> SysResult<()>;
 
     /// Makes the link a port of `master`, or detaches it with `None`.
     async fn set_master(&self, index: u32, master: Option<u32>) -> SysResult<()>;

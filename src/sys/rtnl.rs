@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
@@ -302,10 +301,13 @@ impl Netlink for RtNetlink {
     }
 
     async fn create_veth(&self, spec: &VethSpec) -> SysResult<()> {
-        let peer = LinkUnspec::new_with_name(&spec.peer_name)
+        let mut peer = LinkUnspec::new_with_name(&spec.peer_name)
             .mtu(spec.mtu)
-            .setns_by_pid(spec.peer_netns_pid)
-            .build();
+            .setns_by_pid(spec.peer_netns_pid);
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        let peer = peer.build();
         let msg = LinkVeth::new(&spec.host_name, &spec.peer_name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .mtu(spec.mtu)
@@ -336,19 +338,6 @@ impl Netlink for RtNetlink {
     async fn set_mtu(&self, index: u32, mtu: u32) -> SysResult<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.set_link(format!("set mtu {mtu} on link {index}"), msg)
-            .await
-    }
-
-    async fn set_arp_notify(&self, index: u32) -> SysResult<()> {
-        // Only the non-zero settings of a request's devconf are sent: arp_notify alone.
-        let mut conf = InetDevConf::default();
-        conf.arp_notify = 1;
-        let mut msg = LinkUnspec::new_with_index(index).build();
-        msg.attributes
-            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
-                AfSpecInet::DevConfRequest(conf),
-            ])]));
-        self.set_link(format!("set arp_notify on link {index}"), msg)
             .await
     }
 
