@@ -18,7 +18,7 @@ pub struct CreateVeth;
 impl Step for CreateVeth {
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
         let bridge = ctx.spec()?.vlan.bridge_name();
-        let br = ctx.host.net.link(&bridge).await?.ok_or_else(|| {
+        let br = ctx.host.net.link_brief(&bridge).await?.ok_or_else(|| {
             StepError::Other(format!(
                 "bridge {bridge} not found; run `creepy-meow setup`"
             ))
