@@ -59,8 +59,9 @@ pub fn lxc_each(tool: &str, lxc: &Path, names: &[String], args: &[&str]) -> Vec<
 /// The containers under `lxc` that run (their init is up), read the way the daemon reads them
 /// (`sys::inventory`).
 pub fn running(lxc: &Path) -> Vec<String> {
-    inventory::scan(lxc, &Default::default())
-        .expect("scan the LXC path")
+    inventory::survey(lxc, &Default::default())
+        .expect("survey the LXC path")
+        .0
         .into_iter()
         .filter(|e| e.init_pid.is_some())
         .map(|e| e.name)

@@ -13,7 +13,7 @@
 pub mod classify;
 mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,8 +108,6 @@ pub struct Reconciler {
     pub running: tokio::sync::Mutex<()>,
     /// The last pass's report.
     pub last: Mutex<Option<Arc<Report>>>,
-    /// The inits the last pass saw, by container name (see [`HostView::read`]).
-    inits: Mutex<HashMap<String, u32>>,
 }
 
 impl Reconciler {
@@ -129,7 +127,6 @@ impl Reconciler {
             metrics,
             running: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
-            inits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -153,9 +150,7 @@ impl Reconciler {
             .await
             .map_err(|e| QueueError::Storage(format!("reading the records failed: {e}")))??;
         let records_done = std::time::Instant::now();
-        let previous = std::mem::take(&mut *lock(&self.inits));
-        let view = HostView::read(&self.host, &self.fabric.vlans, &records, &previous).await?;
-        *lock(&self.inits) = view.inits();
+        let view = HostView::read(&self.host, &self.fabric.vlans, &records).await?;
         let read_done = std::time::Instant::now();
         let mut report = Report {
             started_at,

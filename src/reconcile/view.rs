@@ -37,8 +37,8 @@ pub struct HostView {
 
 impl HostView {
     /// Reads the host for `records` (their containers' addresses are read when they run).
-    /// `previous` is the last pass's [`Self::inits`]: those inits' addresses are read while
-    /// the inventory is, and kept for the containers whose init the inventory confirms.
+    /// The addresses of the inits LXC already holds (`Lxc::held_inits`) are read while the
+    /// inventory is, and kept for the containers whose init the inventory confirms.
     ///
     /// # Errors
     /// When the LXC path, `/proc` or netlink cannot be read.
@@ -46,13 +46,13 @@ impl HostView {
         host: &Host,
         vlans: &[VlanId],
         records: &[ContainerRecord],
-        previous: &HashMap<String, u32>,
     ) -> SysResult<Self> {
         // The blocking reads (the inventory; the addresses) run on the blocking pool while the
         // reactor reads the links.
+        let held: HashMap<String, u32> = host.lxc.held_inits().into_iter().collect();
         let early: Vec<u32> = records
             .iter()
-            .filter_map(|r| previous.get(&r.id.container_name()).copied())
+            .filter_map(|r| held.get(&r.id.container_name()).copied())
             .collect();
         let links = async {
             let names = host.net.link_names().await?;
@@ -95,19 +95,11 @@ impl HostView {
             }
         }
         for vlan in vlans {
-            if let Some(br) = host.net.link(&vlan.bridge_name()).await? {
+            if let Some(br) = host.net.link_brief(&vlan.bridge_name()).await? {
                 view.bridges.insert(br.name.clone(), br);
             }
         }
         Ok(view)
-    }
-
-    /// Name → init PID of every running container seen: the next pass's `previous`.
-    pub fn inits(&self) -> HashMap<String, u32> {
-        self.containers
-            .values()
-            .filter_map(|e| Some((e.name.clone(), e.init_pid?)))
-            .collect()
     }
 
     /// Reads the host for `rec` alone (for `info`): its directory and init, its veth and
@@ -206,10 +198,16 @@ impl HostView {
     }
 }
 
-/// The local addresses of each of `pids`' network namespaces, off the reactor.
+/// The local addresses of each of `pids`' network namespaces, off the reactor when many.
 async fn read_addresses(host: &Host, pids: Vec<u32>) -> HashMap<u32, Option<Vec<Ipv4Addr>>> {
+    let results = match pids.as_slice() {
+        [] => Vec::new(),
+        // One (`info`'s): read inline, without two trips through the blocking pool.
+        [pid] => vec![host.netns.local_addresses(*pid).await],
+        _ => host.netns.local_addresses_of(&pids).await,
+    };
     let mut out = HashMap::with_capacity(pids.len());
-    for (pid, result) in pids.iter().zip(host.netns.local_addresses_of(&pids).await) {
+    for (pid, result) in pids.iter().zip(results) {
         match result {
             Ok(local) => out.insert(*pid, Some(local)),
             Err(e) if e.is_not_found() => out.insert(*pid, None),

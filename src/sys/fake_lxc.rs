@@ -147,9 +147,11 @@ impl Lxc for FakeLxc {
         Ok(())
     }
 
-    async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
+    /// Containers change state at once here: none is ever starting or stopping.
+    async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
         let s = self.state();
-        Ok(s.containers
+        let entries = s
+            .containers
             .iter()
             .map(|(name, pid)| ContainerEntry {
                 name: name.clone(),
@@ -157,7 +159,8 @@ impl Lxc for FakeLxc {
                 has_rootfs: !s.lost_rootfs.contains(name),
                 init_pid: *pid,
             })
-            .collect())
+            .collect();
+        Ok((entries, Vec::new()))
     }
 
     async fn destroy(&self, name: &str) -> SysResult<()> {

@@ -22,16 +22,9 @@ pub struct ContainerEntry {
     pub init_pid: Option<u32>,
 }
 
-/// The containers under `lxc_path`, with the init PID of each running one (`known`: the inits
-/// found before, see [`monitor::Known`]).
-///
-/// # Errors
-/// When the LXC path or `/proc` cannot be read.
-pub fn scan(lxc_path: &Path, known: &monitor::Known) -> SysResult<Vec<ContainerEntry>> {
-    Ok(survey(lxc_path, known)?.0)
-}
-
-/// [`scan`], and the containers LXC is starting or stopping, from the same reads:
+/// The containers under `lxc_path`, with the init PID of each running one (`known`: the
+/// inits found before, see [`monitor::Known`]), and the containers LXC is starting or
+/// stopping, from the same reads:
 /// their monitor runs without an init (not forked yet, or exited and reaped). Judged then, a
 /// container being stopped looked stopped while LXC still tore it down, and a reconcile pass
 /// queued a start that raced the teardown and failed (passes run in a loop during
@@ -95,7 +88,7 @@ fn dir_entry(lxc_path: &Path, name: String, init_pid: Option<u32>) -> ContainerE
     }
 }
 
-/// The entry of container `name` alone, as [`scan`] would list it, or `None` when it has no
+/// The entry of container `name` alone, as [`survey`] would list it, or `None` when it has no
 /// directory.
 ///
 /// # Errors

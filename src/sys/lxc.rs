@@ -58,19 +58,19 @@ pub trait Lxc: Send + Sync {
     async fn shutdown(&self, name: &str, grace: Duration) -> SysResult<()>;
     /// Destroys it and its rootfs; destroying an absent container succeeds.
     async fn destroy(&self, name: &str) -> SysResult<()>;
-    /// Every container under the LXC path and the init PID of each running one, read without
-    /// starting a process.
-    async fn inventory(&self) -> SysResult<Vec<ContainerEntry>>;
-    /// One container's entry, as [`Self::inventory`] lists it, or `None` when it has no
+    /// Every container under the LXC path with the init PID of each running one, and the
+    /// names of the containers LXC is starting or stopping right now
+    /// ([`super::inventory::survey`]), read without starting a process.
+    async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)>;
+    /// One container's entry, as [`Self::survey`] lists it, or `None` when it has no
     /// directory.
     async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
-        Ok(self.inventory().await?.into_iter().find(|e| e.name == name))
+        Ok(self.survey().await?.0.into_iter().find(|e| e.name == name))
     }
-    /// [`Self::inventory`], and the names of the containers LXC is starting or stopping right
-    /// now ([`super::inventory::survey`]), from one read of `/proc`. None by default: a host
-    /// whose containers change state at once (the fake).
-    async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {
-        Ok((self.inventory().await?, Vec::new()))
+    /// Container name → init PID of the inits already found and known to run, without reading
+    /// anything (a reconcile pass reads their addresses while it surveys). None by default.
+    fn held_inits(&self) -> Vec<(String, u32)> {
+        Vec::new()
     }
 }
 
@@ -315,14 +315,6 @@ impl Lxc for LxcTools {
         .map(drop)
     }
 
-    async fn inventory(&self) -> SysResult<Vec<ContainerEntry>> {
-        let (path, known) = (self.path.clone(), self.known.clone());
-        blocking("read the LXC path", move || {
-            super::inventory::scan(&path, &known)
-        })
-        .await
-    }
-
     async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
         // `info` asks this per request: answered inline when it costs a stat or two and a
         // poll (no directory, or an init already held), like `exists`.
@@ -334,6 +326,10 @@ impl Lxc for LxcTools {
             super::inventory::entry(&path, &name, &known)
         })
         .await
+    }
+
+    fn held_inits(&self) -> Vec<(String, u32)> {
+        self.known.held_all()
     }
 
     async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {

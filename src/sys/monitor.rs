@@ -155,6 +155,15 @@ impl Known {
         self.lock().get(name).filter(|i| i.alive()).map(|i| i.pid)
     }
 
+    /// Name → PID of every init held, as last found (not polled: a caller that reads through
+    /// one checks it after).
+    pub fn held_all(&self) -> Vec<(String, u32)> {
+        self.lock()
+            .iter()
+            .map(|(n, i)| (n.clone(), i.pid))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Init>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
