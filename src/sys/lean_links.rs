@@ -176,12 +176,20 @@ impl LeanLinks {
     /// # Errors
     /// When the kernel refuses the dump or a message cannot be read.
     pub async fn bridge_ports(&self) -> SysResult<Vec<LinkState>> {
-        self.request(
-            LinkMessage::BridgePorts,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            "list bridge ports",
-        )
-        .await
+        // The bridge driver fills each port's message itself, without the peer namespace ID
+        // of a full link message (`Netlink::bridge_ports`); a bridge reporting itself is its
+        // own master, and not a port.
+        let all = self
+            .request(
+                LinkMessage::BridgePorts,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                "list bridge ports",
+            )
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|l| l.master.is_some_and(|m| m != l.index))
+            .collect())
     }
 
     /// Link `name` (index, name, master, up, MTU), or `None`.

@@ -224,28 +224,16 @@ impl Netlink for RtNetlink {
     }
 
     async fn bridge_ports(&self) -> SysResult<Vec<LinkState>> {
-        // An AF_BRIDGE dump: the bridge driver fills each port's message itself, without
-        // the peer namespace ID of a full link message (see the trait); read lean where the
-        // connection is there (`lean_links.rs`).
-        if let Some(lean) = &self.lean {
-            let all = lean.bridge_ports().await?;
-            return Ok(all
+        match &self.lean {
+            Some(lean) => lean.bridge_ports().await,
+            // A container's namespace (no lean connection) is never asked: a full dump.
+            None => Ok(self
+                .links()
+                .await?
                 .into_iter()
-                .filter(|l| l.master.is_some_and(|m| m != l.index))
-                .collect());
+                .filter(|l| l.master.is_some())
+                .collect()),
         }
-        let mut request = self.handle.link().get();
-        request.message_mut().header.interface_family = AddressFamily::Bridge;
-        let msgs: Vec<LinkMessage> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| map_err("list bridge ports", e))?;
-        Ok(msgs
-            .into_iter()
-            .map(parse_link)
-            .filter(|l| l.master.is_some_and(|m| m != l.index))
-            .collect())
     }
 
     async fn link_brief(&self, name: &str) -> SysResult<Option<LinkState>> {
