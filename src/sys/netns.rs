@@ -71,10 +71,23 @@ impl NetnsOpener for RtNetnsOpener {
             Some(ns) => ns.of_pids(pids).await,
             None => pids.iter().map(|_| Ok(None)).collect(),
         };
-        pids.iter()
-            .zip(found)
-            .map(|(&pid, found)| or_fib_trie(pid, found))
-            .collect()
+        // The fallbacks read /proc: off the reactor (all of them when netlink is not there).
+        let owned = pids.to_vec();
+        let done = tokio::task::spawn_blocking(move || {
+            owned
+                .into_iter()
+                .zip(found)
+                .map(|(pid, found)| or_fib_trie(pid, found))
+                .collect()
+        })
+        .await;
+        done.unwrap_or_else(|e| {
+            let err = |pid: &u32| SysError::Unexpected {
+                what: format!("read the addresses of pid {pid}"),
+                detail: e.to_string(),
+            };
+            pids.iter().map(|pid| Err(err(pid))).collect()
+        })
     }
 }
 
