@@ -146,17 +146,12 @@ impl Engine {
                 ));
             }
         }
-        if let Some(t) = &spec.template {
-            let offered = self.host.lxc.template_names();
-            if !offered.contains(t) {
-                return Err(invalid(
-                    RequestField::Template,
-                    format!(
-                        "template {t:?} is not offered here; allowed: {}",
-                        offered.join(", ")
-                    ),
-                ));
-            }
+        if spec.template.is_some() {
+            self.host
+                .lxc
+                .templates()
+                .resolve(spec.template.as_deref())
+                .map_err(|e| invalid(RequestField::Template, e))?;
         }
         Ok(())
     }

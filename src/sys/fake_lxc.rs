@@ -11,6 +11,7 @@ use super::inventory::ContainerEntry;
 use super::lxc::{ContainerStatus, Lxc};
 use super::reap::Reaper;
 use super::{SysError, SysResult};
+use crate::templates::{Template, Templates};
 
 #[derive(Default)]
 struct State {
@@ -20,9 +21,6 @@ struct State {
     lost_rootfs: std::collections::BTreeSet<String>,
     next_pid: u32,
 }
-
-/// The templates the fake offers, the default first.
-pub const FAKE_TEMPLATES: [&str; 2] = ["busybox", "alt"];
 
 /// A fake LXC. Calls go to the shared log of its [`FakeNetlink`] as `lxc-<verb> <name>`.
 #[derive(Clone)]
@@ -93,8 +91,14 @@ impl Lxc for FakeLxc {
         Ok(())
     }
 
-    fn template_names(&self) -> Vec<String> {
-        FAKE_TEMPLATES.iter().map(|t| t.to_string()).collect()
+    /// `busybox`, the default, and `alt`.
+    fn templates(&self) -> Templates {
+        let t = |name: &str| Template {
+            name: name.into(),
+            lxc_template: "busybox".into(),
+            args: Vec::new(),
+        };
+        Templates::new(vec![t("busybox"), t("alt")]).expect("valid names")
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {

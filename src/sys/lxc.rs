@@ -33,11 +33,11 @@ pub struct ContainerStatus {
 pub trait Lxc: Send + Sync {
     /// Whether a container of this name exists (has a config).
     async fn exists(&self, name: &str) -> SysResult<bool>;
-    /// Creates the container from template `template` (one of [`Self::template_names`]; the
+    /// Creates the container from template `template` (one of [`Self::templates`]; the
     /// default when `None`), with networking left to us.
     async fn create(&self, name: &str, template: Option<&str>) -> SysResult<()>;
     /// The templates it can create from, the default first.
-    fn template_names(&self) -> Vec<String>;
+    fn templates(&self) -> Templates;
     /// Starts it in the background; starting a running container succeeds.
     async fn start(&self, name: &str) -> SysResult<()>;
     /// Its state and init PID, or `None` when it does not exist.
@@ -250,12 +250,8 @@ impl Lxc for LxcTools {
         Ok(())
     }
 
-    fn template_names(&self) -> Vec<String> {
-        self.templates
-            .names()
-            .into_iter()
-            .map(String::from)
-            .collect()
+    fn templates(&self) -> Templates {
+        self.templates.clone()
     }
 
     async fn start(&self, name: &str) -> SysResult<()> {
