@@ -37,6 +37,17 @@ fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Shows an API answer: its JSON with `--json`, otherwise as `print` prints it; a failed call
+/// exits as [`api_fail`] says.
+fn show(answer: Result<Value, ClientError>, json: bool, print: impl FnOnce(Value)) -> ExitCode {
+    match answer {
+        Ok(v) if json => print_json(&v),
+        Ok(v) => print(v),
+        Err(e) => return api_fail(e),
+    }
+    ExitCode::SUCCESS
+}
+
 /// Follows job `id` to its end, live; exit 0 only if it succeeded.
 async fn follow(client: &ApiClient, id: &str, json: bool) -> ExitCode {
     let mut display = Follower::new();
@@ -149,31 +160,23 @@ pub async fn list(args: ListArgs) -> ExitCode {
     } else {
         "/api/container/list"
     };
-    match client.get(path).await {
-        Ok(v) if args.client.json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) if args.detail => {
+    show(client.get(path).await, args.client.json, |v| {
+        if args.detail {
             print!("{}", containers_table(&v));
-            ExitCode::SUCCESS
+            return;
         }
-        Ok(v) => {
-            let ids = v
-                .get("containers_id")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if ids.is_empty() {
-                println!("no containers");
-            }
-            for id in ids {
-                println!("container{id}");
-            }
-            ExitCode::SUCCESS
+        let ids = v
+            .get("containers_id")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if ids.is_empty() {
+            println!("no containers");
         }
-        Err(e) => api_fail(e),
-    }
+        for id in ids {
+            println!("container{id}");
+        }
+    })
 }
 
 /// `creepy-meow info`.
@@ -182,37 +185,29 @@ pub async fn info(args: InfoArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client
+    let answer = client
         .get(&format!("/api/container/info/{}", args.id))
-        .await
-    {
-        Ok(v) if args.client.json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            let keys = [
-                "name",
-                "id",
-                "state",
-                "vlan",
-                "ip",
-                "gateway",
-                "bridge",
-                "host_veth",
-                "mtu",
-                "pid",
-                "record_state",
-                "desired_state",
-                "health",
-                "problems",
-                "job_id",
-            ];
-            print!("{}", fields(&v, &keys));
-            ExitCode::SUCCESS
-        }
-        Err(e) => api_fail(e),
-    }
+        .await;
+    show(answer, args.client.json, |v| {
+        let keys = [
+            "name",
+            "id",
+            "state",
+            "vlan",
+            "ip",
+            "gateway",
+            "bridge",
+            "host_veth",
+            "mtu",
+            "pid",
+            "record_state",
+            "desired_state",
+            "health",
+            "problems",
+            "job_id",
+        ];
+        print!("{}", fields(&v, &keys));
+    })
 }
 
 /// `creepy-meow reconcile`: the last pass's report, or a pass run now with `--now`.
@@ -226,17 +221,7 @@ pub async fn reconcile(args: ReconcileArgs) -> ExitCode {
     } else {
         client.get("/api/reconcile").await
     };
-    match report {
-        Ok(v) if args.client.json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", report_table(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => api_fail(e),
-    }
+    show(report, args.client.json, |v| print!("{}", report_table(&v)))
 }
 
 /// `creepy-meow jobs`.
@@ -249,22 +234,14 @@ pub async fn jobs(args: JobsArgs) -> ExitCode {
     if let Some(s) = &args.state {
         path.push_str(&format!("&state={s}"));
     }
-    match client.get(&path).await {
-        Ok(v) if args.client.json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            let jobs = v
-                .get("jobs")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            print!("{}", jobs_table(&jobs));
-            ExitCode::SUCCESS
-        }
-        Err(e) => api_fail(e),
-    }
+    show(client.get(&path).await, args.client.json, |v| {
+        let jobs = v
+            .get("jobs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        print!("{}", jobs_table(&jobs));
+    })
 }
 
 /// `creepy-meow job`.
@@ -276,37 +253,30 @@ pub async fn job(args: JobArgs) -> ExitCode {
     if args.wait {
         return follow(&client, &args.job_id, args.client.json).await;
     }
-    match client.get(&format!("/api/jobs/{}", args.job_id)).await {
-        Ok(v) if args.client.json => {
-            print_json(&v);
-            ExitCode::SUCCESS
+    let answer = client.get(&format!("/api/jobs/{}", args.job_id)).await;
+    show(answer, args.client.json, |v| {
+        print!(
+            "{}",
+            fields(
+                &v,
+                &[
+                    "id",
+                    "kind",
+                    "origin",
+                    "container_id",
+                    "state",
+                    "error",
+                    "created_at",
+                    "started_at",
+                    "finished_at"
+                ]
+            )
+        );
+        let job: Result<JobView, _> = serde_json::from_value(v);
+        if let Ok(job) = job {
+            let mut display = Follower::new();
+            display.update(&job);
+            display.finish();
         }
-        Ok(v) => {
-            print!(
-                "{}",
-                fields(
-                    &v,
-                    &[
-                        "id",
-                        "kind",
-                        "origin",
-                        "container_id",
-                        "state",
-                        "error",
-                        "created_at",
-                        "started_at",
-                        "finished_at"
-                    ]
-                )
-            );
-            let job: Result<JobView, _> = serde_json::from_value(v);
-            if let Ok(job) = job {
-                let mut display = Follower::new();
-                display.update(&job);
-                display.finish();
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => api_fail(e),
-    }
+    })
 }
