@@ -108,9 +108,16 @@ pub fn find(
         }
         match monitor_from_pidfile(lxc_path, name) {
             Some(monitor) => {
-                let init = first_child(monitor).and_then(Init::open);
-                out.insert(name.clone(), init.as_ref().map(|i| i.pid));
-                found.extend(init.map(|i| (name.clone(), i)));
+                let init = first_child(monitor).map(|pid| (pid, Init::open(pid)));
+                let pid = match init {
+                    Some((pid, Opened::Held(init))) => {
+                        found.push((name.clone(), init));
+                        Some(pid)
+                    }
+                    Some((pid, Opened::Unheld)) => Some(pid),
+                    Some((_, Opened::Exited)) | None => None,
+                };
+                out.insert(name.clone(), pid);
             }
             None => unknown.push(name.clone()),
         }
@@ -197,6 +204,16 @@ fn exited(inits: &HashMap<String, Init>) -> HashSet<String> {
         .collect()
 }
 
+/// What opening a pidfd on an init gave.
+enum Opened {
+    /// Held: it runs.
+    Held(Init),
+    /// It has exited (or the PID names nothing).
+    Exited,
+    /// It runs, but no pidfd could be had.
+    Unheld,
+}
+
 /// A container's init, held by a pidfd.
 #[derive(Debug)]
 struct Init {
@@ -205,21 +222,31 @@ struct Init {
 }
 
 impl Init {
-    /// Holds `pid` if it runs (an init that exited, not reaped yet, is not held: it is
-    /// stopping). `None` as well when pidfds are not available or the limit of open files is
-    /// reached: the caller then takes it for a container LXC is starting or stopping, and the
-    /// next look finds it again.
-    fn open(pid: u32) -> Option<Self> {
-        let raw = libc::pid_t::try_from(pid).ok()?;
+    /// Holds `pid` if it runs; an init that exited (not reaped yet) is not held: it is
+    /// stopping. When no pidfd can be had (the limit of open files reached, a kernel without
+    /// pidfd_open), the init still counts as running, only unheld: found again next time.
+    fn open(pid: u32) -> Opened {
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return Opened::Exited;
+        };
         // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
-        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        let Some(fd) = i32::try_from(fd).ok().filter(|fd| *fd >= 0) else {
+            return match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESRCH) => Opened::Exited,
+                _ => Opened::Unheld,
+            };
+        };
         let init = Self {
             pid,
             // SAFETY: the descriptor was just returned to us and nothing else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         };
-        init.alive().then_some(init)
+        if init.alive() {
+            Opened::Held(init)
+        } else {
+            Opened::Exited
+        }
     }
 
     /// Whether it has not exited: its pidfd does not poll readable.
@@ -353,12 +380,17 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let init = Init::open(child.id()).expect("pidfd of a running child");
+        let Opened::Held(init) = Init::open(child.id()) else {
+            panic!("no pidfd of a running child");
+        };
         assert!(init.alive());
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!init.alive(), "an exited process still polls alive");
-        assert!(Init::open(child.id()).is_none(), "a reaped PID was held");
+        assert!(
+            matches!(Init::open(child.id()), Opened::Exited),
+            "a reaped PID was taken for running"
+        );
     }
 
     #[test]
