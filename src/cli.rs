@@ -45,6 +45,13 @@ pub enum Command {
     /// Show the last reconcile pass: what had drifted from the desired state, the jobs that
     /// repair it, and what the daemon left alone as foreign (--now runs a pass first).
     Reconcile(ReconcileArgs),
+    /// List the images containers are cloned from: per template offered, each version with
+    /// its build time, size on disk and the containers cloned from it.
+    Images(ImagesArgs),
+    /// Build a new version of a template's image ahead of the first create that needs it, and
+    /// follow the job. Containers cloned from older versions keep them; an old version goes
+    /// once its last clone is destroyed.
+    BuildImage(BuildImageArgs),
     /// List jobs, newest first.
     Jobs(JobsArgs),
     /// Show one job, or wait for it with --wait.
@@ -105,6 +112,27 @@ pub struct CreateArgs {
 pub struct ContainerJobArgs {
     /// Container ID.
     pub id: u64,
+    /// Print the accepted job and return at once instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `build-image`.
+#[derive(Debug, Args)]
+pub struct BuildImageArgs {
+    /// The template whose image to build, one the server offers (`serve --templates`).
+    pub template: String,
     /// Print the accepted job and return at once instead of following it.
     #[arg(long)]
     pub no_wait: bool,
@@ -252,6 +280,16 @@ pub struct SetupArgs {
     pub force: bool,
 }
 
+/// How `serve` makes a new container's rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneSetting {
+    /// Clone the template's image (built once, then an overlay snapshot per container).
+    On,
+    /// Run the template for every container (`lxc-create`), as before images.
+    Off,
+}
+
 /// Log output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -298,6 +336,14 @@ pub struct ServeArgs {
     /// `args = [...]`. Instead of --template/--template-arg.
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub templates: Vec<String>,
+
+    /// How a container's rootfs is made [default: on]. `on`: the template runs once into an
+    /// image (`image-<template>-v<N>` in the LXC path, built by the first create that needs
+    /// it, or by `POST /api/images/<template>/build`) and each container is an overlay
+    /// snapshot clone of it (a full copy where the file system cannot do overlay); `off`: the
+    /// template runs for every container.
+    #[arg(long, value_name = "on|off")]
+    pub clone: Option<CloneSetting>,
 
     /// File holding the bearer token clients must send (`Authorization: Bearer <token>`).
     #[arg(long, value_name = "FILE")]

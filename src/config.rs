@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::{FabricArgs, LogFormat, ServeArgs, VlanList};
+use crate::cli::{CloneSetting, FabricArgs, LogFormat, ServeArgs, VlanList};
 use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
@@ -38,6 +38,7 @@ pub struct ConfigFile {
     template_args: Option<Vec<String>>,
     templates: Option<Vec<String>>,
     template_options: Option<std::collections::BTreeMap<String, TemplateOptions>>,
+    clone: Option<CloneSetting>,
     token_file: Option<PathBuf>,
     log_format: Option<LogFormat>,
     paused: Option<bool>,
@@ -83,6 +84,8 @@ pub struct DaemonConfig {
     pub lxc_path: PathBuf,
     /// The templates offered, the first the default.
     pub templates: Templates,
+    /// Whether containers are cloned from images (`--clone`), else made by their template.
+    pub clone: bool,
     /// Bearer token, if any.
     pub token: Option<String>,
     /// Log format.
@@ -150,6 +153,7 @@ impl DaemonConfig {
                 .or(file.lxc_path)
                 .unwrap_or_else(|| DEFAULT_LXC_PATH.into()),
             templates,
+            clone: args.clone.or(file.clone).unwrap_or(CloneSetting::On) == CloneSetting::On,
             token,
             log_format: args
                 .log_format

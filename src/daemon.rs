@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::config::DaemonConfig;
 use crate::engine::Engine;
 use crate::fabric::{ensure_fabric, FabricError};
+use crate::images::Images;
 use crate::metrics::Metrics;
 use crate::queue::{JobStore, QueueError};
 use crate::reconcile::Reconciler;
@@ -96,7 +97,11 @@ pub async fn run(
     for action in &actions {
         tracing::info!(%action, "fabric repaired");
     }
-    let engine = Engine::new(host.clone(), cfg.fabric.clone());
+    let mut engine = Engine::new(host.clone(), cfg.fabric.clone());
+    if cfg.clone {
+        let images = Images::new(host.lxc.clone(), Arc::new(store.clone()));
+        engine = engine.with_images(Arc::new(images));
+    }
     let control = QueueControl::new(cfg.paused);
     let metrics = Arc::new(Metrics::default());
     let worker = Worker {
@@ -131,7 +136,7 @@ pub async fn run(
         reconciler,
     });
     let templates = cfg.templates.names().join(",");
-    tracing::info!(%addr, paused = cfg.paused, %templates, "serving");
+    tracing::info!(%addr, paused = cfg.paused, %templates, clone = cfg.clone, "serving");
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }

@@ -28,6 +28,8 @@
 //! - [`daemon`]: `serve`'s start-up order (store, fabric, recovery, API and worker) and its
 //!   life until shutdown; [`config`]: its flags over a TOML file over defaults;
 //!   [`templates`]: the templates a server offers for new containers, the first the default;
+//! - [`images`]: one stopped base container per template, built once; containers are overlay
+//!   snapshot clones of it (the create step `create_container` clones, `ensure_image` builds);
 //! - [`cli`], [`commands`] and [`client`]: the `creepy-meow` binary's subcommands (`main.rs`
 //!   only wires them) and the HTTP client with its live step display;
 //! - [`model`]: validated values (container, VLAN and host IDs, IPv4 prefixes) and the names
@@ -44,6 +46,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod fabric;
+pub mod images;
 pub mod logging;
 pub mod metrics;
 pub mod model;

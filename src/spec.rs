@@ -50,11 +50,19 @@ pub enum StepName {
     DestroyContainer,
     /// `lxc-stop` with a grace period (the container's init is asked to halt), then a kill.
     ShutdownContainer,
+    /// The image the container is cloned from, built when missing or out of date (nothing
+    /// when the server creates from the template, `--clone=off`).
+    EnsureImage,
+    /// A new version of an image, built from its template.
+    BuildImage,
+    /// Image versions no container uses any more, but each template's newest, removed.
+    RemoveUnusedImages,
 }
 
 impl StepName {
     /// A create's steps, in the order they run.
-    pub const CREATE: [Self; 4] = [
+    pub const CREATE: [Self; 5] = [
+        Self::EnsureImage,
         Self::CreateContainer,
         Self::StartContainer,
         Self::CreateVeth,
@@ -62,11 +70,15 @@ impl StepName {
     ];
 
     /// A destroy's steps, in the order they run.
-    pub const DESTROY: [Self; 3] = [
+    pub const DESTROY: [Self; 4] = [
         Self::StopContainer,
         Self::DeleteVeth,
         Self::DestroyContainer,
+        Self::RemoveUnusedImages,
     ];
+
+    /// An image build's steps.
+    pub const BUILD_IMAGE: [Self; 2] = [Self::BuildImage, Self::RemoveUnusedImages];
 
     /// A start's steps: the container, then its network again (it died with the container's
     /// network namespace; a stale host veth, if any, goes first).
@@ -103,6 +115,9 @@ impl StepName {
             Self::DeleteVeth => "delete_veth",
             Self::DestroyContainer => "destroy_container",
             Self::ShutdownContainer => "shutdown_container",
+            Self::EnsureImage => "ensure_image",
+            Self::BuildImage => "build_image",
+            Self::RemoveUnusedImages => "remove_unused_images",
         }
     }
 }
@@ -121,6 +136,7 @@ impl FromStr for StepName {
             .into_iter()
             .chain(Self::DESTROY)
             .chain(Self::STOP)
+            .chain(Self::BUILD_IMAGE)
             .find(|n| n.as_str() == s)
             .ok_or_else(|| format!("no step is named {s:?}"))
     }
@@ -159,7 +175,7 @@ mod tests {
     use super::*;
 
     /// Every name a job has ever been stored with, written out: these must keep parsing.
-    const STORED: [&str; 8] = [
+    const STORED: [&str; 11] = [
         "create_container",
         "start_container",
         "create_veth",
@@ -168,6 +184,9 @@ mod tests {
         "delete_veth",
         "destroy_container",
         "shutdown_container",
+        "ensure_image",
+        "build_image",
+        "remove_unused_images",
     ];
 
     #[test]
@@ -185,9 +204,26 @@ mod tests {
     #[test]
     fn the_orders_are_the_documented_ones() {
         let create: Vec<&str> = StepName::CREATE.iter().map(|s| s.as_str()).collect();
-        assert_eq!(create, STORED[..4]);
+        assert_eq!(
+            create,
+            [
+                "ensure_image",
+                "create_container",
+                "start_container",
+                "create_veth",
+                "configure_network"
+            ]
+        );
         let destroy: Vec<&str> = StepName::DESTROY.iter().map(|s| s.as_str()).collect();
-        assert_eq!(destroy, STORED[4..7]);
+        assert_eq!(
+            destroy,
+            [
+                "stop_container",
+                "delete_veth",
+                "destroy_container",
+                "remove_unused_images"
+            ]
+        );
         let restart: Vec<&str> = StepName::RESTART.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             restart,

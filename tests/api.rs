@@ -45,6 +45,7 @@ async fn the_original_curl_line_is_accepted_and_the_container_appears() {
     assert_eq!(
         names,
         [
+            "ensure_image",
             "create_container",
             "start_container",
             "create_veth",
@@ -513,6 +514,7 @@ async fn a_full_queue_says_retry_after_and_a_refused_token_says_www_authenticate
         token: Some("s3cret"),
         paused: true,
         max_queued: 1,
+        ..DEFAULT
     })
     .await;
     let create = |body: &str| {

@@ -16,21 +16,40 @@ use common::netns;
 use common::{Lab, Server};
 use serde_json::Value;
 
-/// What the host shows: (running containers, vethc_* links attached to br2).
-fn host_state(s: &Server) -> (Vec<String>, Vec<String>) {
+/// The LXC containers of server `s` that are not images, with `--running` if asked.
+fn containers(s: &Server, running: bool) -> Vec<String> {
     let lxc = lxc_path(&s.dir);
-    let mut running: Vec<String> = s
-        .run_ok("lxc-ls", ["-P", lxc.to_str().unwrap(), "--running"])
+    let mut args = vec!["-P", lxc.to_str().unwrap()];
+    if running {
+        args.push("--running");
+    }
+    let mut names: Vec<String> = s
+        .run_ok("lxc-ls", args)
         .split_whitespace()
+        .filter(|n| !n.starts_with("image-"))
         .map(String::from)
         .collect();
-    running.sort();
-    let all = s.run_ok("lxc-ls", ["-P", lxc.to_str().unwrap()]);
-    assert_eq!(
-        all.split_whitespace().count(),
-        running.len(),
-        "a container exists but is not running: {all}"
-    );
+    names.sort();
+    names
+}
+
+/// The image directories in server `s`'s LXC path, sorted.
+fn image_dirs(s: &Server) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lxc_path(&s.dir))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("image-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// What the host shows: (running containers, vethc_* links attached to br2).
+fn host_state(s: &Server) -> (Vec<String>, Vec<String>) {
+    let running = containers(s, true);
+    let all = containers(s, false);
+    assert_eq!(all, running, "a container exists but is not running");
     let links = s.run_ok("ip", ["-o", "link", "show"]);
     let mut veths: Vec<String> = links
         .lines()
@@ -90,16 +109,32 @@ fn tools_left(jobs: &[String]) -> Vec<String> {
     left
 }
 
-/// Every entry of the server's LXC path (a rootfs, even without a config) is one of `want`.
-fn assert_no_stray_container_dirs(s: &Server, want: &[String]) {
+/// Every entry of the server's LXC path (a rootfs, even without a config) is one of `want`,
+/// or an image version the daemon lists (never a half-built one).
+fn assert_no_stray_container_dirs(d: &Daemon, s: &Server, want: &[String]) {
     let mut dirs: Vec<String> = std::fs::read_dir(lxc_path(&s.dir))
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("image-"))
         .collect();
     dirs.sort();
     assert_eq!(dirs, want, "a container directory without a succeeded job");
+    let images = d.images();
+    let mut listed: Vec<String> = images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["versions"].as_array().unwrap().iter())
+        .map(|v| v["lxc_name"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        image_dirs(s),
+        listed,
+        "an image directory the daemon does not list"
+    );
 }
 
 /// The host and the daemon's ledger both hold exactly containers `ids` (written by the test,
@@ -117,7 +152,7 @@ fn assert_host_matches(d: &Daemon, s: &Server, ids: &[u64]) {
     want_running.sort();
     let mut want_veths: Vec<String> = ids.iter().map(|i| format!("vethc_br{i}")).collect();
     want_veths.sort();
-    assert_no_stray_container_dirs(s, &want_running);
+    assert_no_stray_container_dirs(d, s, &want_running);
     assert_eq!(
         host_state(s),
         (want_running, want_veths),
@@ -145,13 +180,20 @@ fn assert_host_matches(d: &Daemon, s: &Server, ids: &[u64]) {
     }
 }
 
-const CREATE_STEPS: [&str; 4] = [
+const CREATE_STEPS: [&str; 5] = [
+    "ensure_image",
     "create_container",
     "start_container",
     "create_veth",
     "configure_network",
 ];
-const DESTROY_STEPS: [&str; 3] = ["stop_container", "delete_veth", "destroy_container"];
+const DESTROY_STEPS: [&str; 4] = [
+    "stop_container",
+    "delete_veth",
+    "destroy_container",
+    "remove_unused_images",
+];
+const BUILD_STEPS: [&str; 2] = ["build_image", "remove_unused_images"];
 
 /// The barriers of a job of `kind` with these steps and tools, in the order they are met.
 fn barriers(kind: &str, steps: &[&str], tools: &[&str]) -> Vec<String> {
@@ -225,14 +267,26 @@ fn kill_at_then_recover(
 fn sigkill_at_every_barrier_then_restart_converges() {
     let lab = Lab::new(1);
     let s = lab.server(1);
-    let create_points = barriers("create", &CREATE_STEPS, &["lxc-create", "lxc-start"]);
+    // The first create builds the image (its template runs in ensure_image): killed there
+    // first, while the template writes it; every later create clones it.
+    let mut create_points = vec!["tool_spawned:lxc-create".to_string()];
+    create_points.extend(barriers(
+        "create",
+        &CREATE_STEPS,
+        &["lxc-copy", "lxc-start"],
+    ));
     let mut jobs = Vec::new();
     let mut present = Vec::new();
     for (id, point) in (10..).zip(&create_points) {
         present.push(u64::from(id));
         jobs.push(kill_at_then_recover(s, point, |d| d.create(id), &present));
     }
-    assert_eq!(present, (10..=20).collect::<Vec<u64>>());
+    assert_eq!(present, (10..=23).collect::<Vec<u64>>());
+    assert_eq!(
+        image_dirs(s),
+        ["image-busybox-v2"],
+        "v1 was the build killed"
+    );
     let destroy_points = barriers("destroy", &DESTROY_STEPS, &["lxc-stop", "lxc-destroy"]);
     for (victim, point) in (10..).zip(&destroy_points) {
         present.retain(|&p| p != u64::from(victim));
@@ -243,7 +297,7 @@ fn sigkill_at_every_barrier_then_restart_converges() {
             &present,
         ));
     }
-    assert_eq!(present, [19, 20], "nine destroy barriers");
+    assert_eq!(present, [21, 22, 23], "eleven destroy barriers");
     // Every job is still there, finished, exactly once.
     let d = Daemon::start(s, None, false);
     let all = d.json(&["-s", &format!("{API}/api/jobs?limit=1000")]);
@@ -252,6 +306,44 @@ fn sigkill_at_every_barrier_then_restart_converges() {
         let found: Vec<&Value> = all.iter().filter(|x| x["id"] == j.as_str()).collect();
         assert_eq!(found.len(), 1, "job {j} lost or duplicated");
         assert_eq!(found[0]["state"], "succeeded");
+    }
+}
+
+#[test]
+fn sigkill_in_an_image_build_leaves_no_half_built_image() {
+    let lab = Lab::new(1);
+    let s = lab.server(1);
+    let points = barriers("build_image", &BUILD_STEPS, &["lxc-create"]);
+    for point in &points {
+        let mut d = Daemon::start(s, Some(point), false);
+        let job = d.build_image("busybox");
+        d.wait_barrier(point);
+        d.kill();
+        drop(d);
+        let d = Daemon::start(s, None, false);
+        let done = d.wait(&job);
+        assert_eq!(
+            done["state"],
+            "succeeded",
+            "killed at {point}: {done}\n{}",
+            d.log()
+        );
+        // What is on disk is what the records list: one version (nothing was cloned from the
+        // older ones), and no directory of a build that did not finish.
+        let images = d.images();
+        let listed: Vec<String> = images["images"][0]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["lxc_name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(listed.len(), 1, "killed at {point}: {images}");
+        assert_eq!(image_dirs(s), listed, "killed at {point}");
+        assert_eq!(
+            tools_left(&[job]),
+            Vec::<String>::new(),
+            "killed at {point}"
+        );
     }
 }
 

@@ -40,6 +40,15 @@ impl Req {
         }
     }
 
+    /// `DELETE path`.
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self {
+            method: "DELETE",
+            path: path.into(),
+            form: None,
+        }
+    }
+
     /// `POST path` with a form body.
     pub fn post_form(path: impl Into<String>, form: String) -> Self {
         Self {

@@ -17,16 +17,19 @@ fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
         .map_err(|e: crate::model::InvalidValue| ApiError::invalid_field("id", e.0))
 }
 
-/// 202 with `Location: /api/jobs/<id>` and the job's essentials.
-fn accepted(job: &Job, extra: serde_json::Value) -> Response {
+/// 202 with `Location: /api/jobs/<id>` and the job's essentials (`id`: its container's, when
+/// it has one).
+pub(super) fn accepted(job: &Job, extra: serde_json::Value) -> Response {
     let location = format!("/api/jobs/{}", job.id);
     let mut body = json!({
         "job_id": job.id,
         "kind": job.kind,
-        "id": job.container_id,
         "state": job.state,
         "location": location,
     });
+    if let Some(id) = job.container_id {
+        body["id"] = json!(id);
+    }
     if let (Some(b), serde_json::Value::Object(e)) = (body.as_object_mut(), extra) {
         b.extend(e);
     }

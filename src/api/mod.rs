@@ -9,6 +9,7 @@
 pub mod auth;
 mod containers;
 pub mod error;
+mod images;
 mod jobs;
 mod reconcile;
 pub mod request;
@@ -219,6 +220,8 @@ async fn dispatch(
         (Method::GET, Endpoint::Info(id)) => containers::info(state, id).await,
         (Method::DELETE, Endpoint::Container(id)) => containers::destroy(state, id).await,
         (Method::POST, Endpoint::Lifecycle(id, op)) => containers::lifecycle(state, id, op).await,
+        (Method::GET, Endpoint::Images) => images::list(state).await,
+        (Method::POST, Endpoint::BuildImage(name)) => images::build(state, name).await,
         (Method::GET, Endpoint::Reconcile) => reconcile::last(state),
         (Method::POST, Endpoint::Reconcile) => reconcile::run(state).await,
         (Method::GET, Endpoint::Jobs) => jobs::list(state, req).await,
@@ -255,6 +258,8 @@ enum Endpoint<'p> {
     Info(&'p str),
     Container(&'p str),
     Lifecycle(&'p str, Lifecycle),
+    Images,
+    BuildImage(&'p str),
     Reconcile,
     Jobs,
     Job(&'p str),
@@ -277,6 +282,8 @@ impl<'p> Endpoint<'p> {
             ["api", "container", id, "start"] => Self::Lifecycle(id, Lifecycle::Start),
             ["api", "container", id, "stop"] => Self::Lifecycle(id, Lifecycle::Stop),
             ["api", "container", id, "restart"] => Self::Lifecycle(id, Lifecycle::Restart),
+            ["api", "images"] => Self::Images,
+            ["api", "images", name, "build"] => Self::BuildImage(name),
             ["api", "reconcile"] => Self::Reconcile,
             ["api", "jobs"] => Self::Jobs,
             ["api", "jobs", id] => Self::Job(id),

@@ -60,10 +60,11 @@ pub struct StepView {
 pub struct JobView {
     /// Job ID.
     pub id: String,
-    /// create, destroy, start, stop, restart or repair.
+    /// create, destroy, start, stop, restart, repair or build_image.
     pub kind: String,
-    /// The container.
-    pub container_id: u64,
+    /// The container; none for an image build.
+    #[serde(default)]
+    pub container_id: Option<u64>,
     /// queued, running, succeeded, failed, cancelled.
     pub state: String,
     /// The steps.

@@ -171,7 +171,7 @@ mod tests {
         JobView {
             id: "j".into(),
             kind: "create".into(),
-            container_id: 5,
+            container_id: Some(5),
             state: "failed".into(),
             steps: states
                 .iter()

@@ -47,6 +47,62 @@ pub fn jobs_table(jobs: &[Value]) -> String {
     out
 }
 
+/// `GET /api/images` as lines: how containers are made, then one line per image version (a
+/// template with none yet says so).
+pub fn images_table(answer: &Value) -> String {
+    let mut out = format!("containers are made by: {}\n", text(answer, "clone"));
+    if let Some(why) = answer.get("fallback_reason").and_then(Value::as_str) {
+        out.push_str(&format!("(full copies: overlay failed: {why})\n"));
+    }
+    let row = |c: [&str; 6]| {
+        format!(
+            "{:<20}  {:>7}  {:<7}  {:<25}  {:>9}  {}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        )
+    };
+    out.push_str(&row([
+        "TEMPLATE", "VERSION", "CURRENT", "BUILT", "SIZE KiB", "CLONES",
+    ]));
+    for image in answer
+        .get("images")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = text(image, "name");
+        let versions = image.get("versions").and_then(Value::as_array);
+        if versions.is_none_or(Vec::is_empty) {
+            out.push_str(&row([&name, "-", "-", "not built yet", "-", "-"]));
+        }
+        for v in versions.into_iter().flatten() {
+            let size = v
+                .get("size_bytes")
+                .and_then(Value::as_u64)
+                .map_or("-".into(), |b| (b / 1024).to_string());
+            let current = if v.get("current") == Some(&Value::Bool(true)) {
+                "yes"
+            } else {
+                "no"
+            };
+            let clones = strings(v, "clones");
+            let clones = if clones.is_empty() {
+                "-".into()
+            } else {
+                format!("{} ({})", clones.len(), clones.join(" "))
+            };
+            out.push_str(&row([
+                &name,
+                &text(v, "version"),
+                current,
+                &text(v, "built_at"),
+                &size,
+                &clones,
+            ]));
+        }
+    }
+    out
+}
+
 /// `key: value` lines of a JSON object, in the order given, skipping nulls and empty lists; a
 /// list of words reads as one line, joined with `; `.
 pub fn fields(obj: &Value, keys: &[&str]) -> String {

@@ -6,10 +6,11 @@ use serde_json::Value;
 
 use super::{fail, EXIT_USAGE};
 use crate::cli::{
-    ClientArgs, ContainerJobArgs, CreateArgs, InfoArgs, JobArgs, JobsArgs, ListArgs, ReconcileArgs,
+    BuildImageArgs, ClientArgs, ContainerJobArgs, CreateArgs, ImagesArgs, InfoArgs, JobArgs,
+    JobsArgs, ListArgs, ReconcileArgs,
 };
 use crate::client::render::{outcome, Follower};
-use crate::client::tables::{containers_table, fields, jobs_table, report_table};
+use crate::client::tables::{containers_table, fields, images_table, jobs_table, report_table};
 use crate::client::{ApiClient, ClientError, JobView};
 use crate::config::read_token;
 
@@ -222,6 +223,30 @@ pub async fn reconcile(args: ReconcileArgs) -> ExitCode {
         client.get("/api/reconcile").await
     };
     show(report, args.client.json, |v| print!("{}", report_table(&v)))
+}
+
+/// `creepy-meow images`.
+pub async fn images(args: ImagesArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    show(client.get("/api/images").await, args.client.json, |v| {
+        print!("{}", images_table(&v));
+    })
+}
+
+/// `creepy-meow build-image`.
+pub async fn build_image(args: BuildImageArgs) -> ExitCode {
+    let client = match connect(&args.client) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = format!("/api/images/{}/build", args.template);
+    match client.post(&path).await {
+        Ok(v) => accepted_then_follow(&client, &v, args.no_wait, args.client.json).await,
+        Err(e) => api_fail(e),
+    }
 }
 
 /// `creepy-meow jobs`.

@@ -28,6 +28,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::List(a) => client::list(a).await,
         Command::Info(a) => client::info(a).await,
         Command::Reconcile(a) => client::reconcile(a).await,
+        Command::Images(a) => client::images(a).await,
+        Command::BuildImage(a) => client::build_image(a).await,
         Command::Jobs(a) => client::jobs(a).await,
         Command::Job(a) => client::job(a).await,
     }

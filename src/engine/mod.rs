@@ -2,7 +2,10 @@
 //! plans of steps (create with rollback, start/stop/restart/repair, destroy). What the host
 //! shows of a container is read by `reconcile` (`Reconciler::inspect`).
 
+use std::sync::Arc;
+
 use crate::fabric::FabricConfig;
+use crate::images::Images;
 use crate::model::ContainerId;
 use crate::spec::{CreateSpec, StepName};
 use crate::steps::{
@@ -95,12 +98,40 @@ fn invalid(field: RequestField, message: String) -> EngineError {
 pub struct Engine {
     host: Host,
     fabric: FabricConfig,
+    /// The images containers are cloned from; `None`: each is made by its template
+    /// (`--clone=off`).
+    images: Option<Arc<Images>>,
 }
 
 impl Engine {
-    /// An engine acting on `host`, whose fabric is `fabric`.
+    /// An engine acting on `host`, whose fabric is `fabric`, making each container from its
+    /// template.
     pub fn new(host: Host, fabric: FabricConfig) -> Self {
-        Self { host, fabric }
+        Self {
+            host,
+            fabric,
+            images: None,
+        }
+    }
+
+    /// The same engine, cloning containers from `images`.
+    pub fn with_images(mut self, images: Arc<Images>) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// The host it acts on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The images containers are cloned from, unless they are made by their template.
+    pub fn images(&self) -> Option<&Arc<Images>> {
+        self.images.as_ref()
+    }
+
+    fn ctx<'a>(&'a self, spec: &'a CreateSpec) -> StepCtx<'a> {
+        StepCtx::new(&self.host, spec).with_images(self.images.as_deref())
     }
 
     /// Checks what can be checked without the host: VLAN served, address usable and not the
@@ -208,9 +239,48 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.check_request(spec)?;
         self.check_host(spec).await?;
-        let mut ctx = StepCtx::new(&self.host, spec);
+        let mut ctx = self.ctx(spec);
         run_steps(&StepName::CREATE, &mut ctx, progress).await?;
         Ok(())
+    }
+
+    /// Builds a new version of template `template`'s image, then removes the versions nothing
+    /// uses; a failed build is rolled back.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] when images are off here; [`EngineError::Create`] after a
+    /// rolled-back failure.
+    pub async fn build_image(
+        &self,
+        template: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<(), EngineError> {
+        let images = self.images_on()?;
+        let mut ctx = StepCtx::for_image(&self.host, images, template);
+        run_steps(&StepName::BUILD_IMAGE, &mut ctx, progress).await?;
+        Ok(())
+    }
+
+    /// Undoes an image build a crash interrupted: removes the version it left unfinished.
+    pub async fn roll_back_image(
+        &self,
+        template: &str,
+        progress: &mut dyn Progress,
+    ) -> Vec<(StepName, StepError)> {
+        let Some(images) = self.images.as_deref() else {
+            return Vec::new();
+        };
+        let mut ctx = StepCtx::for_image(&self.host, images, template);
+        undo_steps(&StepName::BUILD_IMAGE, &mut ctx, progress).await
+    }
+
+    fn images_on(&self) -> Result<&Images, EngineError> {
+        self.images.as_deref().ok_or_else(|| {
+            invalid(
+                RequestField::Template,
+                "images are off on this server (serve --clone=off): containers are made by their template".into(),
+            )
+        })
     }
 
     /// Kills whatever a crashed run of job `job` left running (a tool's children outlive the
@@ -229,7 +299,7 @@ impl Engine {
         spec: &CreateSpec,
         progress: &mut dyn Progress,
     ) -> Vec<(StepName, StepError)> {
-        let mut ctx = StepCtx::new(&self.host, spec);
+        let mut ctx = self.ctx(spec);
         undo_steps(plan, &mut ctx, progress).await
     }
 
@@ -246,7 +316,7 @@ impl Engine {
         roll_back: bool,
         progress: &mut dyn Progress,
     ) -> Result<(), EngineError> {
-        let mut ctx = StepCtx::new(&self.host, spec);
+        let mut ctx = self.ctx(spec);
         if roll_back {
             run_steps(plan, &mut ctx, progress).await?;
         } else {
@@ -277,7 +347,7 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let existed = self.host.lxc.exists(&id.container_name()).await?
             || self.host.net.link(&id.host_veth()).await?.is_some();
-        let mut ctx = StepCtx::for_container(&self.host, id);
+        let mut ctx = StepCtx::for_container(&self.host, id).with_images(self.images.as_deref());
         run_forward(&StepName::DESTROY, &mut ctx, progress)
             .await
             .map_err(|(step, error)| EngineError::Step { step, error })?;

@@ -102,8 +102,9 @@ async fn done_records_ride_on_the_next_flush() {
     drop(store);
     let store = open(&dir);
     let steps = store.get(job.id).unwrap().unwrap().steps;
-    assert_eq!(steps[0].state, StepState::Done);
-    assert_eq!(steps[1].state, StepState::Running);
+    let state = |name| steps.iter().find(|s| s.name == name).unwrap().state;
+    assert_eq!(state(StepName::CreateContainer), StepState::Done);
+    assert_eq!(state(StepName::StartContainer), StepState::Running);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ impl JobStore {
     pub async fn enqueue_create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
         let write = create_write(self.inner.opts.max_queued, spec);
         let job = self.inner.committer.write(write).await?;
-        tracing::info!(job_id = %job.id, container_id = %job.container_id, "create queued");
+        tracing::info!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "create queued");
         Ok(job)
     }
 
@@ -56,9 +56,43 @@ impl JobStore {
     pub async fn enqueue_destroy(&self, id: ContainerId) -> Result<Job, QueueError> {
         let write = destroy_write(self.inner.opts.max_queued, id);
         let job = self.inner.committer.write(write).await?;
-        tracing::info!(job_id = %job.id, container_id = %job.container_id, "destroy queued");
+        tracing::info!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "destroy queued");
         Ok(job)
     }
+}
+
+impl JobStore {
+    /// Queues a build of a new version of template `template`'s image. Returns once the job
+    /// is on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::Conflict`] when a build of it is pending or running;
+    /// [`QueueError::QueueFull`]; [`QueueError::Storage`].
+    pub async fn enqueue_build_image(&self, template: String) -> Result<Job, QueueError> {
+        let max = self.inner.opts.max_queued;
+        let write = Box::new(move |tx: &Tx<'_>| reserve_build(tx, max, &template));
+        let job = self.inner.committer.write(write).await?;
+        tracing::info!(job_id = %job.id, "image build queued");
+        Ok(job)
+    }
+}
+
+/// The build of `template`'s image inside a transaction: `Ok(Err(_))` when refused.
+fn reserve_build(tx: &Tx<'_>, max: usize, template: &str) -> TxResult<Result<Job, QueueError>> {
+    if let Some(job) = tx.image_build(template)? {
+        let template = template.to_string();
+        return Ok(Err(Conflict::BuildPending { template, job }.into()));
+    }
+    let now = OffsetDateTime::now_utc();
+    let request = JobRequest::BuildImage {
+        template: template.into(),
+    };
+    let job = match new_job(tx, max, request, Origin::Operator, now)? {
+        Ok(job) => job,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tx.set_image_build(template, Some(job.id))?;
+    Ok(Ok(job))
 }
 
 /// The write that queues a create of `spec` while fewer than `max_queued` jobs wait.

@@ -30,6 +30,9 @@ pub enum JobKind {
     Restart,
     /// Makes a running container's network again (reconciliation).
     Repair,
+    /// Builds a new version of a template's image.
+    #[serde(rename = "build_image")]
+    BuildImage,
 }
 
 impl JobKind {
@@ -42,13 +45,17 @@ impl JobKind {
             Self::Stop => "stop",
             Self::Restart => "restart",
             Self::Repair => "repair",
+            Self::BuildImage => "build_image",
         }
     }
 
     /// Whether a failed or interrupted job of this kind is rolled back (its steps undone,
     /// newest first), or left to be run again (its steps are idempotent).
     pub fn rolls_back(self) -> bool {
-        matches!(self, Self::Create | Self::Start | Self::Restart)
+        matches!(
+            self,
+            Self::Create | Self::Start | Self::Restart | Self::BuildImage
+        )
     }
 
     /// The desired state a container has once a job of this kind succeeded, if it sets one.
@@ -56,7 +63,7 @@ impl JobKind {
         match self {
             Self::Create | Self::Start | Self::Restart => Some(DesiredState::Running),
             Self::Stop => Some(DesiredState::Stopped),
-            Self::Destroy | Self::Repair => None,
+            Self::Destroy | Self::Repair | Self::BuildImage => None,
         }
     }
 }
@@ -133,6 +140,12 @@ pub enum JobRequest {
     Restart(CreateSpec),
     /// Repair its network.
     Repair(CreateSpec),
+    /// Build a new version of this template's image.
+    #[serde(rename = "build_image")]
+    BuildImage {
+        /// The template, as requests name it.
+        template: String,
+    },
 }
 
 impl JobRequest {
@@ -145,18 +158,20 @@ impl JobRequest {
             Self::Stop(_) => JobKind::Stop,
             Self::Restart(_) => JobKind::Restart,
             Self::Repair(_) => JobKind::Repair,
+            Self::BuildImage { .. } => JobKind::BuildImage,
         }
     }
 
-    /// The container the request is about.
-    pub fn container_id(&self) -> ContainerId {
+    /// The container the request is about; `None` for an image build.
+    pub fn container_id(&self) -> Option<ContainerId> {
         match self {
-            Self::Destroy { id, .. } => *id,
+            Self::Destroy { id, .. } => Some(*id),
+            Self::BuildImage { .. } => None,
             Self::Create(spec)
             | Self::Start(spec)
             | Self::Stop(spec)
             | Self::Restart(spec)
-            | Self::Repair(spec) => spec.id,
+            | Self::Repair(spec) => Some(spec.id),
         }
     }
 
@@ -169,13 +184,14 @@ impl JobRequest {
             Self::Stop(_) => &StepName::STOP,
             Self::Restart(_) => &StepName::RESTART,
             Self::Repair(_) => &StepName::REPAIR,
+            Self::BuildImage { .. } => &StepName::BUILD_IMAGE,
         }
     }
 
     /// The container's record as the request knows it (every kind but destroy carries it).
     pub fn spec(&self) -> Option<&CreateSpec> {
         match self {
-            Self::Destroy { .. } => None,
+            Self::Destroy { .. } | Self::BuildImage { .. } => None,
             Self::Create(spec)
             | Self::Start(spec)
             | Self::Stop(spec)
@@ -312,8 +328,9 @@ pub struct Job {
     /// Who asked for it.
     #[serde(default)]
     pub origin: Origin,
-    /// The container the job is about.
-    pub container_id: ContainerId,
+    /// The container the job is about; `None` for an image build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<ContainerId>,
     /// What was asked.
     pub request: JobRequest,
     /// Where the job is.

@@ -45,7 +45,10 @@ async fn the_list_follows_creates_failures_and_destroys() {
     assert_eq!(listed(&store), [2, 7]);
 
     // Destroying: still listed until the destroy succeeds.
-    let d = store.enqueue_destroy(c.container_id).await.unwrap();
+    let d = store
+        .enqueue_destroy(c.container_id.unwrap())
+        .await
+        .unwrap();
     assert_eq!(listed(&store), [2, 7]);
     store.start(d.id).await.unwrap();
     store.finish(d.id, Ok(())).await.unwrap();

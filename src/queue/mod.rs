@@ -5,7 +5,7 @@
 //! 1. `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
 //!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
-//!    `order`, `containers`, `addrs`, `meta`), their keys and the encoding; its transaction
+//!    `order`, `containers`, `addrs`, `meta`, `images`), their keys and the encoding; its transaction
 //!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
 //! 3. `committer.rs`: the commit thread (group commit, below);
 //! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,
@@ -27,6 +27,7 @@
 mod committer;
 mod db;
 mod enqueue;
+mod images;
 mod job;
 mod listed;
 mod lock;
@@ -51,6 +52,14 @@ pub enum Conflict {
         id: ContainerId,
         /// What the job does to it, as words.
         doing: &'static str,
+        /// The job.
+        job: Uuid,
+    },
+    /// A build of an image that has a build pending or running.
+    #[error("image {template} has a build pending (job {job})")]
+    BuildPending {
+        /// The template.
+        template: String,
         /// The job.
         job: Uuid,
     },

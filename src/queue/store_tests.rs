@@ -173,7 +173,11 @@ async fn the_store_enforces_the_lifecycle() {
         .await
         .unwrap();
     let seen = store.get(job.id).unwrap().unwrap();
-    assert_eq!(seen.steps[0].state, StepState::Running);
+    let step = seen
+        .steps
+        .iter()
+        .find(|s| s.name == StepName::CreateContainer);
+    assert_eq!(step.unwrap().state, StepState::Running);
     assert_eq!(store.running().unwrap().len(), 1);
 
     store.finish(job.id, Ok(())).await.unwrap();

@@ -109,7 +109,7 @@ impl JobStore {
             Ok(job)
         })?;
         self.flush().await?;
-        tracing::info!(job_id = %id, container_id = %job.container_id, state = %job.state, "job finished");
+        tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), state = %job.state, "job finished");
         Ok(job)
     }
 
@@ -130,7 +130,7 @@ impl JobStore {
             Ok(job)
         })?;
         self.flush().await?;
-        tracing::info!(job_id = %id, container_id = %job.container_id, "job queued again");
+        tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), "job queued again");
         Ok(job)
     }
 
@@ -176,7 +176,7 @@ impl JobStore {
             Ok(job)
         })?;
         self.flush().await?;
-        tracing::info!(job_id = %id, container_id = %job.container_id, "job cancelled");
+        tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), "job cancelled");
         Ok(job)
     }
 }
@@ -200,12 +200,19 @@ enum Ending {
 /// rollback left something behind, released otherwise. A record the job does not hold is left
 /// alone: the ledger never loses another job's reservation.
 fn settle(tx: &Tx<'_>, job: &Job, ending: &Ending) -> TxResult<()> {
-    let Some(mut rec) = tx.record(job.container_id)? else {
-        tracing::warn!(job_id = %job.id, container_id = %job.container_id, "job ended without a container record");
+    let Some(id) = job.container_id else {
+        // An image build holds no container: only its template's build slot.
+        if let JobRequest::BuildImage { template } = &job.request {
+            tx.set_image_build(template, None)?;
+        }
+        return Ok(());
+    };
+    let Some(mut rec) = tx.record(id)? else {
+        tracing::warn!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "job ended without a container record");
         return Ok(());
     };
     if rec.job_id != Some(job.id) {
-        tracing::warn!(job_id = %job.id, container_id = %job.container_id, holder = ?rec.job_id, "container record is not held by this job");
+        tracing::warn!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), holder = ?rec.job_id, "container record is not held by this job");
         return Ok(());
     }
     let kept_as = match (job.kind, ending) {

@@ -207,12 +207,15 @@ async fn what_we_never_made_is_reported_foreign_and_left_alone() {
     let r = rig().await;
     r.create(5).await;
     r.lxc.add_foreign("lxcfoo");
+    // An image (stopped, no record) is ours, never foreign.
+    r.lxc.add_foreign("image-busybox-v1");
     r.net.add_device("vethc_br77", 1500);
     let report = r.reconciler.pass().await.unwrap();
     assert_eq!(report.foreign.containers, ["lxcfoo"]);
     assert_eq!(report.foreign.links, ["vethc_br77"]);
     assert!(report.drift.is_empty());
     assert!(r.lxc.names().contains(&"lxcfoo".to_string()));
+    assert!(r.lxc.names().contains(&"image-busybox-v1".to_string()));
     assert!(r.net.link("vethc_br77").await.unwrap().is_some());
 }
 

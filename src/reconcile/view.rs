@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use crate::images::is_image_name;
 use crate::model::VlanId;
 use crate::queue::ContainerRecord;
 use crate::sys::inventory::ContainerEntry;
@@ -183,7 +184,7 @@ impl HostView {
         let mut containers: Vec<String> = self
             .containers
             .keys()
-            .filter(|n| !is_ours(n.strip_prefix("container")))
+            .filter(|n| !is_ours(n.strip_prefix("container")) && !is_image_name(n))
             .cloned()
             .collect();
         containers.sort();

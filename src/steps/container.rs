@@ -9,22 +9,24 @@ use super::{Step, StepCtx, StepError};
 /// How long a started container may take to have its own network namespace.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `lxc-create` from the template asked for (or the default), with `lxc.net.0.type = empty`.
+/// The container's rootfs and config: a clone of the image `ensure_image` chose, or (when
+/// the server creates from templates) `lxc-create` from the template asked for. Either way
+/// `lxc.net.0.type = empty`: the image was created with it, and the clone keeps it.
 pub struct CreateContainer;
 
 #[async_trait]
 impl Step for CreateContainer {
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        let name = ctx.id()?.container_name();
+        if let (Some(images), Some(image)) = (ctx.images, ctx.image.as_deref()) {
+            return Ok(images.clone_into(image, &name).await?);
+        }
         let template = ctx.spec()?.template.as_deref();
-        Ok(ctx
-            .host
-            .lxc
-            .create(&ctx.id.container_name(), template)
-            .await?)
+        Ok(ctx.host.lxc.create(&name, template).await?)
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        Ok(ctx.host.lxc.destroy(&ctx.id.container_name()).await?)
+        Ok(ctx.host.lxc.destroy(&ctx.id()?.container_name()).await?)
     }
 }
 
@@ -39,7 +41,7 @@ pub struct ShutdownContainer;
 #[async_trait]
 impl Step for ShutdownContainer {
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        let name = ctx.id.container_name();
+        let name = ctx.id()?.container_name();
         ctx.host.lxc.shutdown(&name, STOP_GRACE).await?;
         ctx.pid = None;
         Ok(())
@@ -56,14 +58,14 @@ pub struct StartContainer;
 #[async_trait]
 impl Step for StartContainer {
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        let name = ctx.id.container_name();
+        let name = ctx.id()?.container_name();
         ctx.host.lxc.start(&name).await?;
         ctx.pid = Some(wait_for_netns(ctx, &name).await?);
         Ok(())
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        ctx.host.lxc.stop(&ctx.id.container_name()).await?;
+        ctx.host.lxc.stop(&ctx.id()?.container_name()).await?;
         ctx.pid = None;
         Ok(())
     }

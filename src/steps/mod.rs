@@ -11,12 +11,14 @@
 
 pub mod container;
 pub mod destroy;
+pub mod image;
 pub mod network;
 
 use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::images::{ImageError, Images};
 use crate::model::ContainerId;
 use crate::spec::{CreateSpec, StepEvent, StepName};
 use crate::sys::{Host, SysError};
@@ -30,6 +32,9 @@ pub enum StepError {
     /// Its progress could not be recorded, so it did not act (or does not count as done).
     #[error(transparent)]
     Progress(#[from] ProgressError),
+    /// An image could not be built, cloned from or removed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
     /// Anything else (a timeout, a missing precondition).
     #[error("{0}")]
     Other(String),
@@ -39,10 +44,16 @@ pub enum StepError {
 pub struct StepCtx<'a> {
     /// The host to act on.
     pub host: &'a Host,
-    /// The container the steps are about.
-    pub id: ContainerId,
+    /// The container the steps are about; `None` for an image's steps.
+    id: Option<ContainerId>,
     /// The create request, when the steps build a container.
     create: Option<&'a CreateSpec>,
+    /// The images, when containers are cloned from them (`None`: `--clone=off`).
+    pub images: Option<&'a Images>,
+    /// The template whose image an image build makes.
+    template: Option<&'a str>,
+    /// The LXC name of the image the container is cloned from, once ensured.
+    pub image: Option<String>,
     /// PID of the container's init, once started (or found again, for undo after a crash).
     pub pid: Option<u32>,
     /// MTU of the VLAN's bridge, read when the veth is made.
@@ -54,8 +65,11 @@ impl<'a> StepCtx<'a> {
     pub fn new(host: &'a Host, spec: &'a CreateSpec) -> Self {
         Self {
             host,
-            id: spec.id,
+            id: Some(spec.id),
             create: Some(spec),
+            images: None,
+            template: None,
+            image: None,
             pid: None,
             mtu: None,
         }
@@ -65,11 +79,53 @@ impl<'a> StepCtx<'a> {
     pub fn for_container(host: &'a Host, id: ContainerId) -> Self {
         Self {
             host,
-            id,
+            id: Some(id),
             create: None,
+            images: None,
+            template: None,
+            image: None,
             pid: None,
             mtu: None,
         }
+    }
+
+    /// A fresh context for building template `template`'s image with `images`.
+    pub fn for_image(host: &'a Host, images: &'a Images, template: &'a str) -> Self {
+        Self {
+            host,
+            id: None,
+            create: None,
+            images: Some(images),
+            template: Some(template),
+            image: None,
+            pid: None,
+            mtu: None,
+        }
+    }
+
+    /// The same context, cloning containers from `images` (`None`: from the template).
+    pub fn with_images(mut self, images: Option<&'a Images>) -> Self {
+        self.images = images;
+        self
+    }
+
+    /// The container the steps are about.
+    ///
+    /// # Errors
+    /// For an image's steps, which have none.
+    pub fn id(&self) -> Result<ContainerId, StepError> {
+        self.id.ok_or_else(|| {
+            StepError::Other("this step needs a container and was given none".into())
+        })
+    }
+
+    /// The template an image build is for.
+    ///
+    /// # Errors
+    /// For a container's steps.
+    pub fn template(&self) -> Result<&'a str, StepError> {
+        self.template
+            .ok_or_else(|| StepError::Other("this step needs a template and was given none".into()))
     }
 
     /// The create request.
@@ -88,7 +144,7 @@ impl<'a> StepCtx<'a> {
     /// When LXC cannot be asked.
     pub async fn running_pid(&mut self) -> Result<Option<u32>, StepError> {
         if self.pid.is_none() {
-            let name = self.id.container_name();
+            let name = self.id()?.container_name();
             self.pid = self.host.lxc.init_pid(&name).await?;
         }
         Ok(self.pid)
@@ -115,6 +171,9 @@ pub fn step(name: StepName) -> &'static dyn Step {
         StepName::DeleteVeth => &destroy::DeleteVeth,
         StepName::DestroyContainer => &destroy::DestroyContainer,
         StepName::ShutdownContainer => &container::ShutdownContainer,
+        StepName::EnsureImage => &image::EnsureImage,
+        StepName::BuildImage => &image::BuildImage,
+        StepName::RemoveUnusedImages => &image::RemoveUnusedImages,
     }
 }
 

@@ -29,7 +29,7 @@ impl Step for CreateVeth {
             .ok_or_else(|| StepError::Other("the container is not running".into()))?;
         ctx.mtu = Some(br.mtu);
         let spec = VethSpec {
-            host_name: ctx.id.host_veth(),
+            host_name: ctx.id()?.host_veth(),
             peer_name: CONTAINER_IFACE.into(),
             peer_netns_pid: pid,
             master: br.index,
@@ -40,7 +40,7 @@ impl Step for CreateVeth {
     }
 
     async fn undo(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
-        let name = ctx.id.host_veth();
+        let name = ctx.id()?.host_veth();
         if let Some(link) = ctx.host.net.link(&name).await? {
             ctx.host.net.delete_link(link.index).await.missing_ok()?;
         }

@@ -234,8 +234,9 @@ async fn undo_of_nothing_succeeds_and_is_idempotent() {
 
 #[tokio::test]
 async fn recoverys_blind_undo_cleans_up_after_any_number_of_done_steps() {
-    // created only, started, veth without its address, everything: as a crash leaves them.
-    for done in 1..=4 {
+    // image only, created, started, veth without its address, everything: as a crash leaves
+    // them.
+    for done in 1..=5 {
         let (host, net, lxc) = host().await;
         let s = spec();
         let mut ctx = StepCtx::new(&host, &s);
@@ -246,7 +247,8 @@ async fn recoverys_blind_undo_cleans_up_after_any_number_of_done_steps() {
         assert_eq!(
             made,
             [
-                &["container5"][..],
+                &[][..],
+                &["container5"],
                 &["container5"],
                 &["vethc_br5", "container5"],
                 &["vethc_br5", "container5"]
@@ -259,4 +261,56 @@ async fn recoverys_blind_undo_cleans_up_after_any_number_of_done_steps() {
         assert!(errors.is_empty(), "after {done} steps: {errors:?}");
         assert!(leftovers(&net, &lxc).await.is_empty(), "after {done} steps");
     }
+}
+
+/// The images of `lxc`, recorded in memory.
+fn images_of(lxc: &FakeLxc) -> crate::images::Images {
+    crate::images::Images::new(
+        Arc::new(lxc.clone()),
+        Arc::new(crate::images::MemoryBook::default()),
+    )
+}
+
+#[tokio::test]
+async fn with_images_a_create_clones_the_image_it_builds_once() {
+    let (host, net, lxc) = host().await;
+    let images = images_of(&lxc);
+    for id in [5, 6] {
+        let mut s = spec();
+        s.id = ContainerId::new(id).unwrap();
+        s.ip = format!("192.168.2.{id}/24").parse().unwrap();
+        let mut ctx = StepCtx::new(&host, &s).with_images(Some(&images));
+        run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
+            .await
+            .unwrap();
+    }
+    let lxc_calls: Vec<String> = net
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("host: lxc-c"))
+        .collect();
+    assert_eq!(
+        lxc_calls,
+        [
+            "host: lxc-create image-busybox-v1 -t busybox",
+            "host: lxc-copy -s image-busybox-v1 container5",
+            "host: lxc-copy -s image-busybox-v1 container6",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_clone_that_fails_rolls_back_to_the_image_alone() {
+    let (host, net, lxc) = host().await;
+    let images = images_of(&lxc);
+    let s = spec();
+    net.fail_next("lxc-copy", libc::EACCES);
+    net.fail_next("lxc-copy", libc::EACCES);
+    let mut ctx = StepCtx::new(&host, &s).with_images(Some(&images));
+    let err = run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.step, StepName::CreateContainer);
+    assert!(err.undo_errors.is_empty(), "{err}");
+    assert_eq!(leftovers(&net, &lxc).await, ["image-busybox-v1"]);
 }

@@ -17,6 +17,8 @@ use crate::templates::{Template, Templates};
 struct State {
     /// name -> PID of its init while running.
     containers: BTreeMap<String, Option<u32>>,
+    /// Snapshot clone -> the container it was cloned from.
+    clones: BTreeMap<String, String>,
     /// Containers whose rootfs a test "deleted by hand".
     lost_rootfs: std::collections::BTreeSet<String>,
     next_pid: u32,
@@ -62,6 +64,23 @@ impl FakeLxc {
     /// Adds a container the daemon never made.
     pub fn add_foreign(&self, name: &str) {
         self.state().containers.insert(name.into(), None);
+    }
+
+    /// Makes `name` a stopped container like `image`.
+    fn copy(&self, image: &str, name: &str) -> SysResult<()> {
+        let mut s = self.state();
+        if !s.containers.contains_key(image) {
+            return Err(SysError::NotFound {
+                what: format!("copy container {image}"),
+            });
+        }
+        if s.containers.contains_key(name) {
+            return Err(SysError::AlreadyExists {
+                what: format!("copy container {image} into {name}"),
+            });
+        }
+        s.containers.insert(name.into(), None);
+        Ok(())
     }
 
     /// Names of existing containers.
@@ -167,9 +186,48 @@ impl Lxc for FakeLxc {
         Ok((entries, Vec::new()))
     }
 
+    async fn clone_overlay(&self, image: &str, name: &str) -> SysResult<()> {
+        self.net.record(format!("lxc-copy -s {image} {name}"))?;
+        self.copy(image, name)?;
+        self.state().clones.insert(name.into(), image.into());
+        Ok(())
+    }
+
+    async fn copy_full(&self, image: &str, name: &str) -> SysResult<()> {
+        self.net.record(format!("lxc-copy {image} {name}"))?;
+        self.copy(image, name)
+    }
+
+    async fn clones_of(&self, name: &str) -> SysResult<Vec<String>> {
+        let s = self.state();
+        Ok(s.clones
+            .iter()
+            .filter(|(_, image)| *image == name)
+            .map(|(clone, _)| clone.clone())
+            .collect())
+    }
+
+    /// 1 MiB per container.
+    async fn disk_usage(&self, name: &str) -> SysResult<u64> {
+        Ok(if self.state().containers.contains_key(name) {
+            1 << 20
+        } else {
+            0
+        })
+    }
+
     async fn destroy(&self, name: &str) -> SysResult<()> {
         self.net.record(format!("lxc-destroy {name}"))?;
-        let removed = self.state().containers.remove(name);
+        let mut s = self.state();
+        if s.clones.values().any(|image| image == name) {
+            return Err(SysError::Unexpected {
+                what: format!("destroy container {name}"),
+                detail: "it has clones".into(),
+            });
+        }
+        s.clones.remove(name);
+        let removed = s.containers.remove(name);
+        drop(s);
         if let Some(Some(pid)) = removed {
             self.net.drop_netns(pid);
         }

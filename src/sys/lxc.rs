@@ -67,6 +67,15 @@ pub trait Lxc: Send + Sync {
     async fn entry(&self, name: &str) -> SysResult<Option<ContainerEntry>> {
         Ok(self.survey().await?.0.into_iter().find(|e| e.name == name))
     }
+    /// Makes `name` an overlay snapshot clone of stopped container `image` (`lxc-copy -s -B
+    /// overlay`): its rootfs is an upper directory over the image's, which is never written.
+    async fn clone_overlay(&self, image: &str, name: &str) -> SysResult<()>;
+    /// Makes `name` a full copy of stopped container `image` (`lxc-copy`, the rootfs copied).
+    async fn copy_full(&self, image: &str, name: &str) -> SysResult<()>;
+    /// The existing snapshot clones of `name` (LXC refuses to destroy it while there are).
+    async fn clones_of(&self, name: &str) -> SysResult<Vec<String>>;
+    /// Bytes on disk under `name`'s directory (0 when it has none).
+    async fn disk_usage(&self, name: &str) -> SysResult<u64>;
     /// Container name → init PID of the inits already found and known to run, without reading
     /// anything (a reconcile pass reads their addresses while it surveys). None by default.
     fn held_inits(&self) -> Vec<(String, u32)> {
@@ -326,6 +335,34 @@ impl Lxc for LxcTools {
 
     fn held_inits(&self) -> Vec<(String, u32)> {
         self.known.held_all()
+    }
+
+    async fn clone_overlay(&self, image: &str, name: &str) -> SysResult<()> {
+        let what = format!("clone container {name} from {image}");
+        let args = ["-n", image, "-N", name, "-s", "-B", "overlay"];
+        self.tool(what, "lxc-copy", &args).await.map(drop)
+    }
+
+    async fn copy_full(&self, image: &str, name: &str) -> SysResult<()> {
+        let what = format!("copy container {name} from {image}");
+        let args = ["-n", image, "-N", name];
+        self.tool(what, "lxc-copy", &args).await.map(drop)
+    }
+
+    async fn clones_of(&self, name: &str) -> SysResult<Vec<String>> {
+        let (path, name) = (self.path.clone(), name.to_string());
+        blocking("read a container's clones", move || {
+            super::lxc_files::clones_of(&path, &name)
+        })
+        .await
+    }
+
+    async fn disk_usage(&self, name: &str) -> SysResult<u64> {
+        let dir = self.path.join(name);
+        blocking("measure a container's directory", move || {
+            super::lxc_files::disk_usage(&dir)
+        })
+        .await
     }
 
     async fn survey(&self) -> SysResult<(Vec<ContainerEntry>, Vec<String>)> {

@@ -8,6 +8,8 @@
 //! - [`lean_links`]: the bridge-port dump of a reconcile pass and `info`'s link reads, on a
 //!   netlink connection whose messages are parsed lean;
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
+//!   [`lxc_files`]: what those tools leave on disk that is read without one (an image's
+//!   clones, a directory's size);
 //! - `fake` and `fake_lxc`: in-memory implementations that record calls in one log and play
 //!   scripted failures (only with the `test-util` feature, or in unit tests);
 //! - [`process`]: how every tool runs: tagged with the job it serves, in a process group of its
@@ -33,6 +35,7 @@ pub mod inventory;
 pub mod lean_links;
 pub mod limits;
 pub mod lxc;
+pub mod lxc_files;
 pub mod memory;
 pub mod monitor;
 pub mod netlink;

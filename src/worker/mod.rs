@@ -68,7 +68,7 @@ impl Worker {
     pub async fn recover(&self) -> Result<usize, QueueError> {
         let interrupted = self.store.running()?;
         for job in &interrupted {
-            tracing::warn!(job_id = %job.id, container_id = %job.container_id, "job was interrupted; reconciling with the host");
+            tracing::warn!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "job was interrupted; reconciling with the host");
             let leftovers = owned_by(job.id, self.undo_interrupted(job)).await;
             if leftovers.is_empty() {
                 self.store.requeue_interrupted(job.id).await?;
@@ -91,17 +91,24 @@ impl Worker {
         if let Err(e) = self.engine.stop_leftover_tools(job.id).await {
             return vec![e.to_string()];
         }
-        match job.request.spec() {
-            Some(spec) if job.kind.rolls_back() => self
-                .engine
-                .roll_back(job.request.step_names(), spec, &mut RecoveryProgress)
-                .await
-                .iter()
-                .map(|(s, e)| format!("{s}: {e}"))
-                .collect(),
+        let undo_errors = match (&job.request, job.request.spec()) {
+            (JobRequest::BuildImage { template }, _) => {
+                self.engine
+                    .roll_back_image(template, &mut RecoveryProgress)
+                    .await
+            }
+            (_, Some(spec)) if job.kind.rolls_back() => {
+                self.engine
+                    .roll_back(job.request.step_names(), spec, &mut RecoveryProgress)
+                    .await
+            }
             // The others' steps are idempotent: the job simply runs again.
             _ => Vec::new(),
-        }
+        };
+        undo_errors
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect()
     }
 
     /// Takes and runs jobs until shutdown.
@@ -120,7 +127,7 @@ impl Worker {
             }
             match self.store.next_queued() {
                 Ok(Some(job)) => {
-                    let span = tracing::info_span!("job", job_id = %job.id, container_id = %job.container_id, kind = ?job.kind);
+                    let span = tracing::info_span!("job", job_id = %job.id, container_id = job.container_id.map(tracing::field::display), kind = ?job.kind);
                     if let Err(e) = self.run_job(job).instrument(span).await {
                         tracing::error!(error = %e, "the store failed while running a job");
                         self.idle(STORE_RETRY).await;
@@ -160,6 +167,9 @@ impl Worker {
             JobRequest::Create(spec) => self.engine.create(spec, progress).await,
             JobRequest::Destroy { id, .. } => {
                 self.engine.destroy_recorded(*id, progress).await.map(drop)
+            }
+            JobRequest::BuildImage { template } => {
+                self.engine.build_image(template, progress).await
             }
             JobRequest::Start(spec)
             | JobRequest::Stop(spec)

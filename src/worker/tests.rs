@@ -1,7 +1,10 @@
 //! The worker over fakes: crash recovery (stop leftovers first, undo, requeue or keep the
 //! reservation) and a failed rollback during a normal run.
 
+use std::sync::Arc;
+
 use super::Worker;
+use crate::images::{ImageBook, ImageRecord, Images};
 use crate::model::{ContainerId, VlanId};
 use crate::queue::{ContainerRecordState, JobState, Lifecycle, Origin, QueueError};
 use crate::spec::CreateSpec;
@@ -176,11 +179,22 @@ async fn a_create_stopped_by_shutdown_is_queued_again_when_its_rollback_is_clean
 
 #[tokio::test(start_paused = true)]
 async fn a_create_stopped_by_shutdown_whose_rollback_fails_is_failed_not_requeued() {
-    let r = rig().await;
+    let mut r = rig().await;
+    let images = Images::new(
+        r.worker.engine.host().lxc.clone(),
+        Arc::new(r.worker.store.clone()),
+    );
+    r.worker.engine = r.worker.engine.clone().with_images(Arc::new(images));
+    // A build a crash interrupted: its version taken, its directory there. The create's
+    // rollback (its first step refused by the shutdown) must remove it, and cannot.
+    let mut record = ImageRecord::new("busybox");
+    record.next_version = 2;
+    r.worker.store.put_image(&record).await.unwrap();
+    r.lxc.create("image-busybox-v1", None).await.unwrap();
     let job = r.worker.store.enqueue_create(spec(12)).await.unwrap();
     r.worker.shutdown.cancel();
     for _ in 0..UNDO_TRIES {
-        r.net.fail_next("lxc-destroy container12", libc::EIO);
+        r.net.fail_next("lxc-destroy image-busybox-v1", libc::EIO);
     }
     let next = r.worker.store.next_queued().unwrap().unwrap();
     r.worker.run_job(next).await.unwrap();

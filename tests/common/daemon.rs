@@ -139,6 +139,17 @@ impl<'a> Daemon<'a> {
         job_id(&v)
     }
 
+    /// Queues a build of a new version of `template`'s image; returns the job ID.
+    pub fn build_image(&self, template: &str) -> String {
+        let url = format!("{API}/api/images/{template}/build");
+        job_id(&self.json(&["-s", "-X", "POST", &url]))
+    }
+
+    /// `GET /api/images`.
+    pub fn images(&self) -> Value {
+        self.json(&["-s", &format!("{API}/api/images")])
+    }
+
     /// Container `id`'s info: its record, what the host shows, its health.
     pub fn info(&self, id: u32) -> Value {
         self.json(&["-s", &format!("{API}/api/container/info/{id}")])

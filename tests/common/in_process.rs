@@ -58,6 +58,8 @@ pub struct Opts {
     pub paused: bool,
     /// The queue's bound.
     pub max_queued: usize,
+    /// Containers cloned from images (`serve --clone=on`, the default).
+    pub clone: bool,
 }
 
 /// No token, worker running, room for 10,000 queued jobs.
@@ -65,6 +67,7 @@ pub const DEFAULT: Opts = Opts {
     token: None,
     paused: false,
     max_queued: 10_000,
+    clone: true,
 };
 
 /// Starts a daemon with `opts` on a fresh fake host and a fresh directory; returns once it
@@ -109,6 +112,7 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
         data_dir: data_path(dir),
         lxc_path: lxc_path(dir),
         templates: creepy_meow::templates::Templates::single("busybox", vec![]),
+        clone: opts.clone,
         token: opts.token.map(String::from),
         log_format: LogFormat::Text,
         paused: opts.paused,

@@ -26,6 +26,9 @@ pub(in crate::queue) fn abort<T>(e: QueueError) -> TxResult<T> {
 pub(super) const META_SEQ: &[u8] = b"seq";
 /// Key in `meta` of the number of entries in `pending`.
 pub(super) const META_QUEUED: &[u8] = b"queued";
+/// Start of the key in `meta` that names the image build job pending or running for a
+/// template (`image-build/<template>` → job ID).
+pub(super) const META_IMAGE_BUILD: &[u8] = b"image-build/";
 /// Key in `meta` of the on-disk format version.
 pub(super) const META_FORMAT: &[u8] = b"format";
 

@@ -11,6 +11,7 @@
 //! Reads and transactions are synchronous and fast (sled keeps the working set in memory).
 
 mod codec;
+mod images;
 mod open;
 mod tx;
 
@@ -53,6 +54,9 @@ pub(in crate::queue) struct Trees {
     addrs: Tree,
     /// Counters and the format marker.
     meta: Tree,
+    /// Template name → its images' record (`images.rs`; written by the worker alone, outside
+    /// the job transactions).
+    images: Tree,
     /// Bumped after every committed transaction that wrote `containers`: the container list
     /// cached for `GET /api/container/list` is current while this has not moved.
     containers_gen: Arc<AtomicU64>,
@@ -271,7 +275,7 @@ impl Trees {
     }
 
     /// A sled error while doing `what`, naming the directory.
-    fn storage(&self, what: &str, e: sled::Error) -> QueueError {
+    pub(in crate::queue) fn storage(&self, what: &str, e: sled::Error) -> QueueError {
         QueueError::Storage(format!(
             "job store in {}: cannot {what}: {e}",
             self.dir.display()

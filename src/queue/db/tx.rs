@@ -7,8 +7,8 @@ use sled::transaction::TransactionalTree;
 use uuid::Uuid;
 
 use super::codec::{
-    abort, addr_key, container_key, corrupt, decode, decode_u64, encode, seq_key, TxResult,
-    META_QUEUED, META_SEQ,
+    abort, addr_key, container_key, corrupt, decode, decode_u64, decode_uuid, encode, seq_key,
+    TxResult, META_IMAGE_BUILD, META_QUEUED, META_SEQ,
 };
 use crate::model::{ContainerId, VlanId};
 use crate::queue::job::{ContainerRecord, Job, Origin};
@@ -122,6 +122,25 @@ impl Tx<'_> {
         let next = last + 1;
         self.meta.insert(META_SEQ, &next.to_be_bytes())?;
         Ok(next)
+    }
+
+    /// The image build job pending or running for template `template`, if any.
+    pub fn image_build(&self, template: &str) -> TxResult<Option<Uuid>> {
+        let key = [META_IMAGE_BUILD, template.as_bytes()].concat();
+        match self.meta.get(key)? {
+            Some(b) => Ok(Some(decode_uuid("meta", &template, &b).or_else(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes `job` the image build pending or running for `template` (`None`: there is none).
+    pub fn set_image_build(&self, template: &str, job: Option<Uuid>) -> TxResult<()> {
+        let key = [META_IMAGE_BUILD, template.as_bytes()].concat();
+        match job {
+            Some(job) => self.meta.insert(key, job.as_bytes().as_slice())?,
+            None => self.meta.remove(key)?,
+        };
+        Ok(())
     }
 
     /// The record of container `id`, or `None`.

@@ -187,12 +187,16 @@ fn delete_namespace(ns: &str) -> Result<(), String> {
 
 /// LXC's command socket lives in the namespace that started the container, so stop
 /// and destroy from there; elsewhere lxc-destroy would wipe a running rootfs. A container
-/// still there afterwards is pushed onto `errors`.
+/// still there afterwards is pushed onto `errors`. Snapshot clones go before the containers
+/// they were cloned from (LXC lists those in `lxc_snapshots` and refuses to destroy them
+/// first).
 pub(super) fn destroy_containers(ns: &str, lxc_dir: &Path, errors: &mut Vec<String>) {
     let Ok(entries) = fs::read_dir(lxc_dir) else {
         return;
     };
-    for entry in entries.flatten() {
+    let mut entries: Vec<fs::DirEntry> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.path().join("lxc_snapshots").exists());
+    for entry in entries {
         if !entry.path().join("config").is_file() {
             continue;
         }

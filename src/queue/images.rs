@@ -1,0 +1,30 @@
+//! The job store as the images' [`ImageBook`]: their records live in the same database, and a
+//! write is answered once the group commit has it on disk.
+
+use async_trait::async_trait;
+
+use super::store::JobStore;
+use crate::images::{ImageBook, ImageError, ImageRecord};
+
+#[async_trait]
+impl ImageBook for JobStore {
+    fn image(&self, template: &str) -> Result<Option<ImageRecord>, ImageError> {
+        self.inner
+            .trees
+            .image(template)
+            .map_err(|e| ImageError::Store(e.to_string()))
+    }
+
+    fn images(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        self.inner
+            .trees
+            .images()
+            .map_err(|e| ImageError::Store(e.to_string()))
+    }
+
+    async fn put_image(&self, record: &ImageRecord) -> Result<(), ImageError> {
+        let store = |e: super::QueueError| ImageError::Store(e.to_string());
+        self.inner.trees.put_image(record).map_err(store)?;
+        self.flush().await.map_err(store)
+    }
+}
