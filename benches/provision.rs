@@ -107,27 +107,42 @@ async fn floor_image(lxc: &Path) -> String {
     "floorimage".into()
 }
 
-/// Destroys containers `1..end` through the API, one after another; the jobs' durations.
-async fn daemon_destroys(end: u32) -> Vec<Duration> {
+/// Destroys containers `1..end` through the API, one after another; each job's duration
+/// (`total`) and steps.
+async fn daemon_destroys(end: u32) -> Vec<Parts> {
     let mut out = Vec::new();
     for id in 1..end {
         let accepted = json(PORT, &Req::delete(format!("/api/container/{id}")), 202).await;
         let job_id = accepted["job_id"].as_str().expect("job_id").to_string();
         let job = wait_job(&job_id).await;
         assert_eq!(job["state"], "succeeded", "destroy {id}: {job}");
-        out.push(between(&job["created_at"], &job["finished_at"]));
+        let mut parts = Parts::from([
+            ("total", between(&job["created_at"], &job["finished_at"])),
+            ("queue", between(&job["created_at"], &job["started_at"])),
+        ]);
+        for (name, step) in StepName::DESTROY
+            .iter()
+            .zip(job["steps"].as_array().expect("steps"))
+        {
+            parts.insert(
+                name.as_str(),
+                between(&step["started_at"], &step["finished_at"]),
+            );
+        }
+        out.push(parts);
     }
     out
 }
 
-/// `lxc-stop -k` + `lxc-destroy` of the floor's clones `fl0..fl<end>`.
-fn floor_destroys(lxc: &Path, end: u32) -> Vec<Duration> {
+/// `lxc-stop -k`, then `lxc-destroy`, of the floor's clones `fl0..fl<end>`: each one's two
+/// times.
+fn floor_destroys(lxc: &Path, end: u32) -> Vec<(Duration, Duration)> {
     let p = path_str(lxc);
     (0..end)
         .map(|i| {
             let name = format!("fl{i}");
             let stop = timed("lxc-stop", &["-P", &p, "-n", &name, "-k"]).0;
-            stop + timed("lxc-destroy", &["-P", &p, "-n", &name]).0
+            (stop, timed("lxc-destroy", &["-P", &p, "-n", &name]).0)
         })
         .collect()
 }
@@ -326,8 +341,8 @@ fn report(
     n: usize,
     runs: &[Vec<Parts>; WAYS],
     cold: &Parts,
-    destroys: &[Duration],
-    floor_destroys: &[Duration],
+    destroys: &[Parts],
+    floor_destroys: &[(Duration, Duration)],
 ) {
     let [daemon, engine, shell, floor, template_floor] = runs;
     let sum = |rs: &[Parts], part: &str| {
@@ -423,12 +438,16 @@ fn report(
         ratio(net.p50, shell_net.p50),
         verdict(net.p50 <= Duration::from_millis(3)),
     );
-    let (d, f) = (Summary::of(destroys), Summary::of(floor_destroys));
+    let both: Vec<Duration> = floor_destroys.iter().map(|(s, d)| *s + *d).collect();
+    let alone: Vec<Duration> = floor_destroys.iter().map(|(_, d)| *d).collect();
+    let (f, alone) = (Summary::of(&both), Summary::of(&alone));
+    let d = sum(destroys, "total").expect("destroys");
     out += &format!(
         "\n| destroy, one after another | n | p50 ms | p95 ms | mean ms |\n|---|---|---|---|---|\n\
          | daemon, accept → succeeded | {} | {} | {} | {} |\n\
-         | floor: lxc-stop -k + lxc-destroy of a clone | {} | {} | {} | {} |\n\n\
-         destroy p50 vs the floor: {}\n",
+         | floor: lxc-stop -k + lxc-destroy of a clone | {} | {} | {} | {} |\n\
+         | lxc-destroy alone (of the stopped clone) | {} | {} | {} | {} |\n\n\
+         destroy p50 vs the floor: {}; vs lxc-destroy alone: {}\n",
         destroys.len(),
         ms(d.p50),
         ms(d.p95),
@@ -437,7 +456,19 @@ fn report(
         ms(f.p50),
         ms(f.p95),
         ms(f.mean),
+        floor_destroys.len(),
+        ms(alone.p50),
+        ms(alone.p95),
+        ms(alone.mean),
         ratio(d.p50, f.p50),
+        ratio(d.p50, alone.p50),
     );
+    let steps: Vec<String> = StepName::DESTROY
+        .iter()
+        .map(|s| s.as_str())
+        .chain(["queue"])
+        .map(|part| format!("{part} {}", cell(destroys, part)))
+        .collect();
+    out += &format!("\ndestroy steps, p50 / p95 ms: {}\n", steps.join("; "));
     common::emit(BENCH, &out);
 }

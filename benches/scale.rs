@@ -1,12 +1,16 @@
-//! Scale (issue 7, part 4): `CMBENCH_SCALE_N` (default 500) busybox containers on one simulated
-//! server across VLANs 2, 3 and 4, all queued at once through the API and created by the one
-//! worker. Takes about N × 0.55 s here (≈ 5 minutes for 500) plus ≈ 15 s of teardown.
+//! Scale (issue 7, part 4; issue 13): `CMBENCH_SCALE_N` (default 500) busybox containers on one
+//! simulated server across VLANs 2, 3 and 4, all queued at once through the API and created by
+//! the one worker, each a clone of the image its first create built. Takes about N × 0.03 s
+//! here plus ≈ 15 s of teardown.
 //!
 //! Measured: each create's duration (the job's `started_at` → `finished_at`), the first 50
-//! against the last 50; `GET /api/container/list` latency (200 sequential requests) and the
-//! daemon's RSS (`VmRSS`) at 0 containers and at every tenth of the way. Baseline in the same
-//! run: the floor (`lxc-create` + `lxc-start -d`, 5 containers on another LXC path) before the
-//! first create and after the last, which shows how much of any slow-down is LXC's own.
+//! against the last 50 (the very first, which builds the image, is left out of both);
+//! `GET /api/container/list` latency (200 sequential requests) and the daemon's RSS (`VmRSS`)
+//! at 0 containers and at every tenth of the way; the disk each container uses (its directory:
+//! config and overlay upper directory) beside the image's. Baseline in the same run: the floor
+//! (`lxc-copy -s -B overlay` of a busybox image + `lxc-start -d`, 20 containers on another LXC
+//! path; 8 after) before the first create and after the last, which shows how much of any slow-down is
+//! LXC's own.
 //!
 //! Targets: last 50 ≤ 1.2 × first 50; list at 500 ≤ 5 ms; RSS ≤ 30 MB.
 
@@ -24,10 +28,16 @@ use common::harness::lab::run_checked;
 use common::http::{json, Conn, Req};
 use common::lab::Lab;
 use common::stats::{between, ms, ratio, rss_kib, verdict, Summary};
+use creepy_meow::sys::lxc::{Lxc, LxcTools};
+use creepy_meow::sys::lxc_files::disk_usage;
 
 const BENCH: &str = "scale";
 const WINDOW: usize = 50;
-const FLOOR_RUNS: usize = 5;
+/// Floor containers before the first create (stopped again after) and after the last: each
+/// running busybox container holds six ptys of the host's ≈ 3,070 (see
+/// benches/common/clones.rs), so with 500 up only a few more start.
+const FLOOR_RUNS: usize = 20;
+const FLOOR_RUNS_AFTER: usize = 8;
 
 fn main() {
     let n = common::env_usize("CMBENCH_SCALE_N", 500);
@@ -69,22 +79,58 @@ async fn list_latency() -> Summary {
     Summary::of(&lat)
 }
 
-/// `lxc-create` + `lxc-start -d` of `FLOOR_RUNS` containers named `<tag>N` on `lxc`.
-fn floor(lxc: &Path, conf: &Path, tag: &str) -> Summary {
-    let (p, conf) = (lxc.display().to_string(), conf.display().to_string());
-    let times: Vec<Duration> = (0..FLOOR_RUNS)
+/// The floor's image, `base` in LXC path `base_path` (beside the server's directory: see
+/// `common::clones`), made as the daemon makes its images.
+async fn floor_image(base_path: &Path) {
+    let tools = LxcTools::new(base_path, "busybox", Vec::new()).expect("the base's LXC path");
+    tools
+        .create(FLOOR_BASE, None)
+        .await
+        .expect("create the floor's image");
+}
+
+const FLOOR_BASE: &str = "base";
+
+/// `lxc-copy -s -B overlay` of the floor's image + `lxc-start -d` of `runs` containers
+/// named `<tag>N` on `lxc`.
+fn floor(base_path: &Path, lxc: &Path, tag: &str, runs: usize) -> Summary {
+    let (base, p) = (base_path.display().to_string(), lxc.display().to_string());
+    let times: Vec<Duration> = (0..runs)
         .map(|i| {
             let name = format!("{tag}{i}");
             let t0 = Instant::now();
-            run_checked(
-                Command::new("lxc-create")
-                    .args(["-P", &p, "-n", &name, "-t", "busybox", "-f", &conf]),
-            );
+            run_checked(Command::new("lxc-copy").args([
+                "-P", &base, "-n", FLOOR_BASE, "-p", &p, "-N", &name, "-s", "-B", "overlay",
+            ]));
             run_checked(Command::new("lxc-start").args(["-P", &p, "-n", &name, "-d"]));
             t0.elapsed()
         })
         .collect();
     Summary::of(&times)
+}
+
+/// `lxc-stop -k` of the floor's containers `<tag>N`.
+fn stop_all(lxc: &Path, tag: &str) {
+    let p = lxc.display().to_string();
+    for i in 0..FLOOR_RUNS {
+        let name = format!("{tag}{i}");
+        run_checked(Command::new("lxc-stop").args(["-P", &p, "-n", &name, "-k"]));
+    }
+}
+
+/// Bytes on disk under each `container<ID>` directory of `lxc`, and under each image's.
+fn disk(lxc: &Path) -> (Vec<u64>, Vec<(String, u64)>) {
+    let (mut containers, mut images) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(lxc).expect("the LXC path").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = disk_usage(&entry.path()).expect("disk usage");
+        if name.starts_with("container") {
+            containers.push(bytes);
+        } else if name.starts_with("image-") {
+            images.push((name, bytes));
+        }
+    }
+    (containers, images)
 }
 
 async fn done_count(n: usize) -> usize {
@@ -94,8 +140,11 @@ async fn done_count(n: usize) -> usize {
 }
 
 async fn run(lab: &Lab, n: usize) {
-    let (floor_lxc, conf) = (lab.path("lxc-floor"), lab.empty_net_conf());
-    let floor_before = floor(&floor_lxc, &conf, "fa");
+    let (floor_lxc, floor_base) = (lab.path("lxc-floor"), lab.beside("floor-base"));
+    floor_image(&floor_base).await;
+    let floor_before = floor(&floor_base, &floor_lxc, "fa", FLOOR_RUNS);
+    // Stopped again, for the ptys (FLOOR_RUNS_AFTER).
+    stop_all(&floor_lxc, "fa");
     let daemon = Daemon::start(&lab.path("data"), &lab.path("lxc"), &["--paused"]).await;
     let mut points = vec![Point {
         containers: 0,
@@ -148,9 +197,64 @@ async fn run(lab: &Lab, n: usize) {
         .iter()
         .map(|j| between(&j["started_at"], &j["finished_at"]))
         .collect();
-    let floor_after = floor(&floor_lxc, &conf, "fz");
+    let floor_after = floor(&floor_base, &floor_lxc, "fz", FLOOR_RUNS_AFTER);
+    let disk = disk(&lab.path("lxc"));
     drop(daemon);
-    report(n, took, &durations, &points, floor_before, floor_after);
+    report(
+        n,
+        took,
+        &durations,
+        &points,
+        (floor_before, floor_after),
+        &disk,
+    );
+    common::emit(BENCH, &steps_table(&jobs));
+}
+
+/// Each step's p50 / p95 over the first and the last window (the first create left out).
+fn steps_table(jobs: &[Value]) -> String {
+    let windows = [
+        ("first 50", &jobs[1..=WINDOW]),
+        ("last 50", &jobs[jobs.len() - WINDOW..]),
+    ];
+    let mut out = String::from("| step, p50 / p95 ms | first 50 | last 50 |\n|---|---|---|\n");
+    for step in creepy_meow::spec::StepName::CREATE {
+        let cells: Vec<String> = windows
+            .iter()
+            .map(|(_, js)| {
+                let times: Vec<Duration> = js
+                    .iter()
+                    .filter_map(|j| {
+                        let steps = j["steps"].as_array()?;
+                        let s = steps.iter().find(|s| s["name"] == step.as_str())?;
+                        Some(between(&s["started_at"], &s["finished_at"]))
+                    })
+                    .collect();
+                let s = Summary::of(&times);
+                format!("{} / {}", ms(s.p50), ms(s.p95))
+            })
+            .collect();
+        out += &format!("| {step} | {} | {} |\n", cells[0], cells[1]);
+    }
+    // Job started → its first step started: the checks against the host (`check_host`).
+    let cells: Vec<String> = windows
+        .iter()
+        .map(|(_, js)| {
+            let times: Vec<Duration> = js
+                .iter()
+                .filter_map(|j| {
+                    Some(between(
+                        &j["started_at"],
+                        &j["steps"].as_array()?[0]["started_at"],
+                    ))
+                })
+                .collect();
+            let s = Summary::of(&times);
+            format!("{} / {}", ms(s.p50), ms(s.p95))
+        })
+        .collect();
+    out += &format!("| before the first step | {} | {} |\n", cells[0], cells[1]);
+    out
 }
 
 fn report(
@@ -158,10 +262,12 @@ fn report(
     took: Duration,
     durations: &[Duration],
     points: &[Point],
-    floor_before: Summary,
-    floor_after: Summary,
+    (floor_before, floor_after): (Summary, Summary),
+    (per_container, images): &(Vec<u64>, Vec<(String, u64)>),
 ) {
-    let first = Summary::of(&durations[..WINDOW]);
+    // The first create builds the image: reported on its own, not in the first window.
+    let cold = durations[0];
+    let first = Summary::of(&durations[1..=WINDOW]);
     let last = Summary::of(&durations[durations.len() - WINDOW..]);
     let mut out = format!(
         "## Scale: {n} containers on one server, VLANs 2/3/4, queued at once\n\n\
@@ -173,8 +279,8 @@ fn report(
     for (label, s) in [
         ("first 50", first),
         ("last 50", last),
-        ("floor before (lxc-create + lxc-start, 5)", floor_before),
-        ("floor after, with all containers up (5)", floor_after),
+        ("floor before (lxc-copy -s + lxc-start, 20)", floor_before),
+        ("floor after, with all containers up (8)", floor_after),
     ] {
         out += &format!(
             "| {label} | {} | {} | {} |\n",
@@ -183,6 +289,24 @@ fn report(
             ms(s.mean)
         );
     }
+    out += &format!(
+        "\nthe first create, which built the image: {} ms\n",
+        ms(cold)
+    );
+    let kib = |b: u64| b as f64 / 1024.0;
+    let most = per_container.iter().copied().max().unwrap_or(0);
+    let mean = per_container.iter().sum::<u64>() as f64 / per_container.len().max(1) as f64;
+    out += &format!(
+        "\ndisk per container (its directory: config + overlay upper directory), {} containers: \
+         mean {:.1} KiB, max {:.1} KiB; ",
+        per_container.len(),
+        mean / 1024.0,
+        kib(most)
+    );
+    for (name, bytes) in images {
+        out += &format!("image {name}: {:.1} KiB; ", kib(*bytes));
+    }
+    out += "\n";
     out += "\n| containers | list p50 ms | list p99 ms | daemon RSS MiB | daemon fds |\n|---|---|---|---|---|\n";
     for p in points {
         out += &format!(

@@ -243,3 +243,43 @@ fn a_clone_that_cannot_be_made_rolls_back_to_nothing() {
     // And the next create works.
     created(&d, 6, None);
 }
+
+#[test]
+fn a_clone_whose_image_was_deleted_by_hand_is_missing_not_restarted_and_destroyable() {
+    let lab = Lab::new(1);
+    let s = lab.server(1);
+    let d = Daemon::start_with(s, None, &["--reconcile-interval", "0"]);
+    created(&d, 5, None);
+    let lxc = lxc_path(&s.dir);
+    let p = lxc.to_str().unwrap();
+    s.run_ok("lxc-stop", ["-P", p, "-n", "container5", "-k"]);
+    std::fs::remove_dir_all(lxc.join("image-busybox-v1")).unwrap();
+
+    let report = d.reconcile();
+    let drift = report["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{report}");
+    assert_eq!(
+        (&drift[0]["drift"], &drift[0]["job_id"]),
+        (&"missing".into(), &Value::Null),
+        "{report}"
+    );
+    assert_eq!(d.info(5)["health"], "missing");
+    let images = d.images();
+    assert_eq!(
+        images["images"][0]["versions"][0]["present"], false,
+        "{images}"
+    );
+
+    let destroyed = d.wait(&d.destroy(5));
+    assert_eq!(destroyed["state"], "succeeded", "{destroyed}");
+    assert!(!lxc.join("container5").exists());
+    // The next create builds a new version.
+    created(&d, 6, None);
+    assert_eq!(lower_of(s, "container6"), "image-busybox-v2");
+    let listed = versions(&d);
+    assert_eq!(
+        listed.last(),
+        Some(&(2, vec!["container6".into()])),
+        "{listed:?}"
+    );
+}

@@ -2,6 +2,8 @@
 //! plans of steps (create with rollback, start/stop/restart/repair, destroy). What the host
 //! shows of a container is read by `reconcile` (`Reconciler::inspect`).
 
+mod ports;
+
 use std::sync::Arc;
 
 use crate::fabric::FabricConfig;
@@ -101,6 +103,8 @@ pub struct Engine {
     /// The images containers are cloned from; `None`: each is made by its template
     /// (`--clone=off`).
     images: Option<Arc<Images>>,
+    /// How full each bridge may be (`ports.rs`).
+    ports: Arc<ports::PortBudget>,
 }
 
 impl Engine {
@@ -111,6 +115,7 @@ impl Engine {
             host,
             fabric,
             images: None,
+            ports: Arc::default(),
         }
     }
 
@@ -204,26 +209,40 @@ impl Engine {
                 "interface {veth} already exists"
             )));
         }
-        let bridge = spec.vlan.bridge_name();
-        let links = self.host.net.links().await?;
-        let Some(br) = links
-            .iter()
-            .find(|l| l.name == bridge && l.kind == LinkKind::Bridge)
+        let (bridge, uplink) = (spec.vlan.bridge_name(), spec.vlan.vxlan_name());
+        // The bridge by name; its ports, from the lean bridge dump (which reports no kinds:
+        // the uplink is known by name), only when `ports.rs` says so: a full link dump costs
+        // each veth a walk of the namespaces (its peer's ID), and even the lean one grows with
+        // the containers.
+        let Some(br) = self
+            .host
+            .net
+            .link(&bridge)
+            .await?
+            .filter(|l| l.kind == LinkKind::Bridge)
         else {
             return Err(EngineError::Conflict(format!(
                 "bridge {bridge} is missing; run `creepy-meow setup`"
             )));
         };
-        let ports = links
-            .iter()
-            .filter(|l| l.master == Some(br.index) && !matches!(l.kind, LinkKind::Vxlan(_)))
-            .count();
-        if ports >= MAX_CONTAINERS_PER_VLAN {
-            return Err(EngineError::Conflict(format!(
-                "vlan {} is full: {bridge} has {ports} containers, the most a bridge can hold alongside its uplink",
-                spec.vlan
-            )));
+        if self.ports.needs_count(&bridge, MAX_CONTAINERS_PER_VLAN) {
+            let ports = self
+                .host
+                .net
+                .bridge_ports()
+                .await?
+                .iter()
+                .filter(|l| l.master == Some(br.index) && l.name != uplink)
+                .count();
+            self.ports.counted(&bridge, ports);
+            if ports >= MAX_CONTAINERS_PER_VLAN {
+                return Err(EngineError::Conflict(format!(
+                    "vlan {} is full: {bridge} has {ports} containers, the most a bridge can hold alongside its uplink",
+                    spec.vlan
+                )));
+            }
         }
+        self.ports.one_more(&bridge);
         Ok(())
     }
 

@@ -59,8 +59,15 @@ pub struct StartContainer;
 impl Step for StartContainer {
     async fn apply(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
         let name = ctx.id()?.container_name();
+        let t0 = Instant::now();
         ctx.host.lxc.start(&name).await?;
+        let started = t0.elapsed();
         ctx.pid = Some(wait_for_netns(ctx, &name).await?);
+        tracing::debug!(
+            lxc_start_us = started.as_micros() as u64,
+            wait_us = (t0.elapsed() - started).as_micros() as u64,
+            "container started"
+        );
         Ok(())
     }
 

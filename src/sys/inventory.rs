@@ -63,6 +63,7 @@ pub fn survey(
         .collect();
     for entry in &mut out {
         entry.init_pid = monitors.get(&entry.name).copied().flatten();
+        check_clone_base(lxc_path, entry);
     }
     Ok((out, changing))
 }
@@ -88,6 +89,29 @@ fn dir_entry(lxc_path: &Path, name: String, init_pid: Option<u32>) -> ContainerE
     }
 }
 
+/// A stopped snapshot clone whose base (its image) is gone has no root file system: its
+/// `rootfs` is an empty mount point over nothing. LXC names the base in `lxc_rdepends` (LXC
+/// path, then name). Read for stopped containers only: a running one has its rootfs mounted,
+/// and a pass that finds nothing to do reads nothing more.
+fn check_clone_base(lxc_path: &Path, entry: &mut ContainerEntry) {
+    if entry.init_pid.is_some() || !entry.has_rootfs {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(lxc_path.join(&entry.name).join("lxc_rdepends")) else {
+        return;
+    };
+    let mut lines = text.lines();
+    if let (Some(path), Some(base)) = (lines.next(), lines.next()) {
+        if !Path::new(path.trim())
+            .join(base.trim())
+            .join("rootfs")
+            .is_dir()
+        {
+            entry.has_rootfs = false;
+        }
+    }
+}
+
 /// The entry of container `name` alone, as [`survey`] would list it, or `None` when it has no
 /// directory.
 ///
@@ -102,7 +126,9 @@ pub fn entry(
         return Ok(None);
     }
     let init_pid = monitor::init_pid(lxc_path, name, known)?;
-    Ok(Some(dir_entry(lxc_path, name.to_string(), init_pid)))
+    let mut entry = dir_entry(lxc_path, name.to_string(), init_pid);
+    check_clone_base(lxc_path, &mut entry);
+    Ok(Some(entry))
 }
 
 /// [`entry`] when it costs no more than a few `stat`s and one poll(2): the container has no
@@ -155,6 +181,34 @@ fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_clone_whose_image_is_gone_has_no_rootfs() {
+        let dir = crate::test_support::TempDir::new("clone-base");
+        let p = dir.path();
+        for d in [
+            "image-busybox-v1/rootfs",
+            "container5/rootfs",
+            "container6/rootfs",
+        ] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        let rdepends = format!("{}\nimage-busybox-v1\n", p.display());
+        std::fs::write(p.join("container5/lxc_rdepends"), &rdepends).unwrap();
+        let judged = |name: &str, init_pid| {
+            let mut e = dir_entry(p, name.into(), init_pid);
+            check_clone_base(p, &mut e);
+            e.has_rootfs
+        };
+        assert!(judged("container5", None) && judged("container6", None));
+        std::fs::remove_dir_all(p.join("image-busybox-v1")).unwrap();
+        assert!(!judged("container5", None), "its image is gone");
+        assert!(
+            judged("container5", Some(42)),
+            "running: its rootfs is mounted"
+        );
+        assert!(judged("container6", None), "not a clone");
+    }
 
     #[test]
     fn fib_trie_yields_the_local_addresses_once() {

@@ -53,6 +53,9 @@ pub fn disk_usage(dir: &Path) -> SysResult<u64> {
         }
     };
     let mut total = top.blocks() * 512;
+    if !top.is_dir() {
+        return Ok(total);
+    }
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         let io = |source| SysError::Io {
@@ -103,5 +106,9 @@ mod tests {
         let full = disk_usage(dir.path()).unwrap();
         assert!(full >= empty + 64 * 1024, "{empty} then {full}");
         assert_eq!(disk_usage(&dir.path().join("absent")).unwrap(), 0);
+        assert!(
+            disk_usage(&dir.path().join("sub/f")).unwrap() >= 64 * 1024,
+            "a file"
+        );
     }
 }
