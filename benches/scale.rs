@@ -213,47 +213,32 @@ async fn run(lab: &Lab, n: usize) {
 
 /// Each step's p50 / p95 over the first and the last window (the first create left out).
 fn steps_table(jobs: &[Value]) -> String {
-    let windows = [
-        ("first 50", &jobs[1..=WINDOW]),
-        ("last 50", &jobs[jobs.len() - WINDOW..]),
-    ];
-    let mut out = String::from("| step, p50 / p95 ms | first 50 | last 50 |\n|---|---|---|\n");
-    for step in creepy_meow::spec::StepName::CREATE {
-        let cells: Vec<String> = windows
+    let windows = [&jobs[1..=WINDOW], &jobs[jobs.len() - WINDOW..]];
+    // `time` of every job of each window that has one, as "p50 / p95".
+    let cells = |time: &dyn Fn(&Value) -> Option<Duration>| -> Vec<String> {
+        windows
             .iter()
-            .map(|(_, js)| {
-                let times: Vec<Duration> = js
-                    .iter()
-                    .filter_map(|j| {
-                        let steps = j["steps"].as_array()?;
-                        let s = steps.iter().find(|s| s["name"] == step.as_str())?;
-                        Some(between(&s["started_at"], &s["finished_at"]))
-                    })
-                    .collect();
-                let s = Summary::of(&times);
+            .map(|js| {
+                let s = Summary::of(&js.iter().filter_map(time).collect::<Vec<_>>());
                 format!("{} / {}", ms(s.p50), ms(s.p95))
             })
-            .collect();
-        out += &format!("| {step} | {} | {} |\n", cells[0], cells[1]);
+            .collect()
+    };
+    let mut out = String::from("| step, p50 / p95 ms | first 50 | last 50 |\n|---|---|---|\n");
+    for step in creepy_meow::spec::StepName::CREATE {
+        let c = cells(&|j: &Value| {
+            let steps = j["steps"].as_array()?;
+            let s = steps.iter().find(|s| s["name"] == step.as_str())?;
+            Some(between(&s["started_at"], &s["finished_at"]))
+        });
+        out += &format!("| {step} | {} | {} |\n", c[0], c[1]);
     }
     // Job started → its first step started: the checks against the host (`check_host`).
-    let cells: Vec<String> = windows
-        .iter()
-        .map(|(_, js)| {
-            let times: Vec<Duration> = js
-                .iter()
-                .filter_map(|j| {
-                    Some(between(
-                        &j["started_at"],
-                        &j["steps"].as_array()?[0]["started_at"],
-                    ))
-                })
-                .collect();
-            let s = Summary::of(&times);
-            format!("{} / {}", ms(s.p50), ms(s.p95))
-        })
-        .collect();
-    out += &format!("| before the first step | {} | {} |\n", cells[0], cells[1]);
+    let c = cells(&|j: &Value| {
+        let first = &j["steps"].as_array()?[0];
+        Some(between(&j["started_at"], &first["started_at"]))
+    });
+    out += &format!("| before the first step | {} | {} |\n", c[0], c[1]);
     out
 }
 

@@ -315,34 +315,15 @@ fn sigkill_in_an_image_build_leaves_no_half_built_image() {
     let s = lab.server(1);
     let points = barriers("build_image", &BUILD_STEPS, &["lxc-create"]);
     for point in &points {
-        let mut d = Daemon::start(s, Some(point), false);
-        let job = d.build_image("busybox");
-        d.wait_barrier(point);
-        d.kill();
-        drop(d);
-        let d = Daemon::start(s, None, false);
-        let done = d.wait(&job);
+        // The job succeeds on a later attempt, no container, no tool left, and every image
+        // directory is one the daemon lists (`assert_host_matches`)...
+        kill_at_then_recover(s, point, |d| d.build_image("busybox"), &[]);
+        // ...and only one: nothing was cloned from the older versions.
         assert_eq!(
-            done["state"],
-            "succeeded",
-            "killed at {point}: {done}\n{}",
-            d.log()
-        );
-        // What is on disk is what the records list: one version (nothing was cloned from the
-        // older ones), and no directory of a build that did not finish.
-        let images = d.images();
-        let listed: Vec<String> = images["images"][0]["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["lxc_name"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(listed.len(), 1, "killed at {point}: {images}");
-        assert_eq!(image_dirs(s), listed, "killed at {point}");
-        assert_eq!(
-            tools_left(&[job]),
-            Vec::<String>::new(),
-            "killed at {point}"
+            image_dirs(s).len(),
+            1,
+            "killed at {point}: {:?}",
+            image_dirs(s)
         );
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! - `record.rs`: what the store keeps of a template's images (its versions, each with the
 //!   template's arguments and build time), their LXC names, and [`ImageBook`], the store seen
-//!   from here (the job store implements it; [`MemoryBook`] in tests);
+//!   from here (the job store implements it; `MemoryBook` in tests);
 //! - `service.rs`: [`Images`]: ensure an image (build it when missing or out of date), build
 //!   a new version, clone a container from one (falling back to a full copy where the file
 //!   system cannot do overlay), remove versions no container uses;
