@@ -199,6 +199,30 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn images_show_each_version_with_its_clones_and_a_template_not_built_yet() {
+        let answer = json!({"clone": "copy", "fallback_reason": "lxc-copy exited with 1",
+            "images": [
+                {"name": "busybox", "versions": [
+                    {"version": 1, "current": false, "built_at": "t1", "size_bytes": 4096 * 1024,
+                     "clones": ["container5", "container6"]},
+                    {"version": 2, "current": true, "built_at": "t2", "size_bytes": 2048,
+                     "clones": []}]},
+                {"name": "small", "versions": []}]});
+        let out = images_table(&answer);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "containers are made by: copy");
+        assert!(lines[1].contains("lxc-copy exited with 1"), "{out}");
+        let v1 = lines.iter().find(|l| l.contains("t1")).expect("v1");
+        assert!(
+            v1.contains("4096") && v1.contains("2 (container5 container6)") && v1.contains(" no "),
+            "{v1}"
+        );
+        let v2 = lines.iter().find(|l| l.contains("t2")).expect("v2");
+        assert!(v2.contains("yes") && v2.ends_with('-'), "{v2}");
+        assert!(out.contains("not built yet"), "{out}");
+    }
+
+    #[test]
     fn a_job_row_names_its_kind_and_origin() {
         let jobs = vec![
             json!({"id": "j1", "kind": "restart", "origin": "reconcile", "container_id": 5, "state": "queued", "created_at": "t"}),
