@@ -1,14 +1,15 @@
-//! `/api/container/*`: create (202 + job), list, info, destroy (202 + job).
+//! `/api/container/*`: create (202 + job; 200 for a retry with its `Idempotency-Key`), list,
+//! info, destroy, start, stop, restart (202 + job, the same).
 
 use serde_json::json;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{parse_create, BodyFormat};
-use super::{json_reply, off_reactor, AppState, Request};
+use super::{idempotency, json_reply, off_reactor, AppState, Request};
 use crate::model::ContainerId;
-use crate::queue::{ContainerRecordState, Job, JobStore, Lifecycle, Origin};
+use crate::queue::{ContainerRecordState, JobStore, Lifecycle, Origin};
 use crate::reconcile::classify::Health;
 use time::format_description::well_known::Rfc3339;
 
@@ -17,39 +18,20 @@ fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
         .map_err(|e: crate::model::InvalidValue| ApiError::invalid_field("id", e.0))
 }
 
-/// 202 with `Location: /api/jobs/<id>` and the job's essentials (`id`: its container's, when
-/// it has one).
-pub(super) fn accepted(job: &Job, extra: serde_json::Value) -> Response {
-    let location = format!("/api/jobs/{}", job.id);
-    let mut body = json!({
-        "job_id": job.id,
-        "kind": job.kind,
-        "state": job.state,
-        "location": location,
-    });
-    if let Some(id) = job.container_id {
-        body["id"] = json!(id);
-    }
-    if let (Some(b), serde_json::Value::Object(e)) = (body.as_object_mut(), extra) {
-        b.extend(e);
-    }
-    let mut resp = json_reply(StatusCode::ACCEPTED, &body);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
-}
-
 /// `POST /api/container/create`.
 pub async fn create(
     state: &AppState,
+    req: &Request,
     format: BodyFormat,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let spec = parse_create(format, body)?;
+    let parsed = serde_json::to_string(&spec).unwrap_or_default();
+    let key = idempotency::key(req, &parsed)?;
     state.engine.check_request(&spec)?;
-    let job = state.store.enqueue_create(spec.clone()).await?;
-    tracing::info!(job_id = %job.id, container_id = %spec.id, vlan = %spec.vlan, ip = %spec.ip, "create accepted");
+    let done = state.store.enqueue_create_keyed(spec.clone(), key).await?;
+    let job = &done.job;
+    tracing::info!(job_id = %job.id, container_id = %spec.id, vlan = %spec.vlan, ip = %spec.ip, replayed = done.replayed, "create accepted");
     state.control.wake_worker();
     state.control.job_changed();
     let mut extra = json!({ "vlan": spec.vlan, "ip": spec.ip });
@@ -59,7 +41,7 @@ pub async fn create(
     if let Some(t) = &spec.template {
         extra["template"] = json!(t);
     }
-    Ok(accepted(&job, extra))
+    Ok(idempotency::answer(&done, extra))
 }
 
 /// `GET /api/container/list`: the IDs of containers that exist (created and not destroyed).
@@ -159,24 +141,32 @@ pub async fn info(state: &AppState, raw: &str) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/container/<ID>/start|stop|restart`: 202 + job, like a create.
-pub async fn lifecycle(state: &AppState, raw: &str, op: Lifecycle) -> Result<Response, ApiError> {
+pub async fn lifecycle(
+    state: &AppState,
+    req: &Request,
+    raw: &str,
+    op: Lifecycle,
+) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
-    let job = state
+    let key = idempotency::key(req, "")?;
+    let done = state
         .store
-        .enqueue_lifecycle(id, op, Origin::Operator)
+        .enqueue_lifecycle_keyed(id, op, Origin::Operator, key)
         .await?;
-    tracing::info!(job_id = %job.id, container_id = %id, kind = job.kind.as_str(), "job accepted");
+    let job = &done.job;
+    tracing::info!(job_id = %job.id, container_id = %id, kind = job.kind.as_str(), replayed = done.replayed, "job accepted");
     state.control.wake_worker();
     state.control.job_changed();
-    Ok(accepted(&job, json!({})))
+    Ok(idempotency::answer(&done, json!({})))
 }
 
 /// `DELETE /api/container/<ID>`.
-pub async fn destroy(state: &AppState, raw: &str) -> Result<Response, ApiError> {
+pub async fn destroy(state: &AppState, req: &Request, raw: &str) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
-    let job = state.store.enqueue_destroy(id).await?;
-    tracing::info!(job_id = %job.id, container_id = %id, "destroy accepted");
+    let key = idempotency::key(req, "")?;
+    let done = state.store.enqueue_destroy_keyed(id, key).await?;
+    tracing::info!(job_id = %done.job.id, container_id = %id, replayed = done.replayed, "destroy accepted");
     state.control.wake_worker();
     state.control.job_changed();
-    Ok(accepted(&job, json!({})))
+    Ok(idempotency::answer(&done, json!({})))
 }

@@ -91,6 +91,11 @@ impl From<QueueError> for ApiError {
                 "queue_full",
                 format!("the queue is full ({max} jobs waiting); retry later"),
             ),
+            e @ QueueError::KeyReused { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
             e @ QueueError::NotCancellable { .. } => {
                 Self::new(StatusCode::CONFLICT, "not_cancellable", e.to_string())
             }

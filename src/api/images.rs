@@ -5,9 +5,8 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::containers::accepted;
 use super::error::ApiError;
-use super::{json_reply, AppState};
+use super::{idempotency, json_reply, AppState, Request};
 
 /// `GET /api/images`: how containers are made here (`overlay`, `copy`, or `off`), and every
 /// template offered with its image versions (size on disk, clones).
@@ -35,7 +34,7 @@ pub async fn list(state: &AppState) -> Result<Response, ApiError> {
 /// `POST /api/images/<name>/build`: queues a build of a new version of template `name`'s
 /// image. 404 for a template not offered, 409 while a build of it is pending or when images
 /// are off (`serve --clone=off`).
-pub async fn build(state: &AppState, name: &str) -> Result<Response, ApiError> {
+pub async fn build(state: &AppState, req: &Request, name: &str) -> Result<Response, ApiError> {
     if state.engine.images().is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -47,8 +46,12 @@ pub async fn build(state: &AppState, name: &str) -> Result<Response, ApiError> {
     if let Err(why) = templates.resolve(Some(name)) {
         return Err(ApiError::not_found(why));
     }
-    let job = state.store.enqueue_build_image(name.to_string()).await?;
+    let key = idempotency::key(req, "")?;
+    let done = state
+        .store
+        .enqueue_build_image_keyed(name.to_string(), key)
+        .await?;
     state.control.wake_worker();
     state.control.job_changed();
-    Ok(accepted(&job, json!({ "template": name })))
+    Ok(idempotency::answer(&done, json!({ "template": name })))
 }

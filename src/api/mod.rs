@@ -9,6 +9,7 @@
 pub mod auth;
 mod containers;
 pub mod error;
+mod idempotency;
 mod images;
 mod jobs;
 mod reconcile;
@@ -214,14 +215,16 @@ async fn dispatch(
                     .and_then(|v| v.to_str().ok()),
             )?;
             let bytes = read_body(body).await?;
-            containers::create(state, format, &bytes).await
+            containers::create(state, req, format, &bytes).await
         }
         (Method::GET, Endpoint::List) => containers::list(state, req).await,
         (Method::GET, Endpoint::Info(id)) => containers::info(state, id).await,
-        (Method::DELETE, Endpoint::Container(id)) => containers::destroy(state, id).await,
-        (Method::POST, Endpoint::Lifecycle(id, op)) => containers::lifecycle(state, id, op).await,
+        (Method::DELETE, Endpoint::Container(id)) => containers::destroy(state, req, id).await,
+        (Method::POST, Endpoint::Lifecycle(id, op)) => {
+            containers::lifecycle(state, req, id, op).await
+        }
         (Method::GET, Endpoint::Images) => images::list(state).await,
-        (Method::POST, Endpoint::BuildImage(name)) => images::build(state, name).await,
+        (Method::POST, Endpoint::BuildImage(name)) => images::build(state, req, name).await,
         (Method::GET, Endpoint::Reconcile) => reconcile::last(state),
         (Method::POST, Endpoint::Reconcile) => reconcile::run(state).await,
         (Method::GET, Endpoint::Jobs) => jobs::list(state, req).await,

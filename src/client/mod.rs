@@ -81,6 +81,11 @@ impl JobView {
     }
 }
 
+/// How many times a request that makes a job is sent when its answer is lost.
+pub const JOB_TRIES: u32 = 3;
+/// The pause before the second try; it doubles before the next.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 /// A client of one server.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -175,7 +180,7 @@ impl ApiClient {
         if let Some(t) = template {
             form.push(("template", t.to_string()));
         }
-        self.send(
+        self.send_job(
             self.request(reqwest::Method::POST, "/api/container/create")
                 .form(&form),
         )
@@ -187,7 +192,7 @@ impl ApiClient {
     /// # Errors
     /// See [`ClientError`].
     pub async fn destroy(&self, id: u64) -> Result<Value, ClientError> {
-        self.send(self.request(reqwest::Method::DELETE, &format!("/api/container/{id}")))
+        self.send_job(self.request(reqwest::Method::DELETE, &format!("/api/container/{id}")))
             .await
     }
 
@@ -196,7 +201,41 @@ impl ApiClient {
     /// # Errors
     /// See [`ClientError`].
     pub async fn lifecycle(&self, id: u64, verb: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/api/container/{id}/{verb}")).await
+        let path = format!("/api/container/{id}/{verb}");
+        self.send_job(self.request(reqwest::Method::POST, &path))
+            .await
+    }
+
+    /// `POST /api/images/<template>/build`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn build_image(&self, template: &str) -> Result<Value, ClientError> {
+        let path = format!("/api/images/{template}/build");
+        self.send_job(self.request(reqwest::Method::POST, &path))
+            .await
+    }
+
+    /// Sends `req`, which makes a job, with a fresh `Idempotency-Key`; when the answer is lost
+    /// on the way (no connection, a timeout, a broken answer) it is sent again with the same
+    /// key, [`JOB_TRIES`] times at most: the server answers the job the first try made, never
+    /// a second job.
+    async fn send_job(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let req = req.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+        let mut pause = RETRY_PAUSE;
+        for _ in 1..JOB_TRIES {
+            let Some(this) = req.try_clone() else { break };
+            match self.send(this).await {
+                Err(
+                    ClientError::Unreachable(_) | ClientError::Timeout(_) | ClientError::Other(_),
+                ) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                answer => return answer,
+            }
+        }
+        self.send(req).await
     }
 
     /// `POST` of any API path, without a body, as JSON.

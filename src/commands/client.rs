@@ -242,8 +242,7 @@ pub async fn build_image(args: BuildImageArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let path = format!("/api/images/{}/build", args.template);
-    match client.post(&path).await {
+    match client.build_image(&args.template).await {
         Ok(v) => accepted_then_follow(&client, &v, args.no_wait, args.client.json).await,
         Err(e) => api_fail(e),
     }

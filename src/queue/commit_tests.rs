@@ -39,7 +39,7 @@ async fn a_batch_checks_each_write_against_the_ones_before_it() {
         .collect();
     assert_eq!(outcome, ["ok", "conflict", "conflict", "ok", "ok", "full"]);
     // Each accepted create has its own job, in order; the refused ones wrote nothing.
-    let seqs: Vec<u64> = results.iter().flatten().map(|j| j.seq).collect();
+    let seqs: Vec<u64> = results.iter().flatten().map(|e| e.job.seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
     store.flush().await.unwrap();
     drop(store);

@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::db::{Trees, Tx, TxResult};
-use super::job::Job;
+use super::enqueue::Enqueued;
 use super::QueueError;
 
 /// Most pieces of work one round takes, so one transaction stays small.
@@ -34,7 +34,8 @@ type FlushResult = Result<(), QueueError>;
 /// returns its own outcome: `Ok(Err(_))` is a refusal that wrote nothing; an `Err` is sled's
 /// and fails the whole batch. sled may run it more than once (on a conflict), so it must only
 /// read and write through the transaction.
-pub(super) type BatchedWrite = Box<dyn Fn(&Tx<'_>) -> TxResult<Result<Job, QueueError>> + Send>;
+pub(super) type BatchedWrite =
+    Box<dyn Fn(&Tx<'_>) -> TxResult<Result<Enqueued, QueueError>> + Send>;
 
 /// Makes sled's log file stable on disk once sled has flushed it: `fdatasync` in production;
 /// tests put a recorder in its place that counts the syncs and can fail them, so that what
@@ -54,7 +55,7 @@ impl LogSync for File {
 }
 
 /// What a batched write answers: its job, or why not.
-type WriteResult = Result<Job, QueueError>;
+type WriteResult = Result<Enqueued, QueueError>;
 
 /// What the thread is asked to do.
 enum Work {

@@ -2,16 +2,42 @@
 //! its container `destroying`. Both go whole to the commit thread, which commits every one
 //! waiting at that moment in one transaction and one disk sync (`committer.rs`); each is
 //! checked on its own, against the ledger as the ones before it in the batch left it.
+//!
+//! A request may carry an idempotency key ([`IdempotencyKey`]): the key is stored with its job
+//! in the same transaction, so the same key again (a client's retry after a lost answer) finds
+//! that job instead of making another, even when the retries race — the commit thread runs
+//! them one after another — and the same key with another request is refused.
 
 use time::OffsetDateTime;
 
 use super::committer::BatchedWrite;
 use super::db::{Tx, TxResult};
-use super::job::{ContainerRecord, ContainerRecordState, Job, JobRequest, Lifecycle, Origin};
+use super::job::{
+    ContainerRecord, ContainerRecordState, Job, JobRequest, KeyRecord, Lifecycle, Origin,
+};
 use super::store::JobStore;
 use super::{Conflict, QueueError};
 use crate::model::ContainerId;
 use crate::spec::CreateSpec;
+
+/// A job queued, or found again by the idempotency key of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job.
+    pub job: Job,
+    /// Whether the key named a job made before (nothing was queued now).
+    pub replayed: bool,
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that carries it (its method, path
+/// and the request as parsed: the same request sent as a form or as JSON has one fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key, as the client sent it.
+    pub key: String,
+    /// The request's fingerprint.
+    pub fingerprint: String,
+}
 
 impl JobStore {
     /// Queues a create of `spec`, reserving its container ID and `(vlan, address)`.
@@ -21,10 +47,24 @@ impl JobStore {
     /// [`QueueError::Conflict`] when the ID has a record or the address is held on that VLAN;
     /// [`QueueError::QueueFull`]; [`QueueError::Storage`] when sled or the flush fails.
     pub async fn enqueue_create(&self, spec: CreateSpec) -> Result<Job, QueueError> {
-        let write = create_write(self.inner.opts.max_queued, spec);
-        let job = self.inner.committer.write(write).await?;
-        tracing::info!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "create queued");
-        Ok(job)
+        Ok(self.enqueue_create_keyed(spec, None).await?.job)
+    }
+
+    /// [`Self::enqueue_create`], or the job `key` made before.
+    ///
+    /// # Errors
+    /// As [`Self::enqueue_create`]; [`QueueError::KeyReused`].
+    pub async fn enqueue_create_keyed(
+        &self,
+        spec: CreateSpec,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, QueueError> {
+        let max = self.inner.opts.max_queued;
+        let done = self
+            .write(keyed(key, move |tx| reserve_create(tx, max, &spec)))
+            .await?;
+        tracing::info!(job_id = %done.job.id, container_id = done.job.container_id.map(tracing::field::display), replayed = done.replayed, "create queued");
+        Ok(done)
     }
 
     /// Queues `op` on existing container `id` for `origin`; the job holds the container until
@@ -40,11 +80,28 @@ impl JobStore {
         op: Lifecycle,
         origin: Origin,
     ) -> Result<Job, QueueError> {
+        Ok(self
+            .enqueue_lifecycle_keyed(id, op, origin, None)
+            .await?
+            .job)
+    }
+
+    /// [`Self::enqueue_lifecycle`], or the job `key` made before.
+    ///
+    /// # Errors
+    /// As [`Self::enqueue_lifecycle`]; [`QueueError::KeyReused`].
+    pub async fn enqueue_lifecycle_keyed(
+        &self,
+        id: ContainerId,
+        op: Lifecycle,
+        origin: Origin,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
-        let write = Box::new(move |tx: &Tx<'_>| reserve_lifecycle(tx, max, id, op, origin));
-        let job = self.inner.committer.write(write).await?;
-        tracing::info!(job_id = %job.id, container_id = %id, kind = job.kind.as_str(), "job queued");
-        Ok(job)
+        let reserve = move |tx: &Tx<'_>| reserve_lifecycle(tx, max, id, op, origin);
+        let done = self.write(keyed(key, reserve)).await?;
+        tracing::info!(job_id = %done.job.id, container_id = %id, kind = done.job.kind.as_str(), replayed = done.replayed, "job queued");
+        Ok(done)
     }
 
     /// Queues a destroy of container `id`, marking it `destroying`. Returns once the job is on
@@ -54,11 +111,72 @@ impl JobStore {
     /// [`QueueError::NotFound`] when there is no such container; [`QueueError::Conflict`]
     /// when a job holds it; [`QueueError::QueueFull`]; [`QueueError::Storage`].
     pub async fn enqueue_destroy(&self, id: ContainerId) -> Result<Job, QueueError> {
-        let write = destroy_write(self.inner.opts.max_queued, id);
-        let job = self.inner.committer.write(write).await?;
-        tracing::info!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "destroy queued");
-        Ok(job)
+        Ok(self.enqueue_destroy_keyed(id, None).await?.job)
     }
+
+    /// [`Self::enqueue_destroy`], or the job `key` made before.
+    ///
+    /// # Errors
+    /// As [`Self::enqueue_destroy`]; [`QueueError::KeyReused`].
+    pub async fn enqueue_destroy_keyed(
+        &self,
+        id: ContainerId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, QueueError> {
+        let max = self.inner.opts.max_queued;
+        let done = self
+            .write(keyed(key, move |tx| reserve_destroy(tx, max, id)))
+            .await?;
+        tracing::info!(job_id = %done.job.id, container_id = %id, replayed = done.replayed, "destroy queued");
+        Ok(done)
+    }
+
+    async fn write(&self, write: BatchedWrite) -> Result<Enqueued, QueueError> {
+        self.inner.committer.write(write).await
+    }
+}
+
+/// `reserve` (which queues a job inside a transaction) behind idempotency key `key`: the job
+/// the key made before, when it names one for the same request; a refusal when it names one
+/// for another; else `reserve`'s job, with the key stored beside it.
+fn keyed(
+    key: Option<IdempotencyKey>,
+    reserve: impl Fn(&Tx<'_>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
+) -> BatchedWrite {
+    Box::new(move |tx| {
+        if let Some(k) = &key {
+            if let Some(known) = tx.key(&k.key)? {
+                if known.fingerprint != k.fingerprint {
+                    let (key, job) = (k.key.clone(), known.job);
+                    return Ok(Err(QueueError::KeyReused { key, job }));
+                }
+                // A key goes with its job (`Tx::remove_job`): found, it is there.
+                if let Some(job) = tx.find_job(known.job)? {
+                    return Ok(Ok(Enqueued {
+                        job,
+                        replayed: true,
+                    }));
+                }
+            }
+        }
+        let mut job = match reserve(tx)? {
+            Ok(job) => job,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if let Some(k) = &key {
+            job.idempotency_key = Some(k.key.clone());
+            tx.put_job(&job)?;
+            let record = KeyRecord {
+                job: job.id,
+                fingerprint: k.fingerprint.clone(),
+            };
+            tx.put_key(&k.key, &record)?;
+        }
+        Ok(Ok(Enqueued {
+            job,
+            replayed: false,
+        }))
+    })
 }
 
 impl JobStore {
@@ -69,11 +187,24 @@ impl JobStore {
     /// [`QueueError::Conflict`] when a build of it is pending or running;
     /// [`QueueError::QueueFull`]; [`QueueError::Storage`].
     pub async fn enqueue_build_image(&self, template: String) -> Result<Job, QueueError> {
+        Ok(self.enqueue_build_image_keyed(template, None).await?.job)
+    }
+
+    /// [`Self::enqueue_build_image`], or the job `key` made before.
+    ///
+    /// # Errors
+    /// As [`Self::enqueue_build_image`]; [`QueueError::KeyReused`].
+    pub async fn enqueue_build_image_keyed(
+        &self,
+        template: String,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
-        let write = Box::new(move |tx: &Tx<'_>| reserve_build(tx, max, &template));
-        let job = self.inner.committer.write(write).await?;
-        tracing::info!(job_id = %job.id, "image build queued");
-        Ok(job)
+        let done = self
+            .write(keyed(key, move |tx| reserve_build(tx, max, &template)))
+            .await?;
+        tracing::info!(job_id = %done.job.id, replayed = done.replayed, "image build queued");
+        Ok(done)
     }
 }
 
@@ -96,13 +227,15 @@ fn reserve_build(tx: &Tx<'_>, max: usize, template: &str) -> TxResult<Result<Job
 }
 
 /// The write that queues a create of `spec` while fewer than `max_queued` jobs wait.
+#[cfg(test)]
 pub(super) fn create_write(max_queued: usize, spec: CreateSpec) -> BatchedWrite {
-    Box::new(move |tx| reserve_create(tx, max_queued, &spec))
+    keyed(None, move |tx| reserve_create(tx, max_queued, &spec))
 }
 
 /// The write that queues a destroy of container `id` while fewer than `max_queued` jobs wait.
+#[cfg(test)]
 pub(super) fn destroy_write(max_queued: usize, id: ContainerId) -> BatchedWrite {
-    Box::new(move |tx| reserve_destroy(tx, max_queued, id))
+    keyed(None, move |tx| reserve_destroy(tx, max_queued, id))
 }
 
 /// The create of `spec` inside a transaction: `Ok(Err(_))` when refused (nothing written).

@@ -351,6 +351,19 @@ pub struct Job {
     /// When it ended.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// The `Idempotency-Key` the request that made it carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// What an idempotency key names: the job its first request made, and that request's
+/// fingerprint (method, path and the request as parsed), so a retry is told from a reuse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The job.
+    pub job: Uuid,
+    /// The request's fingerprint.
+    pub fingerprint: String,
 }
 
 impl Job {
@@ -375,6 +388,7 @@ impl Job {
             created_at: now,
             started_at: None,
             finished_at: None,
+            idempotency_key: None,
         }
     }
 

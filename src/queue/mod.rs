@@ -5,7 +5,7 @@
 //! 1. `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
 //!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
-//!    `order`, `containers`, `addrs`, `meta`, `images`), their keys and the encoding; its transaction
+//!    `order`, `containers`, `addrs`, `meta`, `keys`, `images`), their keys and the encoding; its transaction
 //!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
 //! 3. `committer.rs`: the commit thread (group commit, below);
 //! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,
@@ -36,9 +36,10 @@ mod prune;
 mod store;
 mod write;
 
+pub use enqueue::{Enqueued, IdempotencyKey};
 pub use job::{
     ContainerRecord, ContainerRecordState, DesiredState, Job, JobKind, JobRequest, JobState,
-    Lifecycle, Origin, StepRecord, StepState,
+    KeyRecord, Lifecycle, Origin, StepRecord, StepState,
 };
 pub use store::{JobStore, StoreOptions};
 
@@ -119,6 +120,14 @@ pub enum QueueError {
         /// The limit reached.
         max: usize,
     },
+    /// An idempotency key sent again with another request than the one that made its job.
+    #[error("Idempotency-Key {key:?} was used for another request (job {job}); use a new key for a new request")]
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The job its first request made.
+        job: Uuid,
+    },
     /// Only a queued job can be cancelled.
     #[error("only a queued job can be cancelled; this one is {state}")]
     NotCancellable {
@@ -155,6 +164,8 @@ use crate::spec::StepName;
 mod commit_tests;
 #[cfg(test)]
 mod job_tests;
+#[cfg(test)]
+mod key_tests;
 #[cfg(test)]
 mod listed_tests;
 #[cfg(test)]

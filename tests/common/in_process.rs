@@ -77,6 +77,12 @@ pub async fn start(opts: Opts) -> Daemon {
     let n = N.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("cm-api-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    start_in(dir, opts).await
+}
+
+/// Starts a daemon with `opts` on a fresh fake host, its store in `dir` (kept from a daemon
+/// before, or new).
+async fn start_in(dir: PathBuf, opts: Opts) -> Daemon {
     let cfg = config(&dir, &opts);
     let (host, net, lxc) = Host::fake();
     let shutdown = CancellationToken::new();
@@ -209,6 +215,16 @@ impl Daemon {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+    }
+
+    /// Stops the daemon and starts another with `opts` on the same store (a fresh fake host).
+    pub async fn restart(mut self, opts: Opts) -> Daemon {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        let dir = std::mem::take(&mut self.dir);
+        start_in(dir, opts).await
     }
 }
 

@@ -54,6 +54,8 @@ pub(in crate::queue) struct Trees {
     addrs: Tree,
     /// Counters and the format marker.
     meta: Tree,
+    /// Idempotency key → the job it made and the request's fingerprint, removed with the job.
+    keys: Tree,
     /// Template name → its images' record (`images.rs`; written by the worker alone, outside
     /// the job transactions).
     images: Tree,
@@ -125,20 +127,24 @@ impl Trees {
             &self.containers,
             &self.addrs,
             &self.meta,
+            &self.keys,
         );
         let out = trees
-            .transaction(|(jobs, pending, repairs, order, containers, addrs, meta)| {
-                f(&Tx {
-                    jobs,
-                    pending,
-                    repairs,
-                    order,
-                    containers,
-                    addrs,
-                    meta,
-                    touched: &touched,
-                })
-            })
+            .transaction(
+                |(jobs, pending, repairs, order, containers, addrs, meta, keys)| {
+                    f(&Tx {
+                        jobs,
+                        pending,
+                        repairs,
+                        order,
+                        containers,
+                        addrs,
+                        meta,
+                        keys,
+                        touched: &touched,
+                    })
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => self.storage("write", e),

@@ -11,7 +11,7 @@ use super::codec::{
     TxResult, META_IMAGE_BUILD, META_QUEUED, META_SEQ,
 };
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::{ContainerRecord, Job, Origin};
+use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
 use crate::queue::QueueError;
 
 /// Every tree, seen from inside one transaction.
@@ -34,6 +34,8 @@ pub(in crate::queue) struct Tx<'t> {
     pub(super) addrs: &'t TransactionalTree,
     /// Counters.
     pub(super) meta: &'t TransactionalTree,
+    /// Idempotency key → [`KeyRecord`].
+    pub(super) keys: &'t TransactionalTree,
     /// Set when this transaction writes `containers`.
     pub(super) touched: &'t Cell<bool>,
 }
@@ -69,10 +71,30 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Deletes finished job `job`: its record and its place in `order`.
+    /// Deletes finished job `job`: its record, its place in `order`, and its idempotency key.
     pub fn remove_job(&self, job: &Job) -> TxResult<()> {
         self.jobs.remove(job.id.as_bytes())?;
         self.order.remove(&seq_key(job.seq))?;
+        if let Some(key) = &job.idempotency_key {
+            if self.key(key)?.is_some_and(|k| k.job == job.id) {
+                self.keys.remove(key.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What idempotency key `key` names, if a retained job was made with it.
+    pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
+        match self.keys.get(key.as_bytes())? {
+            Some(bytes) => Ok(Some(decode("keys", &key, &bytes).or_else(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that `key` made `record.job`.
+    pub fn put_key(&self, key: &str, record: &KeyRecord) -> TxResult<()> {
+        self.keys
+            .insert(key.as_bytes(), encode(record).or_else(abort)?)?;
         Ok(())
     }
 
