@@ -10,7 +10,12 @@
 //! daemon's `fsync`, `fdatasync` and `sync_file_range` calls (syscall tracepoints, counting
 //! only), so "jobs per sync call" shows whether group commit shares flushes.
 //!
-//! Targets: ≥ 3,000 accepts/s at 32 clients with p99 ≤ 10 ms, more than one job per sync.
+//! Then (issue 14) 32 clients with and without an `Idempotency-Key` on every create (a fresh
+//! key each), alternating four times, a fresh store each: what storing and checking the key
+//! costs.
+//!
+//! Targets: ≥ 3,000 accepts/s at 32 clients with p99 ≤ 10 ms, more than one job per sync;
+//! accepts with keys within 10 % of without.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -170,34 +175,87 @@ async fn run(lab: &Lab, secs: Duration) {
     let before = probe(&probe_dir);
     let mut levels = Vec::new();
     for (k, &clients) in LEVELS.iter().enumerate() {
-        let data = lab.path(&format!("data-{clients}"));
-        let lxc = lab.path("lxc");
-        let daemon = Daemon::start(&data, &lxc, &["--paused", "--max-queued", "10000000"]).await;
-        let perf_out = lab.dir.join(format!("perf-{clients}.txt"));
-        let perf = perf_attach(daemon.pid(), &perf_out);
-        let base = 1 + k as u64 * 1_000_000;
-        let make = Arc::new(move |n: u64| {
-            let id = (base + n) as u32;
-            Req::post_form(
-                "/api/container/create",
-                common::create_form(id, (2 + id % 3) as u8),
-            )
-        });
-        let res = load(PORT, clients, secs, 202, make).await;
-        let syncs = perf.and_then(perf_count);
-        levels.push(Level {
-            clients,
-            rate: res.rate(),
-            lat: Summary::of(&res.latencies),
-            errors: res.errors,
-            syncs,
-            jobs: res.latencies.len(),
-        });
-        drop(daemon);
+        let name = format!("{clients}");
+        levels.push(level(lab, &name, clients, k as u64, false, secs).await);
+    }
+    let mut keyed = (Vec::new(), Vec::new());
+    for round in 0..4u64 {
+        let with = round % 2 == 1;
+        let name = format!("keys-{round}");
+        let l = level(lab, &name, 32, 4 + round, with, secs).await;
+        if with { &mut keyed.1 } else { &mut keyed.0 }.push(l);
     }
     let library = store_only(lab, 32, secs).await;
     let after = probe(&probe_dir);
     report(&levels, &library, [before, after], secs);
+    keys_report(&keyed.0, &keyed.1);
+}
+
+/// `clients` closed-loop clients creating for `secs` against a fresh `--paused` daemon (its
+/// store in `data-<name>`), IDs from `k` × 1,000,000; each create with a fresh
+/// `Idempotency-Key` when `keys`.
+async fn level(lab: &Lab, name: &str, clients: usize, k: u64, keys: bool, secs: Duration) -> Level {
+    let data = lab.path(&format!("data-{name}"));
+    let lxc = lab.path("lxc");
+    let daemon = Daemon::start(&data, &lxc, &["--paused", "--max-queued", "10000000"]).await;
+    let perf_out = lab.dir.join(format!("perf-{name}.txt"));
+    let perf = perf_attach(daemon.pid(), &perf_out);
+    let base = 1 + k * 1_000_000;
+    let make = Arc::new(move |n: u64| {
+        let id = (base + n) as u32;
+        let req = Req::post_form(
+            "/api/container/create",
+            common::create_form(id, (2 + id % 3) as u8),
+        );
+        if keys {
+            req.with_key(format!("bench-{id}-{}", uuid::Uuid::new_v4()))
+        } else {
+            req
+        }
+    });
+    let res = load(PORT, clients, secs, 202, make).await;
+    let syncs = perf.and_then(perf_count);
+    drop(daemon);
+    Level {
+        clients,
+        rate: res.rate(),
+        lat: Summary::of(&res.latencies),
+        errors: res.errors,
+        syncs,
+        jobs: res.latencies.len(),
+    }
+}
+
+/// Accepts at 32 clients without and with idempotency keys, alternating.
+fn keys_report(without: &[Level], with: &[Level]) {
+    let mean = |ls: &[Level]| ls.iter().map(|l| l.rate).sum::<f64>() / ls.len().max(1) as f64;
+    let mut out = String::from(
+        "## Accepts with and without an Idempotency-Key, 32 clients, alternating\n\n\
+         | run | keys | accepted/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n",
+    );
+    let rows = without
+        .iter()
+        .map(|l| (l, "no"))
+        .zip(with.iter().map(|l| (l, "yes")));
+    for (i, ((a, ka), (b, kb))) in rows.enumerate() {
+        for (j, (l, k)) in [(a, ka), (b, kb)].into_iter().enumerate() {
+            out += &format!(
+                "| {} | {k} | {:.0} | {} | {} | {} |\n",
+                2 * i + j + 1,
+                l.rate,
+                ms(l.lat.p50),
+                ms(l.lat.p99),
+                l.errors
+            );
+        }
+    }
+    let (a, b) = (mean(without), mean(with));
+    out += &format!(
+        "\nmean: without {a:.0}/s, with keys {b:.0}/s = {:.3}×: target ≥ 0.9×: **{}**\n",
+        b / a,
+        verdict(b >= 0.9 * a)
+    );
+    common::emit(BENCH, &out);
 }
 
 /// One row of the levels' table: `label`, the rate against the raw `fsync` rate, latencies,

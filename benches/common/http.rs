@@ -28,6 +28,8 @@ pub struct Req {
     pub path: String,
     /// Form body (`application/x-www-form-urlencoded`), if any.
     pub form: Option<String>,
+    /// An `Idempotency-Key` header, if any.
+    pub key: Option<String>,
 }
 
 impl Req {
@@ -37,6 +39,7 @@ impl Req {
             method: "GET",
             path: path.into(),
             form: None,
+            key: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl Req {
             method: "DELETE",
             path: path.into(),
             form: None,
+            key: None,
         }
     }
 
@@ -55,7 +59,14 @@ impl Req {
             method: "POST",
             path: path.into(),
             form: Some(form),
+            key: None,
         }
+    }
+
+    /// The same request with `Idempotency-Key: key`.
+    pub fn with_key(mut self, key: String) -> Self {
+        self.key = Some(key);
+        self
     }
 }
 
@@ -81,6 +92,9 @@ impl Conn {
         );
         if req.form.is_some() {
             head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        }
+        if let Some(key) = &req.key {
+            head.push_str(&format!("Idempotency-Key: {key}\r\n"));
         }
         head.push_str("\r\n");
         head.push_str(body);

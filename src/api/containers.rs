@@ -26,8 +26,7 @@ pub async fn create(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let spec = parse_create(format, body)?;
-    let parsed = serde_json::to_string(&spec).unwrap_or_default();
-    let key = idempotency::key(req, &parsed)?;
+    let key = idempotency::key(req, || serde_json::to_string(&spec).unwrap_or_default())?;
     state.engine.check_request(&spec)?;
     let done = state.store.enqueue_create_keyed(spec.clone(), key).await?;
     let job = &done.job;
@@ -148,7 +147,7 @@ pub async fn lifecycle(
     op: Lifecycle,
 ) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
-    let key = idempotency::key(req, "")?;
+    let key = idempotency::key(req, String::new)?;
     let done = state
         .store
         .enqueue_lifecycle_keyed(id, op, Origin::Operator, key)
@@ -163,7 +162,7 @@ pub async fn lifecycle(
 /// `DELETE /api/container/<ID>`.
 pub async fn destroy(state: &AppState, req: &Request, raw: &str) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
-    let key = idempotency::key(req, "")?;
+    let key = idempotency::key(req, String::new)?;
     let done = state.store.enqueue_destroy_keyed(id, key).await?;
     tracing::info!(job_id = %done.job.id, container_id = %id, replayed = done.replayed, "destroy accepted");
     state.control.wake_worker();

@@ -17,13 +17,17 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// Longest key.
 const MAX_LEN: usize = 255;
 
-/// The request's idempotency key, if it sent one, fingerprinted with `request` (what the
-/// request asks, as parsed: the same create sent as a form or as JSON matches).
+/// The request's idempotency key, if it sent one, fingerprinted with `request()` (what the
+/// request asks, as parsed: the same create sent as a form or as JSON matches; made only when
+/// there is a key).
 ///
 /// # Errors
 /// 400 `invalid_header` when the key is empty, longer than 255 bytes, not printable ASCII, or
 /// sent twice.
-pub fn key(req: &Request, request: &str) -> Result<Option<IdempotencyKey>, ApiError> {
+pub fn key(
+    req: &Request,
+    request: impl FnOnce() -> String,
+) -> Result<Option<IdempotencyKey>, ApiError> {
     let mut values = req.headers.get_all(HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -47,9 +51,10 @@ pub fn key(req: &Request, request: &str) -> Result<Option<IdempotencyKey>, ApiEr
     Ok(Some(IdempotencyKey {
         key: String::from_utf8_lossy(bytes).into_owned(),
         fingerprint: format!(
-            "{} {} {request}",
+            "{} {} {}",
             req.method,
-            req.path.trim_end_matches('/')
+            req.path.trim_end_matches('/'),
+            request()
         ),
     }))
 }
@@ -107,20 +112,23 @@ mod tests {
 
     #[test]
     fn a_key_is_1_to_255_printable_ascii_characters_sent_once() {
-        assert_eq!(key(&req(&[]), "x").unwrap(), None);
-        let k = key(&req(&[b"retry-7 a"]), "{\"id\":5}").unwrap().unwrap();
+        let x = || "x".to_string();
+        assert_eq!(key(&req(&[]), x).unwrap(), None);
+        let k = key(&req(&[b"retry-7 a"]), || "{\"id\":5}".into())
+            .unwrap()
+            .unwrap();
         assert_eq!(k.key, "retry-7 a");
         assert_eq!(k.fingerprint, "POST /api/container/create {\"id\":5}");
-        assert!(key(&req(&[&[b'a'; 255]]), "x").is_ok());
+        assert!(key(&req(&[&[b'a'; 255]]), x).is_ok());
         for bad in [&[b'a'; 256][..], b"caf\xc3\xa9", b"tab\there"] {
-            let e = key(&req(&[bad]), "x").unwrap_err();
+            let e = key(&req(&[bad]), x).unwrap_err();
             assert_eq!(
                 (e.status.as_u16(), e.code),
                 (400, "invalid_header"),
                 "{bad:?}"
             );
         }
-        let e = key(&req(&[b"a", b"b"]), "x").unwrap_err();
+        let e = key(&req(&[b"a", b"b"]), x).unwrap_err();
         assert_eq!(e.code, "invalid_header");
     }
 }

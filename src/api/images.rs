@@ -46,7 +46,7 @@ pub async fn build(state: &AppState, req: &Request, name: &str) -> Result<Respon
     if let Err(why) = templates.resolve(Some(name)) {
         return Err(ApiError::not_found(why));
     }
-    let key = idempotency::key(req, "")?;
+    let key = idempotency::key(req, String::new)?;
     let done = state
         .store
         .enqueue_build_image_keyed(name.to_string(), key)

@@ -61,7 +61,7 @@ impl JobStore {
     ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
         let done = self
-            .write(keyed(key, move |tx| reserve_create(tx, max, &spec)))
+            .write(keyed(key, move |tx, k| reserve_create(tx, max, &spec, k)))
             .await?;
         tracing::info!(job_id = %done.job.id, container_id = done.job.container_id.map(tracing::field::display), replayed = done.replayed, "create queued");
         Ok(done)
@@ -98,7 +98,8 @@ impl JobStore {
         key: Option<IdempotencyKey>,
     ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
-        let reserve = move |tx: &Tx<'_>| reserve_lifecycle(tx, max, id, op, origin);
+        let reserve =
+            move |tx: &Tx<'_>, k: Option<&str>| reserve_lifecycle(tx, max, id, (op, origin), k);
         let done = self.write(keyed(key, reserve)).await?;
         tracing::info!(job_id = %done.job.id, container_id = %id, kind = done.job.kind.as_str(), replayed = done.replayed, "job queued");
         Ok(done)
@@ -125,7 +126,7 @@ impl JobStore {
     ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
         let done = self
-            .write(keyed(key, move |tx| reserve_destroy(tx, max, id)))
+            .write(keyed(key, move |tx, k| reserve_destroy(tx, max, id, k)))
             .await?;
         tracing::info!(job_id = %done.job.id, container_id = %id, replayed = done.replayed, "destroy queued");
         Ok(done)
@@ -136,12 +137,13 @@ impl JobStore {
     }
 }
 
-/// `reserve` (which queues a job inside a transaction) behind idempotency key `key`: the job
-/// the key made before, when it names one for the same request; a refusal when it names one
-/// for another; else `reserve`'s job, with the key stored beside it.
+/// `reserve` (which queues a job inside a transaction, stamped with the key it is given) behind
+/// idempotency key `key`: the job the key made before, when it names one for the same
+/// request; a refusal when it names one for another; else `reserve`'s job, with the key stored
+/// beside it.
 fn keyed(
     key: Option<IdempotencyKey>,
-    reserve: impl Fn(&Tx<'_>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
+    reserve: impl Fn(&Tx<'_>, Option<&str>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
 ) -> BatchedWrite {
     Box::new(move |tx| {
         if let Some(k) = &key {
@@ -159,13 +161,11 @@ fn keyed(
                 }
             }
         }
-        let mut job = match reserve(tx)? {
+        let job = match reserve(tx, key.as_ref().map(|k| k.key.as_str()))? {
             Ok(job) => job,
             Err(refused) => return Ok(Err(refused)),
         };
         if let Some(k) = &key {
-            job.idempotency_key = Some(k.key.clone());
-            tx.put_job(&job)?;
             let record = KeyRecord {
                 job: job.id,
                 fingerprint: k.fingerprint.clone(),
@@ -201,7 +201,9 @@ impl JobStore {
     ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
         let done = self
-            .write(keyed(key, move |tx| reserve_build(tx, max, &template)))
+            .write(keyed(key, move |tx, k| {
+                reserve_build(tx, max, &template, k)
+            }))
             .await?;
         tracing::info!(job_id = %done.job.id, replayed = done.replayed, "image build queued");
         Ok(done)
@@ -209,7 +211,12 @@ impl JobStore {
 }
 
 /// The build of `template`'s image inside a transaction: `Ok(Err(_))` when refused.
-fn reserve_build(tx: &Tx<'_>, max: usize, template: &str) -> TxResult<Result<Job, QueueError>> {
+fn reserve_build(
+    tx: &Tx<'_>,
+    max: usize,
+    template: &str,
+    key: Option<&str>,
+) -> TxResult<Result<Job, QueueError>> {
     if let Some(job) = tx.image_build(template)? {
         let template = template.to_string();
         return Ok(Err(Conflict::BuildPending { template, job }.into()));
@@ -218,7 +225,7 @@ fn reserve_build(tx: &Tx<'_>, max: usize, template: &str) -> TxResult<Result<Job
     let request = JobRequest::BuildImage {
         template: template.into(),
     };
-    let job = match new_job(tx, max, request, Origin::Operator, now)? {
+    let job = match new_job(tx, max, request, (Origin::Operator, key), now)? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),
     };
@@ -229,13 +236,13 @@ fn reserve_build(tx: &Tx<'_>, max: usize, template: &str) -> TxResult<Result<Job
 /// The write that queues a create of `spec` while fewer than `max_queued` jobs wait.
 #[cfg(test)]
 pub(super) fn create_write(max_queued: usize, spec: CreateSpec) -> BatchedWrite {
-    keyed(None, move |tx| reserve_create(tx, max_queued, &spec))
+    keyed(None, move |tx, k| reserve_create(tx, max_queued, &spec, k))
 }
 
 /// The write that queues a destroy of container `id` while fewer than `max_queued` jobs wait.
 #[cfg(test)]
 pub(super) fn destroy_write(max_queued: usize, id: ContainerId) -> BatchedWrite {
-    keyed(None, move |tx| reserve_destroy(tx, max_queued, id))
+    keyed(None, move |tx, k| reserve_destroy(tx, max_queued, id, k))
 }
 
 /// The create of `spec` inside a transaction: `Ok(Err(_))` when refused (nothing written).
@@ -243,6 +250,7 @@ fn reserve_create(
     tx: &Tx<'_>,
     max_queued: usize,
     spec: &CreateSpec,
+    key: Option<&str>,
 ) -> TxResult<Result<Job, QueueError>> {
     if let Some(rec) = tx.record(spec.id)? {
         return Ok(Err(match rec.job_id {
@@ -264,7 +272,7 @@ fn reserve_create(
         tx,
         max_queued,
         JobRequest::Create(spec.clone()),
-        Origin::Operator,
+        (Origin::Operator, key),
         now,
     )? {
         Ok(job) => job,
@@ -280,6 +288,7 @@ fn reserve_destroy(
     tx: &Tx<'_>,
     max_queued: usize,
     id: ContainerId,
+    key: Option<&str>,
 ) -> TxResult<Result<Job, QueueError>> {
     let rec = match free_record(tx, id)? {
         Ok(rec) => rec,
@@ -295,7 +304,7 @@ fn reserve_destroy(
         ContainerRecordState::Destroying,
         max_queued,
         request,
-        Origin::Operator,
+        (Origin::Operator, key),
     )
 }
 
@@ -304,8 +313,8 @@ fn reserve_lifecycle(
     tx: &Tx<'_>,
     max_queued: usize,
     id: ContainerId,
-    op: Lifecycle,
-    origin: Origin,
+    (op, origin): (Lifecycle, Origin),
+    key: Option<&str>,
 ) -> TxResult<Result<Job, QueueError>> {
     let rec = match free_record(tx, id)? {
         Ok(rec) => rec,
@@ -324,7 +333,7 @@ fn reserve_lifecycle(
         template: None,
     };
     let state = rec.state;
-    hold(tx, rec, state, max_queued, op.request(spec), origin)
+    hold(tx, rec, state, max_queued, op.request(spec), (origin, key))
 }
 
 /// The record of container `id` if no job holds it; `Ok(Err(_))` when there is none or a job
@@ -344,17 +353,18 @@ fn free_record(tx: &Tx<'_>, id: ContainerId) -> TxResult<Result<ContainerRecord,
     }
 }
 
-/// Queues `request` by `origin` and makes its job the holder of `rec`, now in `state`.
+/// Queues `request` by `asker` (who, and the idempotency key) and makes its job the holder of
+/// `rec`, now in `state`.
 fn hold(
     tx: &Tx<'_>,
     mut rec: ContainerRecord,
     state: ContainerRecordState,
     max_queued: usize,
     request: JobRequest,
-    origin: Origin,
+    asker: (Origin, Option<&str>),
 ) -> TxResult<Result<Job, QueueError>> {
     let now = OffsetDateTime::now_utc();
-    let job = match new_job(tx, max_queued, request, origin, now)? {
+    let job = match new_job(tx, max_queued, request, asker, now)? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),
     };
@@ -375,19 +385,20 @@ fn held_as(state: ContainerRecordState) -> &'static str {
     }
 }
 
-/// Adds a queued job for `request` by `origin` if fewer than `max` wait; `Ok(Err(_))` when
-/// the queue is full.
+/// Adds a queued job for `request` by `origin`, carrying idempotency key `key`, if fewer than
+/// `max` wait; `Ok(Err(_))` when the queue is full.
 fn new_job(
     tx: &Tx<'_>,
     max: usize,
     request: JobRequest,
-    origin: Origin,
+    (origin, key): (Origin, Option<&str>),
     now: OffsetDateTime,
 ) -> TxResult<Result<Job, QueueError>> {
     if tx.queued()? >= max as u64 {
         return Ok(Err(QueueError::QueueFull { max }));
     }
-    let job = Job::new(request, origin, tx.next_seq()?, now);
+    let mut job = Job::new(request, origin, tx.next_seq()?, now);
+    job.idempotency_key = key.map(str::to_string);
     tx.add_job(&job)?;
     tx.push_pending(&job)?;
     Ok(Ok(job))
