@@ -5,7 +5,7 @@
 //! 1. `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
 //!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
-//!    `order`, `containers`, `addrs`, `meta`, `keys`, `images`), their keys and the encoding; its transaction
+//!    `order`, `containers`, `addrs`, `meta`, `images`), their keys and the encoding; its transaction
 //!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
 //! 3. `committer.rs`: the commit thread (group commit, below);
 //! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,

@@ -52,10 +52,10 @@ pub(in crate::queue) struct Trees {
     containers: Tree,
     /// VLAN byte + IPv4 bytes → container ID (u32 BE): who holds an address.
     addrs: Tree,
-    /// Counters and the format marker.
+    /// Counters, the format marker, and the idempotency keys (`idem/<key>` → the job it made
+    /// and the request's fingerprint, removed with the job): every enqueue writes this tree
+    /// anyway, so a key costs no tree more in its transaction.
     meta: Tree,
-    /// Idempotency key → the job it made and the request's fingerprint, removed with the job.
-    keys: Tree,
     /// Template name → its images' record (`images.rs`; written by the worker alone, outside
     /// the job transactions).
     images: Tree,
@@ -127,24 +127,20 @@ impl Trees {
             &self.containers,
             &self.addrs,
             &self.meta,
-            &self.keys,
         );
         let out = trees
-            .transaction(
-                |(jobs, pending, repairs, order, containers, addrs, meta, keys)| {
-                    f(&Tx {
-                        jobs,
-                        pending,
-                        repairs,
-                        order,
-                        containers,
-                        addrs,
-                        meta,
-                        keys,
-                        touched: &touched,
-                    })
-                },
-            )
+            .transaction(|(jobs, pending, repairs, order, containers, addrs, meta)| {
+                f(&Tx {
+                    jobs,
+                    pending,
+                    repairs,
+                    order,
+                    containers,
+                    addrs,
+                    meta,
+                    touched: &touched,
+                })
+            })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => self.storage("write", e),

@@ -60,7 +60,6 @@ impl Trees {
             containers: db.open_tree("containers").map_err(failed)?,
             addrs: db.open_tree("addrs").map_err(failed)?,
             meta: db.open_tree("meta").map_err(failed)?,
-            keys: db.open_tree("keys").map_err(failed)?,
             images: db.open_tree("images").map_err(failed)?,
             containers_gen: Arc::default(),
             dir: dir.to_owned(),

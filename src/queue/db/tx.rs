@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::codec::{
     abort, addr_key, container_key, corrupt, decode, decode_u64, decode_uuid, encode, seq_key,
-    TxResult, META_IMAGE_BUILD, META_QUEUED, META_SEQ,
+    TxResult, META_IDEMPOTENCY, META_IMAGE_BUILD, META_QUEUED, META_SEQ,
 };
 use crate::model::{ContainerId, VlanId};
 use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
@@ -34,8 +34,6 @@ pub(in crate::queue) struct Tx<'t> {
     pub(super) addrs: &'t TransactionalTree,
     /// Counters.
     pub(super) meta: &'t TransactionalTree,
-    /// Idempotency key → [`KeyRecord`].
-    pub(super) keys: &'t TransactionalTree,
     /// Set when this transaction writes `containers`.
     pub(super) touched: &'t Cell<bool>,
 }
@@ -77,7 +75,7 @@ impl Tx<'_> {
         self.order.remove(&seq_key(job.seq))?;
         if let Some(key) = &job.idempotency_key {
             if self.key(key)?.is_some_and(|k| k.job == job.id) {
-                self.keys.remove(key.as_bytes())?;
+                self.meta.remove(idempotency_key(key))?;
             }
         }
         Ok(())
@@ -85,7 +83,7 @@ impl Tx<'_> {
 
     /// What idempotency key `key` names, if a retained job was made with it.
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
-        match self.keys.get(key.as_bytes())? {
+        match self.meta.get(idempotency_key(key))? {
             Some(bytes) => Ok(Some(decode("keys", &key, &bytes).or_else(abort)?)),
             None => Ok(None),
         }
@@ -93,8 +91,8 @@ impl Tx<'_> {
 
     /// Records that `key` made `record.job`.
     pub fn put_key(&self, key: &str, record: &KeyRecord) -> TxResult<()> {
-        self.keys
-            .insert(key.as_bytes(), encode(record).or_else(abort)?)?;
+        self.meta
+            .insert(idempotency_key(key), encode(record).or_else(abort)?)?;
         Ok(())
     }
 
@@ -203,4 +201,9 @@ impl Tx<'_> {
             None => Ok(None),
         }
     }
+}
+
+/// The `meta` key of idempotency key `key`.
+fn idempotency_key(key: &str) -> Vec<u8> {
+    [META_IDEMPOTENCY, key.as_bytes()].concat()
 }
