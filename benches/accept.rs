@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use creepy_meow::queue::{JobStore, StoreOptions};
+use creepy_meow::queue::{IdempotencyKey, JobStore, StoreOptions};
 use futures::future::join_all;
 
 use common::daemon::{Daemon, PORT};
@@ -109,14 +109,15 @@ fn perf_count(perf: PerfStat) -> Option<(u64, u64)> {
 /// The store alone, through the library: `writers` concurrent `enqueue_create` loops on this
 /// thread for `dur`, no HTTP. Shows the store's own ceiling and, through `JobStore::flushes`,
 /// how many writes each group-committed flush carried.
-async fn store_only(lab: &Lab, writers: usize, dur: Duration) -> (Level, u64) {
-    let dir = lab.path("data-library");
+async fn store_only(lab: &Lab, name: &str, keys: bool, dur: Duration) -> (Level, u64) {
+    let writers = 32;
+    let dir = lab.path(&format!("data-library-{name}"));
     let opts = StoreOptions {
         max_queued: 10_000_000,
         ..StoreOptions::default()
     };
     let store = JobStore::open(&dir, opts).expect("open the store");
-    let perf_out = lab.dir.join("perf-library.txt");
+    let perf_out = lab.dir.join(format!("perf-library-{name}.txt"));
     let perf = perf_attach(std::process::id(), &perf_out);
     let next = Arc::new(AtomicU32::new(9_000_000));
     let start = Instant::now();
@@ -126,9 +127,17 @@ async fn store_only(lab: &Lab, writers: usize, dur: Duration) -> (Level, u64) {
         async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
-                let spec = common::store::spec(next.fetch_add(1, Ordering::Relaxed));
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let spec = common::store::spec(n);
+                let key = keys.then(|| IdempotencyKey {
+                    key: format!("bench-{n}"),
+                    fingerprint: format!("POST /api/container/create {n}"),
+                });
                 let t0 = Instant::now();
-                store.enqueue_create(spec).await.expect("enqueue");
+                store
+                    .enqueue_create_keyed(spec, key)
+                    .await
+                    .expect("enqueue");
                 lat.push(t0.elapsed());
             }
             lat
@@ -185,10 +194,26 @@ async fn run(lab: &Lab, secs: Duration) {
         let l = level(lab, &name, 32, 4 + round / 2, with, secs).await;
         if with { &mut keyed.1 } else { &mut keyed.0 }.push(l);
     }
-    let library = store_only(lab, 32, secs).await;
+    let library = store_only(lab, "plain", false, secs).await;
+    let mut lib_keys = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        let with = round % 2 == 1;
+        let (l, _) = store_only(lab, &format!("keys-{round}"), with, secs).await;
+        if with {
+            &mut lib_keys.1
+        } else {
+            &mut lib_keys.0
+        }
+        .push(l);
+    }
     let after = probe(&probe_dir);
     report(&levels, &library, [before, after], secs);
-    keys_report(&keyed.0, &keyed.1);
+    keys_report("32 clients over HTTP", &keyed.0, &keyed.1);
+    keys_report(
+        "the store alone, 32 writers, no HTTP",
+        &lib_keys.0,
+        &lib_keys.1,
+    );
 }
 
 /// `clients` closed-loop clients creating for `secs` against a fresh `--paused` daemon (its
@@ -208,7 +233,9 @@ async fn level(lab: &Lab, name: &str, clients: usize, k: u64, keys: bool, secs: 
             common::create_form(id, (2 + id % 3) as u8),
         );
         if keys {
-            req.with_key(format!("bench-{id}-{}", uuid::Uuid::new_v4()))
+            // Unique per request without a random draw (a syscall) in the load generator,
+            // which shares the two cores with the daemon.
+            req.with_key(format!("bench-{k}-{id}"))
         } else {
             req
         }
@@ -226,11 +253,11 @@ async fn level(lab: &Lab, name: &str, clients: usize, k: u64, keys: bool, secs: 
     }
 }
 
-/// Accepts at 32 clients without and with idempotency keys, alternating.
-fn keys_report(without: &[Level], with: &[Level]) {
+/// Accepts without and with idempotency keys, alternating, as `what`.
+fn keys_report(what: &str, without: &[Level], with: &[Level]) {
     let mean = |ls: &[Level]| ls.iter().map(|l| l.rate).sum::<f64>() / ls.len().max(1) as f64;
-    let mut out = String::from(
-        "## Accepts with and without an Idempotency-Key, 32 clients, alternating\n\n\
+    let mut out = format!(
+        "## Accepts with and without an Idempotency-Key, {what}, alternating\n\n\
          | run | keys | accepted/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n",
     );
     let rows = without

@@ -29,7 +29,8 @@ pub(super) const META_QUEUED: &[u8] = b"queued";
 /// Start of the key in `meta` that names the image build job pending or running for a
 /// template (`image-build/<template>` → job ID).
 pub(super) const META_IMAGE_BUILD: &[u8] = b"image-build/";
-/// Start of the key in `meta` of an idempotency key (`idem/<key>` → a `KeyRecord`'s JSON).
+/// Start of the key in `meta` of an idempotency key (`idem/<key>` → the job's ID, then the
+/// request's fingerprint: `Tx::key`).
 pub(super) const META_IDEMPOTENCY: &[u8] = b"idem/";
 /// Key in `meta` of the on-disk format version.
 pub(super) const META_FORMAT: &[u8] = b"format";

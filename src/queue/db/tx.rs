@@ -81,18 +81,25 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// What idempotency key `key` names, if a retained job was made with it.
+    /// What idempotency key `key` names, if a retained job was made with it. Stored as the
+    /// job's 16 bytes, then the fingerprint's UTF-8: on every keyed enqueue's path, where JSON
+    /// cost ≈ 4 % of the accept rate (benches/accept.rs).
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
-        match self.meta.get(idempotency_key(key))? {
-            Some(bytes) => Ok(Some(decode("keys", &key, &bytes).or_else(abort)?)),
-            None => Ok(None),
-        }
+        let Some(bytes) = self.meta.get(idempotency_key(key))? else {
+            return Ok(None);
+        };
+        let (job, fingerprint) = bytes.split_at(16.min(bytes.len()));
+        let job = decode_uuid("meta", &key, job).or_else(abort)?;
+        let fingerprint = String::from_utf8(fingerprint.to_vec())
+            .map_err(|e| corrupt("meta", &key, e))
+            .or_else(abort)?;
+        Ok(Some(KeyRecord { job, fingerprint }))
     }
 
     /// Records that `key` made `record.job`.
     pub fn put_key(&self, key: &str, record: &KeyRecord) -> TxResult<()> {
-        self.meta
-            .insert(idempotency_key(key), encode(record).or_else(abort)?)?;
+        let value = [record.job.as_bytes(), record.fingerprint.as_bytes()].concat();
+        self.meta.insert(idempotency_key(key), value)?;
         Ok(())
     }
 
