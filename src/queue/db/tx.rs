@@ -82,8 +82,7 @@ impl Tx<'_> {
     }
 
     /// What idempotency key `key` names, if a retained job was made with it. Stored as the
-    /// job's 16 bytes, then the fingerprint's UTF-8: on every keyed enqueue's path, where JSON
-    /// cost ≈ 4 % of the accept rate (benches/accept.rs).
+    /// job's 16 bytes, then the fingerprint's UTF-8 (on every keyed enqueue's path: no JSON).
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
         let Some(bytes) = self.meta.get(idempotency_key(key))? else {
             return Ok(None);
