@@ -12,6 +12,7 @@
 
 mod codec;
 mod images;
+mod keys;
 mod open;
 mod tx;
 
@@ -62,6 +63,12 @@ pub(in crate::queue) struct Trees {
     /// Bumped after every committed transaction that wrote `containers`: the container list
     /// cached for `GET /api/container/list` is current while this has not moved.
     containers_gen: Arc<AtomicU64>,
+    /// A hash of every idempotency key stored since the store opened (and of some never
+    /// committed: an aborted transaction's), so a key never seen is known new without a read
+    /// in the enqueue's transaction. Never missing one that is stored: loaded from `meta` at
+    /// open, added to before each key is written; never removed from (a hash left by a pruned
+    /// or aborted key only costs that key's read).
+    key_hashes: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// The data directory, for messages.
     dir: PathBuf,
 }
@@ -139,6 +146,7 @@ impl Trees {
                     addrs,
                     meta,
                     touched: &touched,
+                    key_hashes: &self.key_hashes,
                 })
             })
             .map_err(|e| match e {

@@ -62,10 +62,12 @@ impl Trees {
             meta: db.open_tree("meta").map_err(failed)?,
             images: db.open_tree("images").map_err(failed)?,
             containers_gen: Arc::default(),
+            key_hashes: Arc::default(),
             dir: dir.to_owned(),
             db,
         };
         check_format(dir, &trees.db, &trees, existed)?;
+        trees.load_key_hashes()?;
         check_records(&trees)?;
         // The queued counter is derived; recount it so it can never drift across restarts.
         let queued = (trees.pending.len() + trees.repairs.len()) as u64;

@@ -10,6 +10,7 @@ use super::codec::{
     abort, addr_key, container_key, corrupt, decode, decode_u64, decode_uuid, encode, seq_key,
     TxResult, META_IDEMPOTENCY, META_IMAGE_BUILD, META_QUEUED, META_SEQ,
 };
+use super::keys::key_hash;
 use crate::model::{ContainerId, VlanId};
 use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
 use crate::queue::QueueError;
@@ -36,6 +37,8 @@ pub(in crate::queue) struct Tx<'t> {
     pub(super) meta: &'t TransactionalTree,
     /// Set when this transaction writes `containers`.
     pub(super) touched: &'t Cell<bool>,
+    /// The hashes of the idempotency keys stored ([`super::Trees`]).
+    pub(super) key_hashes: &'t std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Tx<'_> {
@@ -84,6 +87,9 @@ impl Tx<'_> {
     /// What idempotency key `key` names, if a retained job was made with it. Stored as the
     /// job's 16 bytes, then the fingerprint's UTF-8 (on every keyed enqueue's path: no JSON).
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
+        if !self.hashes().contains(&key_hash(key.as_bytes())) {
+            return Ok(None);
+        }
         let Some(bytes) = self.meta.get(idempotency_key(key))? else {
             return Ok(None);
         };
@@ -97,6 +103,8 @@ impl Tx<'_> {
 
     /// Records that `key` made `record.job`.
     pub fn put_key(&self, key: &str, record: &KeyRecord) -> TxResult<()> {
+        // Before the write: a key is never stored without its hash.
+        self.hashes().insert(key_hash(key.as_bytes()));
         let value = [record.job.as_bytes(), record.fingerprint.as_bytes()].concat();
         self.meta.insert(idempotency_key(key), value)?;
         Ok(())
@@ -212,4 +220,10 @@ impl Tx<'_> {
 /// The `meta` key of idempotency key `key`.
 fn idempotency_key(key: &str) -> Vec<u8> {
     [META_IDEMPOTENCY, key.as_bytes()].concat()
+}
+
+impl Tx<'_> {
+    fn hashes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.key_hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
