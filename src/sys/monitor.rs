@@ -108,15 +108,8 @@ pub fn find(
         }
         match monitor_from_pidfile(lxc_path, name) {
             Some(monitor) => {
-                let init = first_child(monitor).map(|pid| (pid, Init::open(pid)));
-                let pid = match init {
-                    Some((pid, Opened::Held(init))) => {
-                        found.push((name.clone(), init));
-                        Some(pid)
-                    }
-                    Some((pid, Opened::Unheld)) => Some(pid),
-                    Some((_, Opened::Exited)) | None => None,
-                };
+                let (pid, held) = init_of(monitor);
+                found.extend(held.map(|init| (name.clone(), init)));
                 out.insert(name.clone(), pid);
             }
             None => unknown.push(name.clone()),
@@ -150,21 +143,26 @@ pub fn init_pid(lxc_path: &Path, name: &str, known: &Known) -> SysResult<Option<
         return Ok(Some(pid));
     }
     if let Some(monitor) = monitor_from_pidfile(lxc_path, name) {
-        return Ok(
-            match first_child(monitor).map(|pid| (pid, Init::open(pid))) {
-                Some((pid, Opened::Held(init))) => {
-                    known.lock().insert(name.to_string(), init);
-                    Some(pid)
-                }
-                Some((pid, Opened::Unheld)) => Some(pid),
-                // Its monitor runs and init is not there (yet, or any more): starting or stopping.
-                Some((_, Opened::Exited)) | None => None,
-            },
-        );
+        let (pid, held) = init_of(monitor);
+        if let Some(init) = held {
+            known.lock().insert(name.to_string(), init);
+        }
+        return Ok(pid);
     }
     Ok(find(lxc_path, &[name.to_string()], known)?
         .remove(name)
         .flatten())
+}
+
+/// The init of the container whose monitor is `monitor` (its first child), and the init held
+/// by a pidfd when one could be had. `None` while the monitor has no running child: LXC is
+/// starting or stopping the container.
+fn init_of(monitor: u32) -> (Option<u32>, Option<Init>) {
+    match first_child(monitor).map(|pid| (pid, Init::open(pid))) {
+        Some((pid, Opened::Held(init))) => (Some(pid), Some(init)),
+        Some((pid, Opened::Unheld)) => (Some(pid), None),
+        Some((_, Opened::Exited)) | None => (None, None),
+    }
 }
 
 /// The inits found so far, each held by a pidfd (pidfd_open(2)): while it does not poll
