@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::{monitor, SysError, SysResult};
+use super::{lxc_files, monitor, SysError, SysResult};
 
 /// One container directory under the LXC path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,18 +97,8 @@ fn check_clone_base(lxc_path: &Path, entry: &mut ContainerEntry) {
     if entry.init_pid.is_some() || !entry.has_rootfs {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(lxc_path.join(&entry.name).join("lxc_rdepends")) else {
-        return;
-    };
-    let mut lines = text.lines();
-    if let (Some(path), Some(base)) = (lines.next(), lines.next()) {
-        if !Path::new(path.trim())
-            .join(base.trim())
-            .join("rootfs")
-            .is_dir()
-        {
-            entry.has_rootfs = false;
-        }
+    if lxc_files::base_of(lxc_path, &entry.name).is_some_and(|base| !base.join("rootfs").is_dir()) {
+        entry.has_rootfs = false;
     }
 }
 

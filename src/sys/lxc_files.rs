@@ -1,8 +1,9 @@
-//! What the LXC tools leave on disk that the images read without running a tool: the clones
-//! LXC lists beside a container it was snapshot-cloned from, and a directory's size.
+//! What the LXC tools leave on disk, read without running a tool: the clones LXC lists beside a
+//! container it was snapshot-cloned from (`lxc_snapshots`), the container a clone was made from
+//! (`lxc_rdepends`), and a directory's size.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{SysError, SysResult};
 
@@ -24,16 +25,25 @@ pub fn clones_of(lxc_path: &Path, name: &str) -> SysResult<Vec<String>> {
             })
         }
     };
-    let lines: Vec<&str> = text.lines().collect();
-    Ok(lines
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [path, clone] => Some((Path::new(path.trim()), clone.trim())),
-            _ => None,
-        })
+    Ok(containers(&text)
         .filter(|(path, clone)| path.join(clone).join("config").exists())
         .map(|(_, clone)| clone.to_string())
         .collect())
+}
+
+/// The directory of the container that snapshot clone `name` under `lxc_path` was made from,
+/// as LXC names it in `<name>/lxc_rdepends` (LXC path, then container); `None` for a container
+/// that is not a clone, or whose file cannot be read.
+pub fn base_of(lxc_path: &Path, name: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(lxc_path.join(name).join("lxc_rdepends")).ok()?;
+    let (path, base) = containers(&text).next()?;
+    Some(path.join(base))
+}
+
+/// The containers a file of LXC's lists as pairs of lines: its LXC path, then its name.
+fn containers(text: &str) -> impl Iterator<Item = (&Path, &str)> {
+    let mut lines = text.lines().map(str::trim);
+    std::iter::from_fn(move || Some((Path::new(lines.next()?), lines.next()?)))
 }
 
 /// Bytes allocated on disk under `dir` (files, directories, links; not following links nor
