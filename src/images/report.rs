@@ -79,7 +79,7 @@ impl Images {
 
     /// How new containers are made from images now.
     pub fn clone_mode(&self) -> CloneMode {
-        if self.fallback().is_some() {
+        if self.fallback_reason().is_some() {
             CloneMode::Copy
         } else {
             CloneMode::Overlay

@@ -30,10 +30,11 @@ impl Images {
 
     /// Why containers are full copies rather than overlay clones, once that was found.
     pub fn fallback(&self) -> Option<String> {
-        self.fallback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.fallback_reason().clone()
+    }
+
+    pub(super) fn fallback_reason(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.fallback.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn lxc(&self) -> &dyn Lxc {
@@ -128,10 +129,12 @@ impl Images {
         }
     }
 
+    /// Removes the version `record` took and did not build, if anything of it is there (a
+    /// destroy of nothing is a `stat`: this runs with every destroy's `remove_unused_images`).
     async fn discard(&self, record: &ImageRecord) -> Result<(), ImageError> {
         if let Some(v) = record.unfinished() {
             let name = lxc_name(&record.template, v);
-            if self.lxc.exists(&name).await? || self.lxc.disk_usage(&name).await? > 0 {
+            if self.lxc.exists(&name).await? {
                 tracing::warn!(image = %name, "removing an image build that did not finish");
             }
             self.lxc.destroy(&name).await?;
@@ -145,7 +148,7 @@ impl Images {
     /// # Errors
     /// [`ImageError::Clone`] when neither works; LXC's error.
     pub async fn clone_into(&self, image: &str, name: &str) -> Result<(), ImageError> {
-        if self.fallback().is_some() {
+        if self.fallback_reason().is_some() {
             return Ok(self.lxc.copy_full(image, name).await?);
         }
         let overlay = match self.lxc.clone_overlay(image, name).await {
@@ -157,8 +160,7 @@ impl Images {
         match self.lxc.copy_full(image, name).await {
             Ok(()) => {
                 tracing::warn!(image, error = %overlay, "overlay clones do not work on this LXC path; containers are full copies of their image from now on");
-                *self.fallback.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(overlay.to_string());
+                *self.fallback_reason() = Some(overlay.to_string());
                 Ok(())
             }
             Err(copy) => {

@@ -39,7 +39,7 @@ impl Step for BuildImage {
         let images = ctx
             .images
             .ok_or_else(|| StepError::Other("images are off here (--clone=off)".into()))?;
-        ctx.image = Some(images.rebuild(template).await?);
+        images.rebuild(template).await?;
         Ok(())
     }
 
