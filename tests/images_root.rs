@@ -74,8 +74,16 @@ fn versions(d: &Daemon) -> Vec<(u64, Vec<String>)> {
         .collect()
 }
 
+/// Whether `path` exists inside running `container`; panics when the container cannot be
+/// asked (so "absent" is never a failed `lxc-attach`).
 fn has_file(s: &Server, container: &str, path: &str) -> bool {
-    attach(s, container, &["test", "-e", path]).status.success()
+    let script = format!("if test -e '{path}'; then echo present; else echo absent; fi");
+    let out = attach(s, container, &["sh", "-c", &script]);
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "present" => true,
+        "absent" => false,
+        _ => panic!("cannot look into {container}: {out:?}"),
+    }
 }
 
 #[test]
