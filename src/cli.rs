@@ -56,6 +56,10 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Show one job, or wait for it with --wait.
     Job(JobArgs),
+    /// Tail the server's events as they are committed: each job and step state change, each
+    /// container found missing, kept as leftover, or given a new desired state. Runs until
+    /// interrupted; --json prints one event's JSON per line.
+    Events(EventsArgs),
 }
 
 /// How the client reaches its server.
@@ -197,6 +201,24 @@ pub struct JobArgs {
     /// Follow the job until it ends.
     #[arg(long)]
     pub wait: bool,
+    /// The server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only the events of this job (without --since: from its first event).
+    #[arg(long, value_name = "JOB_ID")]
+    pub job: Option<String>,
+    /// Only the events of this container.
+    #[arg(long, value_name = "ID")]
+    pub container: Option<u64>,
+    /// Start after event number N (events are kept as long as their jobs) [default: only new
+    /// events, or a job's whole history with --job].
+    #[arg(long, value_name = "N")]
+    pub since: Option<u64>,
     /// The server.
     #[command(flatten)]
     pub client: ClientArgs,

@@ -134,6 +134,7 @@ pub async fn run(
         token: cfg.token.clone(),
         metrics,
         reconciler,
+        shutdown: shutdown.clone(),
     });
     let templates = cfg.templates.names().join(",");
     tracing::info!(%addr, paused = cfg.paused, %templates, clone = cfg.clone, "serving");

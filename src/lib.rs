@@ -7,7 +7,9 @@
 //! 1. [`api`] (HTTP, on warp): parses and validates the request into [`model`] values, and
 //!    answers `202` once [`queue`] has the job on disk;
 //! 2. [`queue`]: the durable job store on sled — jobs, their step records, the ledger that
-//!    reserves container IDs and addresses — with group commit (many requests, one disk sync);
+//!    reserves container IDs and addresses — with group commit (many requests, one disk sync),
+//!    and a numbered event for every change, written in the change's own transaction (the API
+//!    streams them at `GET /api/events` once they are on disk);
 //! 3. [`worker`]: the one worker; takes queued jobs oldest first, records every step before it
 //!    acts, recovers jobs a crash interrupted (stopping what their tools left running first);
 //! 4. [`engine`] and [`steps`]: checks a create against the limits and the host, then runs the

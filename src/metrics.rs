@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::queue::JobState;
@@ -13,6 +14,19 @@ pub struct Metrics {
     steps: Mutex<BTreeMap<&'static str, (u64, f64)>>,
     /// (metric, kind) -> count: drift found and repairs queued by reconcile passes.
     reconcile: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Event streams open now.
+    streams: AtomicU64,
+    /// Event streams cut because their client fell behind.
+    lagged: AtomicU64,
+}
+
+/// Counts an open event stream while it lives ([`Metrics::stream_opened`]).
+pub struct OpenStream<'m>(&'m Metrics);
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The reconcile counters' metric names.
@@ -46,6 +60,17 @@ impl Metrics {
     /// Counts a repair job of `kind` queued by a reconcile pass.
     pub fn observe_repair(&self, kind: &'static str) {
         self.count(REPAIRS, kind);
+    }
+
+    /// Counts an event stream as open until the guard is dropped.
+    pub fn stream_opened(&self) -> OpenStream<'_> {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self)
+    }
+
+    /// Counts an event stream cut because its client fell behind.
+    pub fn observe_lagged(&self) {
+        self.lagged.fetch_add(1, Ordering::Relaxed);
     }
 
     fn count(&self, metric: &'static str, kind: &'static str) {
@@ -92,7 +117,22 @@ impl Metrics {
         }
         drop(steps);
         self.render_reconcile(&mut out);
+        self.render_streams(&mut out);
         out
+    }
+
+    fn render_streams(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP creepy_meow_event_streams Event streams open.");
+        let _ = writeln!(out, "# TYPE creepy_meow_event_streams gauge");
+        let open = self.streams.load(Ordering::Relaxed);
+        let _ = writeln!(out, "creepy_meow_event_streams {open}");
+        let _ = writeln!(
+            out,
+            "# HELP creepy_meow_event_streams_lagged_total Event streams cut because their client fell behind."
+        );
+        let _ = writeln!(out, "# TYPE creepy_meow_event_streams_lagged_total counter");
+        let lagged = self.lagged.load(Ordering::Relaxed);
+        let _ = writeln!(out, "creepy_meow_event_streams_lagged_total {lagged}");
     }
 
     fn render_reconcile(&self, out: &mut String) {

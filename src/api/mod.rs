@@ -9,6 +9,7 @@
 pub mod auth;
 mod containers;
 pub mod error;
+mod events;
 mod idempotency;
 mod images;
 mod jobs;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Reconcile passes on demand, and the last report.
     pub reconciler: Arc<crate::reconcile::Reconciler>,
+    /// Fires when the daemon stops: ends the event streams, so the server can close.
+    pub shutdown: CancellationToken,
 }
 
 /// Serves the API on `listener` until `shutdown` fires.
@@ -241,6 +244,7 @@ async fn dispatch(
             jobs::queue_status(state).await
         }
         (Method::GET, Endpoint::Metrics) => jobs::metrics(state).await,
+        (Method::GET, Endpoint::Events) => events::stream(state, req),
         // A known path asked with a method it does not answer.
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -270,6 +274,7 @@ enum Endpoint<'p> {
     Queue,
     Pause,
     Resume,
+    Events,
 }
 
 impl<'p> Endpoint<'p> {
@@ -294,6 +299,7 @@ impl<'p> Endpoint<'p> {
             ["api", "queue"] => Self::Queue,
             ["api", "queue", "pause"] => Self::Pause,
             ["api", "queue", "resume"] => Self::Resume,
+            ["api", "events"] => Self::Events,
             _ => return None,
         })
     }

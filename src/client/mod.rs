@@ -2,6 +2,7 @@
 //! `reconcile`, `jobs` and `job` subcommands: one sentence for every way a call can fail, never
 //! a stack trace. `render.rs` shows a job's steps live; `tables.rs` the rest.
 
+pub mod events;
 pub mod render;
 pub mod tables;
 
@@ -86,9 +87,15 @@ pub const JOB_TRIES: u32 = 3;
 /// The pause before the second try; it doubles before the next.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
+/// How long an event stream may stay silent before the client calls it broken: the server
+/// sends a keep-alive comment every 15 s.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+
 /// A client of one server.
 pub struct ApiClient {
     http: reqwest::Client,
+    /// For event streams: no limit on the whole answer, one on silence.
+    streams: reqwest::Client,
     base: String,
     token: Option<String>,
 }
@@ -99,20 +106,27 @@ impl ApiClient {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ClientError::Other(e.to_string()))?;
+        let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        let built =
+            |b: reqwest::ClientBuilder| b.build().map_err(|e| ClientError::Other(e.to_string()));
         Ok(Self {
-            http,
+            http: built(builder().timeout(Duration::from_secs(90)))?,
+            streams: built(builder().read_timeout(STREAM_SILENCE))?,
             base: base.trim_end_matches('/').to_string(),
             token,
         })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.base));
+        self.authorized(self.http.request(method, format!("{}{path}", self.base)))
+    }
+
+    /// A request whose answer may last (an event stream).
+    fn stream_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.authorized(self.streams.request(method, format!("{}{path}", self.base)))
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -123,6 +137,19 @@ impl ApiClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let resp = self.response(req).await?;
+        let body: Value = resp.json().await.map_err(|e| {
+            ClientError::Other(format!("the server sent an answer that is not JSON: {e}"))
+        })?;
+        serde_json::from_value(body)
+            .map_err(|e| ClientError::Other(format!("unexpected answer from the server: {e}")))
+    }
+
+    /// Sends `req`; a successful answer is returned as it is, any other becomes its error.
+    async fn response(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
                 ClientError::Unreachable(self.base.clone())
@@ -133,14 +160,10 @@ impl ApiClient {
             }
         })?;
         let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| {
-            ClientError::Other(format!("the server sent an answer that is not JSON: {e}"))
-        })?;
         if status.is_success() {
-            return serde_json::from_value(body).map_err(|e| {
-                ClientError::Other(format!("unexpected answer from the server: {e}"))
-            });
+            return Ok(resp);
         }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
         let text = |k: &str| {
             body.get(k)
                 .and_then(Value::as_str)
@@ -261,33 +284,5 @@ impl ApiClient {
     pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
         self.send(self.request(reqwest::Method::GET, &format!("/api/jobs/{id}")))
             .await
-    }
-
-    /// Polls a job until it ends, calling `on_change` whenever it changed.
-    ///
-    /// # Errors
-    /// See [`ClientError`].
-    pub async fn follow(
-        &self,
-        id: &str,
-        mut on_change: impl FnMut(&JobView),
-    ) -> Result<JobView, ClientError> {
-        let mut last: Option<String> = None;
-        loop {
-            let job = self.job(id).await?;
-            let fingerprint = format!(
-                "{}{:?}",
-                job.state,
-                job.steps.iter().map(|s| &s.state).collect::<Vec<_>>()
-            );
-            if last.as_ref() != Some(&fingerprint) {
-                on_change(&job);
-                last = Some(fingerprint);
-            }
-            if job.is_finished() {
-                return Ok(job);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }

@@ -17,7 +17,7 @@ use crate::config::read_token;
 /// Exit code of a job that ended failed or cancelled.
 const EXIT_JOB_FAILED: u8 = 1;
 
-fn connect(args: &ClientArgs) -> Result<ApiClient, ExitCode> {
+pub(super) fn connect(args: &ClientArgs) -> Result<ApiClient, ExitCode> {
     let token = match (&args.token_file, std::env::var("CREEPY_MEOW_TOKEN")) {
         (Some(path), _) => Some(read_token(path).map_err(|e| fail(EXIT_USAGE, e))?),
         (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
@@ -26,7 +26,7 @@ fn connect(args: &ClientArgs) -> Result<ApiClient, ExitCode> {
     ApiClient::new(&args.server, token).map_err(|e| fail(1, e))
 }
 
-fn api_fail(e: ClientError) -> ExitCode {
+pub(super) fn api_fail(e: ClientError) -> ExitCode {
     let code = match &e {
         ClientError::Api { status, .. } if (400..500).contains(status) => EXIT_USAGE,
         _ => 1,

@@ -219,11 +219,16 @@ pub(super) fn commit_batch(
 
 /// Makes every committed write durable: sled's flush, then an `fdatasync` of its log.
 fn flush(shared: &mut Shared) -> FlushResult {
+    // Every event committed before the flush starts is on disk once it ends.
+    let events = shared.trees.clock().committed();
     let result = shared
         .trees
         .flush()
         .and_then(|()| shared.log.sync().map_err(|e| e.to_string()));
     shared.flushes.fetch_add(1, Ordering::Relaxed);
+    if result.is_ok() {
+        shared.trees.clock().synced(events);
+    }
     result.map_err(|e| {
         tracing::error!(error = %e, "cannot flush the job store");
         QueueError::Storage(format!(

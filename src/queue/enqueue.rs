@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::committer::BatchedWrite;
 use super::db::{Tx, TxResult};
+use super::event::Event;
 use super::job::{
     ContainerRecord, ContainerRecordState, Job, JobRequest, KeyRecord, Lifecycle, Origin,
 };
@@ -399,6 +400,7 @@ fn new_job(
     }
     let mut job = Job::new(request, origin, tx.next_seq()?, now);
     job.idempotency_key = key.map(str::to_string);
+    job.first_event = Some(tx.emit(Event::job_state(&job))?);
     tx.add_job(&job)?;
     tx.push_pending(&job)?;
     Ok(Ok(job))

@@ -354,6 +354,10 @@ pub struct Job {
     /// The `Idempotency-Key` the request that made it carried, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The number of the event that says it was queued: `GET /api/events?job=<id>` starts
+    /// there. Absent in jobs stored before events existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_event: Option<u64>,
 }
 
 /// What an idempotency key names: the job its first request made, and that request's
@@ -389,6 +393,7 @@ impl Job {
             started_at: None,
             finished_at: None,
             idempotency_key: None,
+            first_event: None,
         }
     }
 

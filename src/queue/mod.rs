@@ -5,7 +5,7 @@
 //! 1. `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
 //!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
-//!    `order`, `containers`, `addrs`, `meta`, `images`), their keys and the encoding; its transaction
+//!    `order`, `containers`, `addrs`, `meta`, `images`, `events`), their keys and the encoding; its transaction
 //!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
 //! 3. `committer.rs`: the commit thread (group commit, below);
 //! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,
@@ -17,7 +17,10 @@
 //!   flush and `fdatasync`, and runs every enqueue waiting at that moment in one
 //!   transaction, so many concurrent requests share one disk sync;
 //! - a lock file in the data directory keeps a second daemon out;
-//! - pruning drops old finished jobs, never a queued or running one.
+//! - pruning drops old finished jobs, never a queued or running one, and the events older than
+//!   the oldest job kept;
+//! - events (`event.rs`): every job, step and container change is also written as a numbered
+//!   event in its own transaction; readers see them once they are on disk.
 //!
 //! Reservations follow the job: a create reserves the ID and address when it is queued; they
 //! become the container's when it succeeds and are released when it fails or is cancelled. A
@@ -27,6 +30,8 @@
 mod committer;
 mod db;
 mod enqueue;
+mod event;
+mod feed;
 mod images;
 mod job;
 mod listed;
@@ -37,6 +42,7 @@ mod store;
 mod write;
 
 pub use enqueue::{Enqueued, IdempotencyKey};
+pub use event::{Event, EventType, StoredEvent};
 pub use job::{
     ContainerRecord, ContainerRecordState, DesiredState, Job, JobKind, JobRequest, JobState,
     KeyRecord, Lifecycle, Origin, StepRecord, StepState,
@@ -162,6 +168,8 @@ use crate::spec::StepName;
 
 #[cfg(test)]
 mod commit_tests;
+#[cfg(test)]
+mod event_tests;
 #[cfg(test)]
 mod job_tests;
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! `keep_finished`. Queued and running jobs are never touched, and neither are container
 //! records (only queued and running jobs hold one).
 //!
+//! Events go with the jobs: every event older than the first event of the oldest job kept is
+//! deleted (when no job is kept, every event older than `keep_for`).
+//!
 //! A prune is not flushed: a prune lost in a crash is simply done again.
 
 use std::sync::{Arc, Weak};
@@ -68,7 +71,48 @@ impl JobStore {
                 Ok(n)
             })?;
         }
+        self.prune_events(cutoff)?;
         Ok(deleted)
+    }
+
+    /// Deletes the events older than the oldest job kept, or, when no job is kept, those
+    /// committed before `cutoff`.
+    fn prune_events(&self, cutoff: Option<OffsetDateTime>) -> Result<(), QueueError> {
+        let trees = &self.inner.trees;
+        let mut oldest_job_event = None;
+        for stored in trees.jobs_in_order(false) {
+            if let Some(first) = stored?.job()?.first_event {
+                oldest_job_event = Some(first);
+                break;
+            }
+        }
+        loop {
+            let chunk = trees.events_between(0, u64::MAX, PRUNE_CHUNK)?;
+            let doomed: Vec<u64> = match (oldest_job_event, cutoff) {
+                (Some(floor), _) => chunk.iter().map(|e| e.seq).filter(|s| *s < floor).collect(),
+                (None, Some(cutoff)) => {
+                    let mut old = Vec::new();
+                    for e in &chunk {
+                        let head = e.head().map_err(|why| {
+                            QueueError::Corrupt(format!("event {} does not decode: {why}", e.seq))
+                        })?;
+                        if head.at >= cutoff {
+                            break;
+                        }
+                        old.push(e.seq);
+                    }
+                    old
+                }
+                (None, None) => Vec::new(),
+            };
+            if doomed.is_empty() {
+                return Ok(());
+            }
+            self.transact(|tx| doomed.iter().try_for_each(|seq| tx.remove_event(*seq)))?;
+            if doomed.len() < chunk.len() {
+                return Ok(());
+            }
+        }
     }
 
     /// Prunes every `every` on the blocking pool until `shutdown` fires or the store is

@@ -144,3 +144,24 @@ async fn a_steps_start_is_synced_before_the_runner_may_act() {
     started.await.unwrap();
     assert_eq!(ctl.synced.load(Ordering::SeqCst), before + 1);
 }
+
+#[tokio::test]
+async fn an_event_is_not_read_before_its_sync() {
+    let dir = TempDir::new("sync-event");
+    let (store, ctl, entered) = gated_store(&dir);
+    let mut accept = Box::pin(store.enqueue_create(spec(1, 2, 1)));
+    assert!(accept.as_mut().now_or_never().is_none());
+    wait_entered(&entered);
+    // Committed, not on disk: a crash now would take the event and its number. (Read before
+    // the gate opens, asserted after: a failed assert must not leave the commit thread stuck.)
+    let (readable, last) = (store.events_after(0, 10).unwrap(), store.last_event());
+    ctl.open();
+    assert_eq!(
+        (readable, last),
+        (vec![], 0),
+        "an event was readable before its sync"
+    );
+    accept.await.unwrap();
+    assert_eq!(store.events_after(0, 10).unwrap().len(), 1);
+    assert_eq!(store.last_event(), 1);
+}

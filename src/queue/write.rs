@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{abort, Tx, TxResult};
+use super::event::Event;
 use super::job::{ContainerRecordState, Job, JobKind, JobRequest, JobState};
 use super::store::JobStore;
 use super::{Conflict, QueueError};
@@ -26,7 +27,7 @@ impl JobStore {
             tx.remove_pending(&job)?;
             job.started_at = Some(OffsetDateTime::now_utc());
             job.attempts += 1;
-            tx.put_job(&job)?;
+            put_moved(tx, &job)?;
             Ok(job)
         })?;
         self.flush().await?;
@@ -59,7 +60,9 @@ impl JobStore {
                 );
             }
             job.apply_step_event(step, event);
-            tx.put_job(&job)
+            tx.put_job(&job)?;
+            tx.emit(Event::step(&job, step, event))?;
+            Ok(())
         })?;
         if event.must_be_durable_at_once() {
             self.flush().await?;
@@ -105,7 +108,7 @@ impl JobStore {
             job.error = error;
             job.finished_at = Some(OffsetDateTime::now_utc());
             settle(tx, &job, &ending)?;
-            tx.put_job(&job)?;
+            put_moved(tx, &job)?;
             Ok(job)
         })?;
         self.flush().await?;
@@ -126,7 +129,7 @@ impl JobStore {
             advance(&mut job, JobState::Queued)?;
             job.reset_for_retry();
             tx.push_pending(&job)?;
-            tx.put_job(&job)?;
+            put_moved(tx, &job)?;
             Ok(job)
         })?;
         self.flush().await?;
@@ -149,6 +152,7 @@ impl JobStore {
             }
             rec.state = ContainerRecordState::Missing;
             tx.put_record(&rec)?;
+            tx.emit(Event::container(&rec, None))?;
             Ok(true)
         })?;
         if marked {
@@ -172,13 +176,20 @@ impl JobStore {
             tx.remove_pending(&job)?;
             job.finished_at = Some(OffsetDateTime::now_utc());
             settle(tx, &job, &Ending::Failed(String::new()))?;
-            tx.put_job(&job)?;
+            put_moved(tx, &job)?;
             Ok(job)
         })?;
         self.flush().await?;
         tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), "job cancelled");
         Ok(job)
     }
+}
+
+/// Stores `job`, which has just moved to another state, with the event that says so.
+fn put_moved(tx: &Tx<'_>, job: &Job) -> TxResult<()> {
+    tx.put_job(job)?;
+    tx.emit(Event::job_state(job))?;
+    Ok(())
 }
 
 /// Moves `job` to `next`, or leaves the transaction with [`QueueError::BadTransition`].
@@ -232,10 +243,19 @@ fn settle(tx: &Tx<'_>, job: &Job, ending: &Ending) -> TxResult<()> {
     let Some(state) = kept_as else {
         return tx.remove_record(&rec);
     };
+    let before = (rec.state, rec.desired);
     rec.state = state;
     rec.job_id = None;
     if let (Ending::Succeeded, Some(desired)) = (ending, job.kind.desired_after()) {
         rec.desired = desired;
     }
-    tx.put_record(&rec)
+    tx.put_record(&rec)?;
+    // A create's own success needs no event of its own (the job's says it); a container kept
+    // as leftover, or whose desired state a start or stop changed, does.
+    let creating =
+        before.0 == ContainerRecordState::Creating && state == ContainerRecordState::Active;
+    if before != (rec.state, rec.desired) && !creating {
+        tx.emit(Event::container(&rec, Some(job)))?;
+    }
+    Ok(())
 }

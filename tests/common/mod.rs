@@ -12,6 +12,7 @@
 //! - [`serve`]: a real `creepy-meow serve` process: command line, log, readiness wait, SIGTERM;
 //! - [`daemon`]: the root tests' daemon on a server, driven with curl;
 //! - [`in_process`]: the API tests' daemon in a tokio task on a fake host (no root);
+//! - [`events`]: reading `GET /api/events` (a stream, and a client that reads nothing);
 //! - [`openapi`]: checks answers against docs/openapi.json;
 //! - [`on_server`]: library code run inside a server's namespace;
 //! - [`containers`]: reaching into a server's containers.
@@ -23,6 +24,7 @@
 
 pub mod containers;
 pub mod daemon;
+pub mod events;
 pub mod in_process;
 pub mod lab;
 pub mod layout;

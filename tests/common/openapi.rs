@@ -2,6 +2,7 @@
 //! must be documented for it, every header documented for that answer must be present, and a
 //! JSON body must match the documented schema.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use reqwest::header::HeaderMap;
@@ -49,12 +50,30 @@ fn resolve(v: &'static Value) -> &'static Value {
     }
 }
 
-fn validate(schema_ref: &str, body: &Value, what: &str) {
+/// The validator of `schema_ref`, compiled once per test binary (compiling one takes about a
+/// millisecond; an event stream test checks thousands of events).
+fn validator(schema_ref: &str) -> std::sync::Arc<jsonschema::Validator> {
+    type Cache = std::sync::Mutex<HashMap<String, std::sync::Arc<jsonschema::Validator>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(v) = cache.lock().unwrap().get(schema_ref) {
+        return v.clone();
+    }
     let mut root = spec().clone();
     root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
     root["$ref"] = json!(schema_ref);
-    let validator =
-        jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("schema for {what}: {e}"));
+    let compiled = std::sync::Arc::new(
+        jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("schema {schema_ref}: {e}")),
+    );
+    cache
+        .lock()
+        .unwrap()
+        .insert(schema_ref.to_string(), compiled.clone());
+    compiled
+}
+
+fn validate(schema_ref: &str, body: &Value, what: &str) {
+    let validator = validator(schema_ref);
     let errors: Vec<String> = validator
         .iter_errors(body)
         .map(|e| format!("{} at {}", e, e.instance_path()))
@@ -122,5 +141,20 @@ pub fn conform(method: &str, path: &str, status: u16, headers: &HeaderMap, body:
             None => format!("#{ptr}/content/application~1json/schema"),
         };
         validate(&schema_ref, body, &what);
+    }
+}
+
+/// Panics unless an event of `GET /api/events` named `name` carries data of the documented
+/// schema: `Event` for `job`, `step` and `container`, `StreamNotice` for `truncated` and
+/// `lagged`.
+pub fn conform_event(name: &str, data: &Value) {
+    let schema = match name {
+        "job" | "step" | "container" => "#/components/schemas/Event",
+        "truncated" | "lagged" => "#/components/schemas/StreamNotice",
+        other => panic!("event {other:?} is not documented"),
+    };
+    validate(schema, data, &format!("event {name}"));
+    if let Some(kind) = data.get("type") {
+        assert_eq!(kind, name, "an event's type is its SSE name");
     }
 }

@@ -32,6 +32,8 @@ pub(super) const META_IMAGE_BUILD: &[u8] = b"image-build/";
 /// Start of the key in `meta` of an idempotency key (`idem/<key>` → the job's ID, then the
 /// request's fingerprint: `Tx::key`).
 pub(super) const META_IDEMPOTENCY: &[u8] = b"idem/";
+/// Key in `meta` of the number of the newest event stored.
+pub(super) const META_EVENT_SEQ: &[u8] = b"event-seq";
 /// Key in `meta` of the on-disk format version.
 pub(super) const META_FORMAT: &[u8] = b"format";
 

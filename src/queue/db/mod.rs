@@ -11,6 +11,7 @@
 //! Reads and transactions are synchronous and fast (sled keeps the working set in memory).
 
 mod codec;
+mod events;
 mod images;
 mod keys;
 mod open;
@@ -28,6 +29,7 @@ use sled::{IVec, Tree};
 use uuid::Uuid;
 
 pub(in crate::queue) use codec::{abort, TxResult};
+pub(in crate::queue) use events::EventClock;
 pub(in crate::queue) use tx::Tx;
 
 use super::job::{ContainerRecord, Job, JobState};
@@ -60,6 +62,10 @@ pub(in crate::queue) struct Trees {
     /// Template name → its images' record (`images.rs`; written by the worker alone, outside
     /// the job transactions).
     images: Tree,
+    /// Event number (u64 BE) → event (`events.rs`), written with the change it describes.
+    events: Tree,
+    /// How far the events go: committed, and on disk.
+    clock: Arc<EventClock>,
     /// Bumped after every committed transaction that wrote `containers`: the container list
     /// cached for `GET /api/container/list` is current while this has not moved.
     containers_gen: Arc<AtomicU64>,
@@ -126,6 +132,7 @@ impl Trees {
         f: impl Fn(&Tx<'_>) -> TxResult<A>,
     ) -> Result<A, QueueError> {
         let touched = Cell::new(false);
+        let emitted = Cell::new(0);
         let trees = (
             &self.jobs,
             &self.pending,
@@ -134,21 +141,26 @@ impl Trees {
             &self.containers,
             &self.addrs,
             &self.meta,
+            &self.events,
         );
         let out = trees
-            .transaction(|(jobs, pending, repairs, order, containers, addrs, meta)| {
-                f(&Tx {
-                    jobs,
-                    pending,
-                    repairs,
-                    order,
-                    containers,
-                    addrs,
-                    meta,
-                    touched: &touched,
-                    key_hashes: &self.key_hashes,
-                })
-            })
+            .transaction(
+                |(jobs, pending, repairs, order, containers, addrs, meta, events)| {
+                    f(&Tx {
+                        jobs,
+                        pending,
+                        repairs,
+                        order,
+                        containers,
+                        addrs,
+                        meta,
+                        events,
+                        touched: &touched,
+                        emitted: &emitted,
+                        key_hashes: &self.key_hashes,
+                    })
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => self.storage("write", e),
@@ -157,6 +169,10 @@ impl Trees {
         // before this point sees the counter move and reads the trees again.
         if touched.get() {
             self.containers_gen.fetch_add(1, Ordering::Release);
+        }
+        // Only a commit counts: an aborted transaction's events were never written.
+        if out.is_ok() && emitted.get() > 0 {
+            self.clock.saw_commit(emitted.get());
         }
         out
     }

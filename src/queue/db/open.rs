@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::codec::{decode, decode_uuid, hex, META_FORMAT, META_QUEUED};
-use super::Trees;
+use super::{EventClock, Trees};
 use crate::queue::job::{ContainerRecord, Job};
 use crate::queue::lock::wait_until_unlocked;
 use crate::queue::QueueError;
@@ -61,6 +61,8 @@ impl Trees {
             addrs: db.open_tree("addrs").map_err(failed)?,
             meta: db.open_tree("meta").map_err(failed)?,
             images: db.open_tree("images").map_err(failed)?,
+            events: db.open_tree("events").map_err(failed)?,
+            clock: Arc::new(EventClock::new(0)),
             containers_gen: Arc::default(),
             key_hashes: Arc::default(),
             dir: dir.to_owned(),
@@ -68,6 +70,10 @@ impl Trees {
         };
         check_format(dir, &trees.db, &trees, existed)?;
         trees.load_key_hashes()?;
+        // Everything sled recovered is on disk: readers may see every event at once.
+        let latest = trees.last_event_seq()?;
+        trees.clock().synced(latest);
+        trees.clock().saw_commit(latest);
         check_records(&trees)?;
         // The queued counter is derived; recount it so it can never drift across restarts.
         let queued = (trees.pending.len() + trees.repairs.len()) as u64;

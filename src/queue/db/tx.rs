@@ -35,8 +35,12 @@ pub(in crate::queue) struct Tx<'t> {
     pub(super) addrs: &'t TransactionalTree,
     /// Counters.
     pub(super) meta: &'t TransactionalTree,
+    /// Events (`events.rs`).
+    pub(super) events: &'t TransactionalTree,
     /// Set when this transaction writes `containers`.
     pub(super) touched: &'t Cell<bool>,
+    /// The number of the newest event this transaction wrote (0: none).
+    pub(super) emitted: &'t Cell<u64>,
     /// The hashes of the idempotency keys stored ([`super::Trees`]).
     pub(super) key_hashes: &'t std::sync::Mutex<std::collections::HashSet<u64>>,
 }

@@ -1,0 +1,49 @@
+//! Reading the events (`event.rs`) for a stream: what is on disk after a number, where the
+//! retained events begin, and a receiver that wakes when more reach the disk.
+
+use tokio::sync::watch;
+
+use super::event::StoredEvent;
+use super::store::JobStore;
+use super::QueueError;
+
+impl JobStore {
+    /// Up to `limit` events numbered above `after`, oldest first, only those on disk.
+    ///
+    /// # Errors
+    /// When sled fails or a record is damaged.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, QueueError> {
+        let trees = &self.inner.trees;
+        trees.events_between(after, trees.clock().durable(), limit)
+    }
+
+    /// The number of the newest event on disk (0 when there is none).
+    pub fn last_event(&self) -> u64 {
+        self.inner.trees.clock().durable()
+    }
+
+    /// A receiver whose value is [`Self::last_event`], woken when it moves.
+    pub fn watch_events(&self) -> watch::Receiver<u64> {
+        self.inner.trees.clock().subscribe()
+    }
+
+    /// When events numbered above `after` were pruned: the number of the oldest event kept
+    /// (or the next to come, when none is kept); `None` when every event after `after` is
+    /// still there.
+    ///
+    /// # Errors
+    /// When sled fails or a key is damaged.
+    pub fn events_pruned_after(&self, after: u64) -> Result<Option<u64>, QueueError> {
+        let last = self.last_event();
+        if after >= last {
+            return Ok(None);
+        }
+        // Event numbers have no holes (each is taken in the transaction that writes it), so
+        // a first kept above `after + 1` means the ones before it were pruned.
+        match self.inner.trees.oldest_event()? {
+            Some(oldest) if oldest <= after + 1 => Ok(None),
+            Some(oldest) => Ok(Some(oldest)),
+            None => Ok(Some(last + 1)),
+        }
+    }
+}
