@@ -46,6 +46,7 @@ pub(crate) async fn fake_host() -> (
         underlay: "eth1".into(),
         vlans: crate::model::parse_vlan_list("2").expect("vlans"),
         mtu: None,
+        peers: Vec::new(),
     };
     crate::fabric::ensure_fabric(&net, &fabric)
         .await
