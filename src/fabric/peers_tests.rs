@@ -4,7 +4,8 @@ use super::*;
 use crate::fabric::plan::{plan_setup, Observed, Target};
 use crate::fabric::FabricConfig;
 use crate::model::{parse_vlan_list, HostId};
-use crate::sys::{LinkKind, LinkState, VxlanAttrs};
+use crate::sys::{LinkKind, VxlanAttrs};
+use crate::test_support::link;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -93,17 +94,6 @@ fn unicast(peers: &str) -> Target {
             peers: ips(peers),
             skipped: Vec::new(),
         },
-    }
-}
-
-fn link(index: u32, name: &str, kind: LinkKind, master: Option<u32>) -> LinkState {
-    LinkState {
-        index,
-        name: name.into(),
-        kind,
-        mtu: 1450,
-        up: true,
-        master,
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{parse_vlan_list, HostId};
+use crate::test_support::link;
 
 fn cfg(vlans: &str) -> FabricConfig {
     FabricConfig {
@@ -8,17 +9,6 @@ fn cfg(vlans: &str) -> FabricConfig {
         vlans: parse_vlan_list(vlans).unwrap(),
         mtu: None,
         peers: Vec::new(),
-    }
-}
-
-fn link(index: u32, name: &str, kind: LinkKind, master: Option<u32>) -> LinkState {
-    LinkState {
-        index,
-        name: name.into(),
-        kind,
-        mtu: 1450,
-        up: true,
-        master,
     }
 }
 

@@ -223,7 +223,8 @@ pub trait Netlink: Send + Sync {
     /// bridge's entries for the port are not among them.
     ///
     /// # Errors
-    /// [`super::SysError::NotFound`] when there is no such link; the kernel's error otherwise.
+    /// The kernel's error (a link that is gone may answer an empty table rather than
+    /// [`super::SysError::NotFound`]: a dump filtered by index finds nothing).
     async fn fdb_entries(&self, index: u32) -> SysResult<Vec<FdbEntry>>;
 
     /// Adds `entry` to VXLAN device `index`'s own table, beside any entries of the same MAC
