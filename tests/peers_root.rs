@@ -35,6 +35,8 @@ const ALL: &str = "10.77.0.1,10.77.0.2,10.77.0.3";
 const VLAN2: [u32; 3] = [11, 12, 13];
 /// A VLAN 3 container on server 2, in VLAN 2's subnet: reaching it would cross VLANs.
 const OTHER_VLAN: u32 = 14;
+/// An operator's static entry for a real MAC on server 1's `vxlan2`: not the fabric's.
+const OPERATORS_MAC: &str = "52:54:00:12:34:56 dst 10.77.0.9";
 
 fn addr(id: u32) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 2, id as u8)
@@ -139,14 +141,63 @@ fn assert_vlans_apart(lab: &Lab, when: &str) {
     }
 }
 
+/// The containers' identities ([`identity`]) on `servers`, the VLAN 2 container of each.
+fn identities(servers: &[&Server]) -> Vec<(String, String)> {
+    let ids = servers.iter().map(|s| VLAN2[usize::from(s.host_id) - 1]);
+    servers
+        .iter()
+        .zip(ids)
+        .map(|(s, id)| identity(s, id))
+        .collect()
+}
+
 #[test]
 fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
     let lab = Lab::new(3);
     let conf = lab.dir().join("drop-multicast.nft");
     std::fs::write(&conf, DROP_MULTICAST).unwrap();
     switch_nft(&lab, &["-f", conf.to_str().unwrap()]);
+    let all: Vec<&Server> = lab.servers().iter().collect();
 
-    // Multicast mode, as before: the containers are made, and the block holds.
+    multicast_is_blocked(&lab);
+    let before = identities(&all);
+    switch_to_unicast(&lab);
+    assert_eq!(
+        identities(&all),
+        before,
+        "a container was made or started again by the switch"
+    );
+    same_list_changes_nothing(lab.server(1));
+    server_3_leaves(&lab);
+    serve_with_peers(lab.server(1));
+
+    // Back to multicast, once the switch lets it through: the containers stay and reach
+    // each other again.
+    switch_nft(&lab, &["flush", "ruleset"]);
+    let pair = [lab.server(1), lab.server(2)];
+    let kept = identities(&pair);
+    for s in pair {
+        let out = setup_ok(s, &[]);
+        assert!(out.starts_with("mode: multicast"), "{out}");
+        assert!(
+            out.contains("delete vxlan2: vxlan2 has group none (want 239.0.0.2)"),
+            "{out}"
+        );
+        assert_eq!(flood_peers(s, "vxlan2"), ["239.0.0.2"]);
+    }
+    assert!(ping_from(pair[0], &name(VLAN2[0]), addr(VLAN2[1])));
+    assert!(ping_from(pair[1], &name(VLAN2[1]), addr(VLAN2[0])));
+    assert_eq!(
+        identities(&pair),
+        kept,
+        "a container was made again by the switch back"
+    );
+}
+
+/// Multicast mode, as before: daemons make the containers (VLAN 2 on each server, VLAN 3 on
+/// server 2), and none reaches across the switch, whose rule counted the multicast it dropped.
+/// The daemons are stopped after; the containers run on.
+fn multicast_is_blocked(lab: &Lab) {
     let mut daemons: Vec<Daemon> = lab
         .servers()
         .iter()
@@ -160,25 +211,32 @@ fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
         !ping_from(lab.server(1), &name(VLAN2[0]), addr(VLAN2[1])),
         "multicast crossed a switch that drops it: the test proves nothing"
     );
-    let counted = switch_nft(&lab, &["list", "ruleset"]);
+    let counted = switch_nft(lab, &["list", "ruleset"]);
     assert!(
         !counted.contains("counter packets 0 "),
         "the drop rule saw no multicast: {counted}"
     );
-    let before: Vec<_> = (0..3)
-        .map(|i| identity(lab.server(i + 1), VLAN2[i]))
-        .collect();
     for d in &mut daemons {
         assert!(d.sigterm().success());
     }
+}
 
-    // Unicast: the same list everywhere, each server skipping itself.
+/// Unicast with the same list everywhere, each server skipping itself: only the VXLAN devices
+/// are made again, each lists the two others, every pair reaches, the VLANs stay apart.
+fn switch_to_unicast(lab: &Lab) {
+    let vxlan_only = [
+        "delete vxlan",
+        "create vxlan",
+        "attach vxlan",
+        "add peer ",
+        "bring vxlan",
+    ];
     for s in lab.servers() {
         let out = setup_ok(s, &["--peers", ALL]);
-        let me = s.underlay_ip;
+        let me = s.underlay_ip.to_string();
         let others: Vec<String> = ALL
             .split(',')
-            .filter(|p| *p != me.to_string())
+            .filter(|p| *p != me)
             .map(String::from)
             .collect();
         let mode = format!(
@@ -186,60 +244,46 @@ fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
             others.join(", ")
         );
         assert_eq!(out.lines().next(), Some(mode.as_str()), "{out}");
-        // Only the VXLAN devices are made again: no bridge, address or other port is touched.
-        let vxlan_only = [
-            "delete vxlan",
-            "create vxlan",
-            "attach vxlan",
-            "add peer ",
-            "bring vxlan",
-        ];
+        // No bridge, address or other port is touched.
         for action in out.lines().skip(1) {
-            assert!(
-                vxlan_only.iter().any(|p| action.starts_with(p)),
-                "{}: {action}",
-                s.netns
-            );
+            let ok = vxlan_only.iter().any(|p| action.starts_with(p));
+            assert!(ok, "{}: {action}", s.netns);
         }
         for vx in ["vxlan2", "vxlan3"] {
             assert_eq!(flood_peers(s, vx), others, "{} {vx}", s.netns);
             let link = s.run_ok("ip", ["-d", "link", "show", vx]);
-            assert!(
-                link.contains(&format!("local {me}")) && !link.contains("group 239."),
-                "{link}"
-            );
+            let unicast = link.contains(&format!("local {me}")) && !link.contains("group 239.");
+            assert!(unicast, "{link}");
         }
     }
-    assert_all_pairs_reach(&lab, "unicast");
-    assert_vlans_apart(&lab, "unicast");
-    let after: Vec<_> = (0..3)
-        .map(|i| identity(lab.server(i + 1), VLAN2[i]))
-        .collect();
-    assert_eq!(
-        after, before,
-        "a container was made or started again by the switch"
-    );
+    assert_all_pairs_reach(lab, "unicast");
+    assert_vlans_apart(lab, "unicast");
+}
 
-    // The same list again: nothing changes, not even an operator's entry for a real MAC.
-    let s1 = lab.server(1);
-    let mac = "52:54:00:12:34:56";
-    s1.run_ok(
+/// The same list again changes nothing on `s`, not even an operator's entry for a real MAC
+/// (which stays for the steps after).
+fn same_list_changes_nothing(s: &Server) {
+    let (mac, dst) = OPERATORS_MAC.split_once(" dst ").expect("mac dst");
+    s.run_ok(
         "bridge",
-        ["fdb", "append", mac, "dev", "vxlan2", "dst", "10.77.0.9"],
+        ["fdb", "append", mac, "dev", "vxlan2", "dst", dst],
     );
-    let snap = snapshot(s1);
-    let out = setup_ok(s1, &["--peers", ALL]);
+    let snap = snapshot(s);
+    let out = setup_ok(s, &["--peers", ALL]);
     assert!(
         out.ends_with("fabric is up to date; nothing changed\n"),
         "{out}"
     );
     assert_eq!(
-        snapshot(s1),
+        snapshot(s),
         snap,
         "a second setup with the same peers changed the host"
     );
+}
 
-    // Server 3 leaves: servers 1 and 2 drop it, and only its entries go.
+/// Servers 1 and 2 drop server 3 from their lists: only its entries go, and they still reach
+/// each other; server 3's fabric is removed, its flood entries with it.
+fn server_3_leaves(lab: &Lab) {
     for s in [lab.server(1), lab.server(2)] {
         let snap = snapshot(s);
         let out = setup_ok(s, &["--peers", "10.77.0.1,10.77.0.2"]);
@@ -252,10 +296,9 @@ fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
             ],
             "{out}"
         );
-        let gone: Vec<String> = snap
+        let gone: Vec<&str> = snap
             .lines()
             .filter(|l| !l.contains("dst 10.77.0.3 "))
-            .map(String::from)
             .collect();
         assert_eq!(snapshot(s).lines().collect::<Vec<_>>(), gone);
         let other = if s.host_id == 1 {
@@ -265,36 +308,30 @@ fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
         };
         assert_eq!(flood_peers(s, "vxlan2"), [other]);
     }
+    let s1 = lab.server(1);
+    let fdb = s1.run_ok("bridge", ["fdb", "show", "dev", "vxlan2"]);
     assert!(
-        s1.run_ok("bridge", ["fdb", "show", "dev", "vxlan2"])
-            .contains(&format!("{mac} dst 10.77.0.9")),
-        "the operator's entry went"
+        fdb.contains(OPERATORS_MAC),
+        "the operator's entry went: {fdb}"
     );
     assert!(ping_from(s1, &name(VLAN2[0]), addr(VLAN2[1])));
     assert!(ping_from(lab.server(2), &name(VLAN2[1]), addr(VLAN2[0])));
     let s3 = lab.server(3);
     let out = setup_ok(s3, &["--remove", "--force"]);
-    assert!(
-        out.contains(
-            "delete vxlan2: fabric removal, with its flood entries to 10.77.0.1, 10.77.0.2"
-        ),
-        "{out}"
-    );
+    let removal = "delete vxlan2: fabric removal, with its flood entries to 10.77.0.1, 10.77.0.2";
+    assert!(out.contains(removal), "{out}");
     assert!(!s3.run_ok("bridge", ["fdb", "show"]).contains("dst "));
+}
 
-    // serve with peers: ensures them, says so in its log and on /healthz, changes nothing.
-    let flags = [
-        "--vlans",
-        "2,3",
-        "--peers",
-        "10.77.0.1,10.77.0.2",
-        "--log-format",
-        "json",
-    ];
-    let d1 = Daemon::start_with(s1, None, &flags);
-    let health = d1.json(&["-s", &format!("{API}/healthz")]);
+/// `serve --peers` on `s` (whose fabric `setup` made with the same peers): it says the mode in
+/// its log (JSON, to read the fields) and on `/healthz`, and repairs nothing.
+fn serve_with_peers(s: &Server) {
+    let peers = "10.77.0.1,10.77.0.2";
+    let flags = ["--vlans", "2,3", "--peers", peers, "--log-format", "json"];
+    let d = Daemon::start_with(s, None, &flags);
+    let health = d.json(&["-s", &format!("{API}/healthz")]);
     assert_eq!(health["fabric"], "unicast", "{health}");
-    let log = d1.own_log();
+    let log = d.own_log();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -306,38 +343,8 @@ fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
     let ensured = said("fabric ensured").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(ensured["mode"], "unicast", "{log}");
     let flooding = ensured["flooding"].as_str().unwrap_or("");
-    assert!(
-        flooding.starts_with("unicast from 10.77.0.1 to 1 peer (10.77.0.2)"),
-        "{log}"
-    );
+    let want = "unicast from 10.77.0.1 to 1 peer (10.77.0.2)";
+    assert!(flooding.starts_with(want), "{log}");
     assert_eq!(said("serving").unwrap()["fabric"], "unicast", "{log}");
     assert!(said("fabric repaired").is_none(), "{log}");
-    drop(d1);
-
-    // Back to multicast, once the switch lets it through: the containers stay and reach
-    // each other again.
-    switch_nft(&lab, &["flush", "ruleset"]);
-    let pair = [lab.server(1), lab.server(2)];
-    let kept: Vec<_> = pair
-        .iter()
-        .zip(VLAN2)
-        .map(|(s, id)| identity(s, id))
-        .collect();
-    for s in pair {
-        let out = setup_ok(s, &[]);
-        assert!(out.starts_with("mode: multicast"), "{out}");
-        assert!(
-            out.contains("delete vxlan2: vxlan2 has group none (want 239.0.0.2)"),
-            "{out}"
-        );
-        assert_eq!(flood_peers(s, "vxlan2"), ["239.0.0.2"]);
-    }
-    assert!(ping_from(s1, &name(VLAN2[0]), addr(VLAN2[1])));
-    assert!(ping_from(lab.server(2), &name(VLAN2[1]), addr(VLAN2[0])));
-    let now: Vec<_> = pair
-        .iter()
-        .zip(VLAN2)
-        .map(|(s, id)| identity(s, id))
-        .collect();
-    assert_eq!(now, kept, "a container was made again by the switch back");
 }
