@@ -183,6 +183,7 @@ fn engine(lxc: &Path) -> Engine {
         underlay: "eth1".into(),
         vlans,
         mtu: None,
+        peers: Vec::new(),
     };
     Engine::new(host, fabric).with_images(Arc::new(images))
 }

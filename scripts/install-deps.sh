@@ -11,6 +11,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v pgrep >/dev/null || need+=(procps)
 command -v curl >/dev/null || need+=(curl)
+# The unicast peers' root test drops multicast on its simulated switch with nft.
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

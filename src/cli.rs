@@ -1,7 +1,10 @@
 //! Command-line arguments: one subcommand per thing an operator does.
 
+use std::net::Ipv4Addr;
+
 use clap::{Args, Parser, Subcommand};
 
+use crate::fabric::peers::parse_peer_list;
 use crate::fabric::FabricConfig;
 use crate::model::{parse_vlan_list, HostId, VlanId};
 
@@ -242,6 +245,22 @@ pub struct FabricArgs {
     /// Overlay MTU [default: the underlay's MTU minus 50, the VXLAN-over-IPv4 overhead].
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<u32>,
+
+    /// The other servers' underlay IPv4 addresses, comma-separated, for underlays without
+    /// multicast (most clouds): each vxlanV then floods broadcast and unknown frames by
+    /// unicast to every peer (head-end replication) instead of to group 239.0.0.V. This
+    /// server's own address may be listed (it is skipped), so every server can share one
+    /// list. Every server of the fabric needs the same mode [default: none: multicast].
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_parser = parse_peers)]
+    pub peers: Option<PeerList>,
+}
+
+/// A validated peer list (a newtype, so clap treats it as one value rather than many).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerList(pub Vec<Ipv4Addr>);
+
+fn parse_peers(s: &str) -> Result<PeerList, String> {
+    parse_peer_list(s).map(PeerList).map_err(|e| e.to_string())
 }
 
 /// A validated VLAN list (a newtype, so clap treats it as one value rather than many).
@@ -282,6 +301,7 @@ impl FabricArgs {
                 .unwrap_or_else(|| DEFAULT_UNDERLAY.into()),
             vlans: self.vlans_or_default(),
             mtu: self.mtu,
+            peers: self.peers.clone().map(|p| p.0).unwrap_or_default(),
         })
     }
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::{CloneSetting, FabricArgs, LogFormat, ServeArgs, VlanList};
+use crate::cli::{CloneSetting, FabricArgs, LogFormat, PeerList, ServeArgs, VlanList};
+use crate::fabric::peers::check_peers;
 use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
@@ -31,6 +32,7 @@ pub struct ConfigFile {
     underlay: Option<String>,
     vlans: Option<Vec<u64>>,
     mtu: Option<u32>,
+    peers: Option<Vec<String>>,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     lxc_path: Option<PathBuf>,
@@ -208,11 +210,19 @@ fn fabric_config(args: &ServeArgs, file: &ConfigFile) -> Result<FabricConfig, St
         (None, Some(h)) => Some(HostId::new(h).map_err(|e| format!("config host-id: {e}"))?),
         (None, None) => None,
     };
+    let peers = match (&args.fabric.peers, &file.peers) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(list)) => Some(PeerList(
+            check_peers(list).map_err(|e| format!("config peers: {e}"))?,
+        )),
+        (None, None) => None,
+    };
     FabricArgs {
         host_id,
         underlay: args.fabric.underlay.clone().or(file.underlay.clone()),
         vlans,
         mtu: args.fabric.mtu.or(file.mtu),
+        peers,
     }
     .config()
 }

@@ -106,6 +106,55 @@ fn the_files_vlan_list_is_checked_like_the_flag() {
 }
 
 #[test]
+fn peers_come_from_the_flag_over_the_file_checked_alike() {
+    let (_dir, cfg) = temp_file(
+        "p.toml",
+        "host-id = 1\npeers = [\"10.0.0.2\", \"10.0.0.3\"]\n",
+    );
+    let path = cfg.to_str().unwrap();
+    let c = DaemonConfig::resolve(&serve_args(&["--config", path])).unwrap();
+    assert_eq!(
+        c.fabric.peers,
+        [[10, 0, 0, 2], [10, 0, 0, 3]].map(std::net::Ipv4Addr::from)
+    );
+    assert_eq!(c.fabric.mode().to_string(), "unicast");
+    let flag = DaemonConfig::resolve(&serve_args(&["--config", path, "--peers", "10.0.0.9"]));
+    assert_eq!(
+        flag.unwrap().fabric.peers,
+        [std::net::Ipv4Addr::new(10, 0, 0, 9)]
+    );
+    let none = DaemonConfig::resolve(&serve_args(&["--host-id", "1"])).unwrap();
+    assert_eq!(none.fabric.mode().to_string(), "multicast");
+    for (text, want) in [
+        (
+            "peers = [\"10.0.0.2\", \"10.0.0.2\"]\n",
+            "config peers: peer 10.0.0.2 is listed twice",
+        ),
+        (
+            "peers = [\"224.0.0.5\"]\n",
+            "config peers: peer 224.0.0.5 is a multicast address",
+        ),
+        (
+            "peers = [\"::1\"]\n",
+            "config peers: peer ::1 is an IPv6 address",
+        ),
+    ] {
+        let (_dir, cfg) = temp_file("q.toml", text);
+        let args = ["--host-id", "1", "--config", cfg.to_str().unwrap()];
+        let err = DaemonConfig::resolve(&serve_args(&args)).unwrap_err();
+        assert!(err.starts_with(want), "{text}: {err}");
+    }
+    let bad = Cli::try_parse_from(["creepy-meow", "setup", "--peers", "10.0.0.2,127.0.0.1"]);
+    let err = bad.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string()
+            .contains("peer 127.0.0.1 is a loopback address"),
+        "{err}"
+    );
+}
+
+#[test]
 fn several_templates_with_their_options_the_first_the_default() {
     let (_dir, cfg) = temp_file(
         "t.toml",

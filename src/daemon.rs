@@ -93,10 +93,12 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     crate::testhook::install(&shutdown);
     let store = JobStore::open(&cfg.data_dir, cfg.store.clone())?;
-    let actions = ensure_fabric(host.net.as_ref(), &cfg.fabric).await?;
-    for action in &actions {
+    let ensured = ensure_fabric(host.net.as_ref(), &cfg.fabric).await?;
+    for action in &ensured.actions {
         tracing::info!(%action, "fabric repaired");
     }
+    let flooding = &ensured.flooding;
+    tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
     let mut engine = Engine::new(host.clone(), cfg.fabric.clone());
     if cfg.clone {
         let images = Images::new(host.lxc.clone(), Arc::new(store.clone()));
@@ -137,7 +139,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let templates = cfg.templates.names().join(",");
-    tracing::info!(%addr, paused = cfg.paused, %templates, clone = cfg.clone, "serving");
+    let fabric = cfg.fabric.mode();
+    tracing::info!(%addr, paused = cfg.paused, %templates, clone = cfg.clone, %fabric, "serving");
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }

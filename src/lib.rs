@@ -22,8 +22,9 @@
 //! # Around it
 //!
 //! - [`fabric`]: the per-server host fabric (`vxlanV` enslaved to `brV`, the host address on
-//!   the bridge), planned as a pure diff against the kernel and applied idempotently; `setup`
-//!   runs it at boot, `serve` ensures it at start;
+//!   the bridge; flooding by multicast, or by unicast to listed peers), planned as a pure diff
+//!   against the kernel and applied idempotently; `setup` runs it at boot, `serve` ensures it
+//!   at start;
 //! - [`reconcile`]: the records are the desired state; a pass at start, periodically and on
 //!   demand compares them with the host and repairs drift through jobs (a start, a network
 //!   repair), never recreating a lost rootfs nor touching what it did not make;

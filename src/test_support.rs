@@ -32,6 +32,23 @@ impl Drop for TempDir {
     }
 }
 
+/// A link as the fabric's plans see it: MTU 1450, up.
+pub(crate) fn link(
+    index: u32,
+    name: &str,
+    kind: crate::sys::LinkKind,
+    master: Option<u32>,
+) -> crate::sys::LinkState {
+    crate::sys::LinkState {
+        index,
+        name: name.into(),
+        kind,
+        mtu: 1450,
+        up: true,
+        master,
+    }
+}
+
 /// A fake host whose fabric serves VLAN 2 (host 1, underlay `eth1`), its fakes (call log
 /// cleared), and that fabric.
 pub(crate) async fn fake_host() -> (
@@ -46,6 +63,7 @@ pub(crate) async fn fake_host() -> (
         underlay: "eth1".into(),
         vlans: crate::model::parse_vlan_list("2").expect("vlans"),
         mtu: None,
+        peers: Vec::new(),
     };
     crate::fabric::ensure_fabric(&net, &fabric)
         .await

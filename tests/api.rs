@@ -283,7 +283,12 @@ async fn client_mistakes_get_4xx_with_a_json_sentence_and_the_daemon_keeps_servi
         (s.as_u16(), e["code"].as_str()),
         (409, Some("not_cancellable"))
     );
-    assert_eq!(d.get("/healthz").await.0, StatusCode::OK);
+    let (status, health) = d.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        health,
+        serde_json::json!({"status": "ok", "fabric": "multicast"})
+    );
     d.stop().await;
 }
 

@@ -41,6 +41,7 @@ fn engine(host_id: u8, lxc: PathBuf) -> Engine {
         underlay: "eth1".into(),
         vlans: parse_vlan_list("2").unwrap(),
         mtu: None,
+        peers: Vec::new(),
     };
     Engine::new(host, cfg)
 }
@@ -370,6 +371,7 @@ fn a_create_runs_the_template_it_names_with_that_templates_arguments() {
             underlay: "eth1".into(),
             vlans: parse_vlan_list("2").unwrap(),
             mtu: None,
+            peers: Vec::new(),
         };
         let engine = Engine::new(Host::real(tools).unwrap(), cfg);
         let with = |id: u64, template: Option<&str>| CreateSpec {

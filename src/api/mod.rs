@@ -204,7 +204,11 @@ async fn dispatch(
     let m = &req.method;
     let endpoint = Endpoint::of(&segs);
     if (m, &endpoint) == (&Method::GET, &Some(Endpoint::Healthz)) {
-        return Ok(json_reply(StatusCode::OK, &json!({"status": "ok"})));
+        let fabric = state.engine.fabric().mode();
+        return Ok(json_reply(
+            StatusCode::OK,
+            &json!({"status": "ok", "fabric": fabric}),
+        ));
     }
     auth::check(state.token.as_deref(), &req.headers)?;
     let Some(endpoint) = endpoint else {

@@ -1,4 +1,5 @@
-//! `creepy-meow setup`: build, repair or remove this server's host fabric.
+//! `creepy-meow setup`: build, repair or remove this server's host fabric. A build prints the
+//! flooding mode in force first (`mode: ...`), then what it changed.
 
 use std::process::ExitCode;
 
@@ -28,7 +29,10 @@ pub async fn run(args: SetupArgs) -> ExitCode {
             Ok(cfg) => cfg,
             Err(e) => return fail(EXIT_USAGE, e),
         };
-        ensure_fabric(&nl, &cfg).await
+        ensure_fabric(&nl, &cfg).await.map(|ensured| {
+            println!("mode: {}", ensured.flooding);
+            ensured.actions
+        })
     };
     match result {
         Ok(actions) => {

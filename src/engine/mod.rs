@@ -125,6 +125,11 @@ impl Engine {
         self
     }
 
+    /// The fabric it serves.
+    pub fn fabric(&self) -> &FabricConfig {
+        &self.fabric
+    }
+
     /// The host it acts on.
     pub fn host(&self) -> &Host {
         &self.host

@@ -11,6 +11,7 @@ fn fabric() -> FabricConfig {
         underlay: "eth1".into(),
         vlans: parse_vlan_list("2,3").unwrap(),
         mtu: None,
+        peers: Vec::new(),
     }
 }
 

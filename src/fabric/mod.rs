@@ -1,17 +1,24 @@
-//! The host fabric: per VLAN V, `vxlanV` (VNI V, group 239.0.0.V, UDP 4789, on the underlay)
-//! as the one uplink port of bridge `brV`, which carries the host address `192.168.V.N/24`.
+//! The host fabric: per VLAN V, `vxlanV` (VNI V, UDP 4789, on the underlay) as the one uplink
+//! port of bridge `brV`, which carries the host address `192.168.V.N/24`. `vxlanV` floods
+//! broadcast and unknown frames to multicast group 239.0.0.V, or, with peers, by unicast to
+//! each other server ([`peers`]).
 //!
 //! [`plan`] compares what the kernel shows with what the configuration wants and returns the
-//! actions that close the gap (nothing, on a correct fabric); [`apply`] runs them through
+//! [`action`]s that close the gap (nothing, on a correct fabric); [`apply`] runs them through
 //! [`crate::sys::Netlink`]. Splitting the two keeps the decisions testable without a kernel.
 
+pub mod action;
 pub mod apply;
+pub mod peers;
 pub mod plan;
+
+use std::net::Ipv4Addr;
 
 use crate::model::{HostId, VlanId};
 use crate::sys::SysError;
 
-pub use apply::{ensure_fabric, remove_fabric};
+pub use apply::{ensure_fabric, remove_fabric, Ensured};
+pub use peers::{FabricMode, Flooding};
 pub use plan::{plan_removal, plan_setup, Action};
 
 /// IANA's VXLAN port. The kernel's default, 8472, predates the RFC and does not talk to other
@@ -35,6 +42,20 @@ pub struct FabricConfig {
     pub vlans: Vec<VlanId>,
     /// Overlay MTU; `None` means the underlay's minus [`VXLAN_OVERHEAD`].
     pub mtu: Option<u32>,
+    /// The other servers' underlay addresses (checked: [`peers::check_peers`]); empty means
+    /// multicast flooding. This server's own address may be among them: it is skipped.
+    pub peers: Vec<Ipv4Addr>,
+}
+
+impl FabricConfig {
+    /// How the VXLAN devices flood, as configured.
+    pub fn mode(&self) -> FabricMode {
+        if self.peers.is_empty() {
+            FabricMode::Multicast
+        } else {
+            FabricMode::Unicast
+        }
+    }
 }
 
 /// Why the fabric could not be built or removed.

@@ -1,94 +1,13 @@
 //! Pure decisions: from what the kernel shows to the list of actions that make the fabric right.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::net::Ipv4Addr;
 
+pub use super::action::Action;
+use super::peers::{plan_flood_entries, Flooding};
 use super::{FabricConfig, FabricError, VXLAN_PORT};
 use crate::model::{Ipv4Cidr, VlanId};
-use crate::sys::{LinkKind, LinkState, VxlanAttrs, VxlanSpec};
-
-/// One change to the host, named for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Create a bridge, down.
-    CreateBridge {
-        /// Bridge name.
-        name: String,
-        /// Its MTU.
-        mtu: u32,
-    },
-    /// Create a VXLAN device, down.
-    CreateVxlan(VxlanSpec),
-    /// Delete a link.
-    DeleteLink {
-        /// Link name.
-        name: String,
-        /// Why, for the operator.
-        why: String,
-    },
-    /// Change a link's MTU.
-    SetMtu {
-        /// Link name.
-        name: String,
-        /// New MTU.
-        mtu: u32,
-        /// The MTU it had.
-        was: u32,
-    },
-    /// Make a link a port of a bridge.
-    SetMaster {
-        /// Link name.
-        name: String,
-        /// Bridge name.
-        bridge: String,
-    },
-    /// Bring a link up.
-    SetUp {
-        /// Link name.
-        name: String,
-    },
-    /// Add an address to a link.
-    AddAddress {
-        /// Link name.
-        name: String,
-        /// The address.
-        addr: Ipv4Cidr,
-    },
-    /// Remove an address from a link.
-    DeleteAddress {
-        /// Link name.
-        name: String,
-        /// The address.
-        addr: Ipv4Cidr,
-        /// Why, for the operator.
-        why: String,
-    },
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::CreateBridge { name, mtu } => write!(f, "create bridge {name} (mtu {mtu})"),
-            Self::CreateVxlan(s) => write!(
-                f,
-                "create vxlan {} (vni {}, group {}, dstport {}, mtu {})",
-                s.name,
-                s.attrs.vni,
-                s.attrs.group.map_or("none".into(), |g| g.to_string()),
-                s.attrs.port,
-                s.mtu
-            ),
-            Self::DeleteLink { name, why } => write!(f, "delete {name}: {why}"),
-            Self::SetMtu { name, mtu, was } => write!(f, "set mtu of {name} to {mtu} (was {was})"),
-            Self::SetMaster { name, bridge } => write!(f, "attach {name} to {bridge}"),
-            Self::SetUp { name } => write!(f, "bring {name} up"),
-            Self::AddAddress { name, addr } => write!(f, "add {addr} to {name}"),
-            Self::DeleteAddress { name, addr, why } => {
-                write!(f, "remove {addr} from {name}: {why}")
-            }
-        }
-    }
-}
+use crate::sys::{FdbEntry, LinkKind, LinkState, VxlanAttrs, VxlanSpec};
 
 /// What the kernel shows: the fabric's links, and the IPv4 addresses of the links that matter.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +16,9 @@ pub struct Observed {
     pub links: Vec<LinkState>,
     /// Addresses by link name (only bridges and VXLAN devices of the fabric are read).
     pub addrs: HashMap<String, Vec<Ipv4Cidr>>,
+    /// The own forwarding tables of the fabric's VXLAN devices, by name (read only where
+    /// flood entries matter: unicast flooding, and removal's report).
+    pub fdb: HashMap<String, Vec<FdbEntry>>,
 }
 
 impl Observed {
@@ -107,6 +29,21 @@ impl Observed {
     fn addrs(&self, name: &str) -> &[Ipv4Cidr] {
         self.addrs.get(name).map_or(&[], Vec::as_slice)
     }
+
+    fn fdb(&self, name: &str) -> &[FdbEntry] {
+        self.fdb.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What the fabric must be, once resolved against the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The underlay's interface index.
+    pub underlay: u32,
+    /// The overlay MTU.
+    pub mtu: u32,
+    /// How the VXLAN devices flood.
+    pub flooding: Flooding,
 }
 
 /// Describes how `have` differs from `want`, or `None` when they match.
@@ -115,12 +52,19 @@ fn vxlan_difference(name: &str, have: &VxlanAttrs, want: &VxlanAttrs) -> Option<
     if have.vni != want.vni {
         diffs.push(format!("VNI {} (want {})", have.vni, want.vni));
     }
+    let show = |a: Option<Ipv4Addr>| a.map_or("none".into(), |a| a.to_string());
     if have.group != want.group {
-        let show = |g: Option<std::net::Ipv4Addr>| g.map_or("none".into(), |g| g.to_string());
         diffs.push(format!(
             "group {} (want {})",
             show(have.group),
             show(want.group)
+        ));
+    }
+    if have.local != want.local {
+        diffs.push(format!(
+            "local {} (want {})",
+            show(have.local),
+            show(want.local)
         ));
     }
     if have.port != want.port {
@@ -137,34 +81,36 @@ fn vxlan_difference(name: &str, have: &VxlanAttrs, want: &VxlanAttrs) -> Option<
     (!diffs.is_empty()).then(|| format!("{name} has {}", diffs.join(", ")))
 }
 
-/// The VXLAN device VLAN `vlan` needs.
-pub fn vxlan_spec(vlan: VlanId, underlay: u32, mtu: u32) -> VxlanSpec {
+/// The VXLAN device VLAN `vlan` needs: with multicast flooding its group, with unicast
+/// flooding no group and this server's underlay address as its source.
+pub fn vxlan_spec(vlan: VlanId, target: &Target) -> VxlanSpec {
+    let multicast = target.flooding == Flooding::Multicast;
     VxlanSpec {
         name: vlan.vxlan_name(),
         attrs: VxlanAttrs {
             vni: u32::from(vlan.get()),
-            group: Some(vlan.group()),
+            group: multicast.then(|| vlan.group()),
+            local: target.flooding.local(),
             port: VXLAN_PORT,
-            underlay: Some(underlay),
+            underlay: Some(target.underlay),
         },
-        mtu,
+        mtu: target.mtu,
     }
 }
 
-/// Plans the fabric of `cfg` over `underlay` with overlay MTU `mtu`.
+/// Plans the fabric of `cfg` as `target` resolved it.
 ///
 /// # Errors
 /// [`FabricError::Refused`] when a link of a fabric name exists with another kind: it is not
 /// ours to delete.
 pub fn plan_setup(
     cfg: &FabricConfig,
-    underlay: &LinkState,
-    mtu: u32,
+    target: &Target,
     seen: &Observed,
 ) -> Result<Vec<Action>, FabricError> {
     let mut actions = Vec::new();
     for &vlan in &cfg.vlans {
-        plan_vlan(cfg, vlan, underlay.index, mtu, seen, &mut actions)?;
+        plan_vlan(cfg, vlan, target, seen, &mut actions)?;
     }
     Ok(actions)
 }
@@ -180,13 +126,13 @@ fn refuse_kind(link: &LinkState, want: &str) -> FabricError {
 fn plan_vlan(
     cfg: &FabricConfig,
     vlan: VlanId,
-    underlay: u32,
-    mtu: u32,
+    target: &Target,
     seen: &Observed,
     out: &mut Vec<Action>,
 ) -> Result<(), FabricError> {
     let (br_name, vx_name) = (vlan.bridge_name(), vlan.vxlan_name());
-    let want = vxlan_spec(vlan, underlay, mtu);
+    let mtu = target.mtu;
+    let want = vxlan_spec(vlan, target);
     let br = seen.link(&br_name);
     let vx = seen.link(&vx_name);
     if let Some(b) = br.filter(|b| b.kind != LinkKind::Bridge) {
@@ -209,7 +155,9 @@ fn plan_vlan(
         Some(_) => {}
     }
 
-    // A VXLAN device's VNI, group, port and device cannot be changed in place: recreate it.
+    // A VXLAN device's VNI, group, source, port and device cannot be changed in place:
+    // recreate it (a switch between multicast and unicast flooding too); the bridge, its
+    // address and its other ports stay.
     let kept_vx = match vx {
         Some(
             v @ LinkState {
@@ -246,6 +194,10 @@ fn plan_vlan(
     }
 
     plan_addresses(cfg, vlan, kept_vx.is_some(), br.is_some(), seen, out);
+    if let Flooding::Unicast { peers, .. } = &target.flooding {
+        let kept = kept_vx.map(|_| seen.fdb(&vx_name));
+        plan_flood_entries(&vx_name, peers, kept, out);
+    }
 
     if !kept_vx.is_some_and(|v| v.up) {
         out.push(Action::SetUp { name: vx_name });
@@ -316,9 +268,23 @@ pub fn plan_removal(
             .link(&vx_name)
             .filter(|v| matches!(v.kind, LinkKind::Vxlan(_)))
         {
+            // The kernel deletes the device's forwarding table with it: say what goes.
+            let peers: Vec<String> = seen
+                .fdb(&vx_name)
+                .iter()
+                .filter(|e| e.is_flood())
+                .map(|e| e.dst.to_string())
+                .collect();
+            let why = match peers.len() {
+                0 => "fabric removal".into(),
+                _ => format!(
+                    "fabric removal, with its flood entries to {}",
+                    peers.join(", ")
+                ),
+            };
             out.push(Action::DeleteLink {
                 name: v.name.clone(),
-                why: "fabric removal".into(),
+                why,
             });
         }
         let Some(br) = seen.link(&br_name).filter(|b| b.kind == LinkKind::Bridge) else {

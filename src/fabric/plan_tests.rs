@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{parse_vlan_list, HostId};
+use crate::test_support::link;
 
 fn cfg(vlans: &str) -> FabricConfig {
     FabricConfig {
@@ -7,17 +8,7 @@ fn cfg(vlans: &str) -> FabricConfig {
         underlay: "eth1".into(),
         vlans: parse_vlan_list(vlans).unwrap(),
         mtu: None,
-    }
-}
-
-fn link(index: u32, name: &str, kind: LinkKind, master: Option<u32>) -> LinkState {
-    LinkState {
-        index,
-        name: name.into(),
-        kind,
-        mtu: 1450,
-        up: true,
-        master,
+        peers: Vec::new(),
     }
 }
 
@@ -28,6 +19,15 @@ fn underlay() -> LinkState {
     }
 }
 
+/// Multicast flooding over `eth1` (ifindex 2) with overlay MTU 1450.
+fn multicast() -> Target {
+    Target {
+        underlay: underlay().index,
+        mtu: 1450,
+        flooding: Flooding::Multicast,
+    }
+}
+
 /// The VXLAN VLAN 2 needs, written out: VNI 2, group 239.0.0.2, IANA port 4789, bound to the
 /// underlay `eth1` (ifindex 2). Literal on purpose, so a wrong `vxlan_spec` cannot agree with
 /// itself.
@@ -35,6 +35,7 @@ fn good_vxlan2_attrs() -> VxlanAttrs {
     VxlanAttrs {
         vni: 2,
         group: Some(std::net::Ipv4Addr::new(239, 0, 0, 2)),
+        local: None,
         port: 4789,
         underlay: Some(2),
     }
@@ -62,7 +63,7 @@ fn empty_host_gets_bridge_then_vxlan_then_port_address_and_up() {
         links: vec![underlay()],
         ..Observed::default()
     };
-    let actions = plan_setup(&cfg("2"), &underlay(), 1450, &seen).unwrap();
+    let actions = plan_setup(&cfg("2"), &multicast(), &seen).unwrap();
     let text: Vec<String> = actions.iter().map(ToString::to_string).collect();
     assert_eq!(
         text,
@@ -83,7 +84,7 @@ fn every_vlan_is_planned_in_order() {
         links: vec![underlay()],
         ..Observed::default()
     };
-    let actions = plan_setup(&cfg("4,3"), &underlay(), 1450, &seen).unwrap();
+    let actions = plan_setup(&cfg("4,3"), &multicast(), &seen).unwrap();
     let bridges: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
@@ -96,7 +97,7 @@ fn every_vlan_is_planned_in_order() {
 
 #[test]
 fn correct_fabric_plans_nothing() {
-    let actions = plan_setup(&cfg("2"), &underlay(), 1450, &good_vlan2()).unwrap();
+    let actions = plan_setup(&cfg("2"), &multicast(), &good_vlan2()).unwrap();
     assert!(actions.is_empty(), "{actions:?}");
 }
 
@@ -106,10 +107,11 @@ fn wrong_vni_and_port_recreate_the_vxlan_naming_the_difference() {
     seen.links[2].kind = LinkKind::Vxlan(VxlanAttrs {
         vni: 7,
         group: Some("239.0.0.2".parse().unwrap()),
+        local: None,
         port: 8472,
         underlay: Some(2),
     });
-    let actions = plan_setup(&cfg("2"), &underlay(), 1450, &seen).unwrap();
+    let actions = plan_setup(&cfg("2"), &multicast(), &seen).unwrap();
     let Action::DeleteLink { name, why } = &actions[0] else {
         panic!("{actions:?}")
     };
@@ -138,7 +140,7 @@ fn host_address_on_the_vxlan_port_moves_to_the_bridge() {
     seen.addrs.insert("br2".into(), vec![]);
     seen.addrs
         .insert("vxlan2".into(), vec!["192.168.2.1/24".parse().unwrap()]);
-    let actions = plan_setup(&cfg("2"), &underlay(), 1450, &seen).unwrap();
+    let actions = plan_setup(&cfg("2"), &multicast(), &seen).unwrap();
     assert!(matches!(&actions[0], Action::DeleteAddress { name, .. } if name == "vxlan2"));
     assert_eq!(
         actions[1],
@@ -160,7 +162,7 @@ fn stale_host_address_is_replaced_and_foreign_subnets_are_left() {
             "10.1.1.1/24".parse().unwrap(),
         ],
     );
-    let actions = plan_setup(&cfg("2"), &underlay(), 1450, &seen).unwrap();
+    let actions = plan_setup(&cfg("2"), &multicast(), &seen).unwrap();
     assert_eq!(actions.len(), 2, "{actions:?}");
     assert!(
         matches!(&actions[0], Action::DeleteAddress { addr, .. } if addr.to_string() == "192.168.2.9/24")
@@ -174,7 +176,7 @@ fn detached_down_or_wrong_mtu_links_are_repaired_in_place() {
     seen.links[2].master = None;
     seen.links[2].up = false;
     seen.links[1].mtu = 1500;
-    let actions = plan_setup(&cfg("2"), &underlay(), 1450, &seen).unwrap();
+    let actions = plan_setup(&cfg("2"), &multicast(), &seen).unwrap();
     assert_eq!(
         actions,
         [
@@ -198,7 +200,7 @@ fn detached_down_or_wrong_mtu_links_are_repaired_in_place() {
 fn a_link_of_another_kind_is_refused_not_deleted() {
     let mut seen = good_vlan2();
     seen.links[1].kind = LinkKind::Veth;
-    let err = plan_setup(&cfg("2"), &underlay(), 1450, &seen).unwrap_err();
+    let err = plan_setup(&cfg("2"), &multicast(), &seen).unwrap_err();
     assert!(err.is_usage());
     assert!(
         err.to_string()

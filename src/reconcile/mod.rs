@@ -193,6 +193,7 @@ impl Reconciler {
     async fn ensure_fabric(&self) -> Result<Vec<String>, ReconcileError> {
         let repaired: Vec<String> = ensure_fabric(self.host.net.as_ref(), &self.fabric)
             .await?
+            .actions
             .iter()
             .map(ToString::to_string)
             .collect();

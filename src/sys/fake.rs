@@ -3,38 +3,20 @@
 //!
 //! It models just enough of the kernel to make the fabric and the steps honest: names are
 //! unique per namespace, deleting a veth end deletes its peer, a deleted bridge releases its
-//! ports, and a missing object gives [`SysError::NotFound`].
+//! ports, a deleted link takes its forwarding entries along, and a missing object gives
+//! [`SysError::NotFound`].
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanSpec};
+use super::fake_world::{
+    find, insert, log_and_play, new_link, ns_mut, remove_link, Namespace, World, HOST,
+};
+use super::netlink::{FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
-
-/// Namespace key of the host (containers are keyed by their init's pid).
-const HOST: u32 = 0;
-
-#[derive(Default)]
-struct Namespace {
-    links: Vec<LinkState>,
-    addrs: HashMap<u32, Vec<Ipv4Cidr>>,
-    default_gw: Option<Ipv4Addr>,
-    /// veth index -> (namespace, index) of its peer.
-    peers: HashMap<u32, (u32, u32)>,
-}
-
-#[derive(Default)]
-struct World {
-    namespaces: HashMap<u32, Namespace>,
-    next_index: u32,
-    log: Vec<String>,
-    /// (call prefix, errno) failures still to play, each once.
-    failures: Vec<(String, i32)>,
-}
 
 /// A fake network: the host namespace plus one per container pid. Clones share the world.
 #[derive(Clone)]
@@ -164,75 +146,6 @@ impl FakeNetlink {
     }
 }
 
-/// Logs `line` under `label` and plays the first scripted failure whose prefix it starts with.
-fn log_and_play(w: &mut World, label: &str, line: String) -> SysResult<()> {
-    w.log.push(format!("{label}: {line}"));
-    if let Some(pos) = w
-        .failures
-        .iter()
-        .position(|(p, _)| line.starts_with(p.as_str()))
-    {
-        let (_, errno) = w.failures.remove(pos);
-        return Err(SysError::from_errno(line, errno));
-    }
-    Ok(())
-}
-
-fn ns_mut(w: &mut World, ns: u32) -> &mut Namespace {
-    w.namespaces
-        .get_mut(&ns)
-        .expect("namespace checked by call()")
-}
-
-fn find(w: &World, ns: u32, index: u32, what: &str) -> SysResult<usize> {
-    w.namespaces[&ns]
-        .links
-        .iter()
-        .position(|l| l.index == index)
-        .ok_or_else(|| SysError::NotFound { what: what.into() })
-}
-
-fn insert(w: &mut World, ns: u32, mut link: LinkState, what: &str) -> SysResult<u32> {
-    if ns_mut(w, ns).links.iter().any(|l| l.name == link.name) {
-        return Err(SysError::AlreadyExists { what: what.into() });
-    }
-    link.index = w.next_index;
-    w.next_index += 1;
-    let index = link.index;
-    ns_mut(w, ns).links.push(link);
-    Ok(index)
-}
-
-fn remove_link(w: &mut World, ns: u32, index: u32) {
-    let Some(n) = w.namespaces.get_mut(&ns) else {
-        return;
-    };
-    n.links.retain(|l| l.index != index);
-    n.addrs.remove(&index);
-    for l in &mut n.links {
-        if l.master == Some(index) {
-            l.master = None;
-        }
-    }
-    if let Some((peer_ns, peer_idx)) = n.peers.remove(&index) {
-        if let Some(p) = w.namespaces.get_mut(&peer_ns) {
-            p.peers.remove(&peer_idx);
-        }
-        remove_link(w, peer_ns, peer_idx);
-    }
-}
-
-fn new_link(name: &str, kind: LinkKind, mtu: u32) -> LinkState {
-    LinkState {
-        index: 0,
-        name: name.into(),
-        kind,
-        mtu,
-        up: false,
-        master: None,
-    }
-}
-
 #[async_trait]
 impl Netlink for FakeNetlink {
     async fn links(&self) -> SysResult<Vec<LinkState>> {
@@ -264,8 +177,8 @@ impl Netlink for FakeNetlink {
     async fn create_vxlan(&self, spec: &VxlanSpec) -> SysResult<()> {
         let a = &spec.attrs;
         let line = format!(
-            "create_vxlan {} vni={} group={:?} port={} underlay={:?} mtu={}",
-            spec.name, a.vni, a.group, a.port, a.underlay, spec.mtu
+            "create_vxlan {} vni={} group={:?} local={:?} port={} underlay={:?} mtu={}",
+            spec.name, a.vni, a.group, a.local, a.port, a.underlay, spec.mtu
         );
         let mut w = self.call(line.clone())?;
         let link = new_link(&spec.name, LinkKind::Vxlan(a.clone()), spec.mtu);
@@ -366,6 +279,38 @@ impl Netlink for FakeNetlink {
         let list = ns_mut(&mut w, self.ns).addrs.entry(index).or_default();
         let before = list.len();
         list.retain(|a| *a != addr);
+        if list.len() == before {
+            return Err(SysError::NotFound { what: line });
+        }
+        Ok(())
+    }
+
+    async fn fdb_entries(&self, index: u32) -> SysResult<Vec<FdbEntry>> {
+        let line = format!("fdb_entries {index}");
+        let w = self.call(line.clone())?;
+        find(&w, self.ns, index, &line)?;
+        let fdb = &w.namespaces[&self.ns].fdb;
+        Ok(fdb.get(&index).cloned().unwrap_or_default())
+    }
+
+    async fn append_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()> {
+        let line = format!("append_fdb_entry {index} {entry}");
+        let mut w = self.call(line.clone())?;
+        find(&w, self.ns, index, &line)?;
+        let list = ns_mut(&mut w, self.ns).fdb.entry(index).or_default();
+        // As the kernel: appending an entry that is there already changes nothing.
+        if !list.contains(entry) {
+            list.push(*entry);
+        }
+        Ok(())
+    }
+
+    async fn delete_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()> {
+        let line = format!("delete_fdb_entry {index} {entry}");
+        let mut w = self.call(line.clone())?;
+        let list = ns_mut(&mut w, self.ns).fdb.entry(index).or_default();
+        let before = list.len();
+        list.retain(|e| e != entry);
         if list.len() == before {
             return Err(SysError::NotFound { what: line });
         }

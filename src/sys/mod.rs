@@ -3,7 +3,8 @@
 //! implementation and a fake for unit tests.
 //!
 //! - [`netlink`]: the [`Netlink`] and [`NetnsOpener`] traits and the link facts they return;
-//! - [`rtnl`]: the real [`Netlink`] over rtnetlink; [`netns`]: the real [`NetnsOpener`],
+//! - [`rtnl`]: the real [`Netlink`] over rtnetlink, with [`fdb`] for a VXLAN device's own
+//!   forwarding table (the unicast peers' flood entries); [`netns`]: the real [`NetnsOpener`],
 //!   which reads another namespace's addresses through [`ns_addresses`];
 //! - [`lean_links`]: the bridge-port dump of a reconcile pass and `info`'s link reads, on a
 //!   netlink connection whose messages are parsed lean;
@@ -11,7 +12,8 @@
 //!   [`lxc_files`]: what those tools leave on disk that is read without one (an image's
 //!   clones, a directory's size);
 //! - `fake` and `fake_lxc`: in-memory implementations that record calls in one log and play
-//!   scripted failures (only with the `test-util` feature, or in unit tests);
+//!   scripted failures (only with the `test-util` feature, or in unit tests), over the fake
+//!   kernel's state in `fake_world`;
 //! - [`process`]: how every tool runs: tagged with the job it serves, in a process group of its
 //!   own, killed with its group on a time-out;
 //! - [`reap`]: the [`Reaper`] trait, which finds and kills what a crashed run of a job left
@@ -30,6 +32,9 @@ pub mod error;
 pub mod fake;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake_lxc;
+#[cfg(any(test, feature = "test-util"))]
+mod fake_world;
+pub mod fdb;
 pub mod host;
 pub mod inventory;
 pub mod lean_links;
@@ -49,5 +54,7 @@ pub mod rtnl;
 pub use error::{IdempotentResult, SysError, SysResult};
 pub use host::Host;
 pub use lxc::{ContainerStatus, Lxc};
-pub use netlink::{LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec};
+pub use netlink::{
+    FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec,
+};
 pub use reap::Reaper;

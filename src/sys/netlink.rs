@@ -43,6 +43,9 @@ pub struct VxlanAttrs {
     pub vni: u32,
     /// Multicast group used for flooding, if any.
     pub group: Option<Ipv4Addr>,
+    /// Source address of the encapsulated packets, if set (unicast flooding sets it to this
+    /// server's underlay address; the kernel reports it only when set).
+    pub local: Option<Ipv4Addr>,
     /// UDP destination port (4789 is IANA's; the kernel default 8472 is Linux's legacy one).
     pub port: u16,
     /// Index of the underlay device, if bound to one.
@@ -75,6 +78,47 @@ pub struct VxlanSpec {
     pub attrs: VxlanAttrs,
     /// MTU in bytes.
     pub mtu: u32,
+}
+
+/// One entry of a VXLAN device's own forwarding table (`bridge fdb ... self`): frames for
+/// `mac` are sent to `dst`. The all-zeros MAC is the flood entry: the kernel copies broadcast
+/// and unknown frames to every destination listed under it (head-end replication), as it does
+/// for one multicast group otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FdbEntry {
+    /// The inner destination MAC.
+    pub mac: [u8; 6],
+    /// The underlay address the frames are sent to.
+    pub dst: Ipv4Addr,
+}
+
+impl FdbEntry {
+    /// The MAC of the flood entry.
+    pub const FLOOD_MAC: [u8; 6] = [0; 6];
+
+    /// The flood entry to `dst`.
+    pub fn flood(dst: Ipv4Addr) -> Self {
+        Self {
+            mac: Self::FLOOD_MAC,
+            dst,
+        }
+    }
+
+    /// Whether this is a flood entry (all-zeros MAC).
+    pub fn is_flood(&self) -> bool {
+        self.mac == Self::FLOOD_MAC
+    }
+}
+
+impl std::fmt::Display for FdbEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.mac;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} dst {}",
+            m[0], m[1], m[2], m[3], m[4], m[5], self.dst
+        )
+    }
 }
 
 /// A veth pair whose peer is created directly inside another network namespace.
@@ -173,6 +217,30 @@ pub trait Netlink: Send + Sync {
 
     /// Removes an IPv4 address.
     async fn delete_address(&self, index: u32, addr: Ipv4Cidr) -> SysResult<()>;
+
+    /// The entries of VXLAN device `index`'s own forwarding table that send to an IPv4
+    /// address (`bridge fdb show dev <name> self`): static and learned ones alike. The
+    /// bridge's entries for the port are not among them.
+    ///
+    /// # Errors
+    /// The kernel's error (a link that is gone may answer an empty table rather than
+    /// [`super::SysError::NotFound`]: a dump filtered by index finds nothing).
+    async fn fdb_entries(&self, index: u32) -> SysResult<Vec<FdbEntry>>;
+
+    /// Adds `entry` to VXLAN device `index`'s own table, beside any entries of the same MAC
+    /// to other destinations (`bridge fdb append`: NLM_F_APPEND, so several flood entries
+    /// coexist). Adding an entry that is there already succeeds.
+    ///
+    /// # Errors
+    /// [`super::SysError::NotFound`] when there is no such link; the kernel's error otherwise.
+    async fn append_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()>;
+
+    /// Removes `entry` (that MAC to that destination only) from VXLAN device `index`'s own
+    /// table.
+    ///
+    /// # Errors
+    /// [`super::SysError::NotFound`] when the entry or the link is not there.
+    async fn delete_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()>;
 
     /// Adds the IPv4 default route via `gateway`.
     async fn add_default_route(&self, gateway: Ipv4Addr) -> SysResult<()>;

@@ -17,7 +17,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use super::lean_links::LeanLinks;
-use super::netlink::{LinkKind, LinkState, Netlink, VethSpec, VxlanAttrs, VxlanSpec};
+use super::netlink::{FdbEntry, LinkKind, LinkState, Netlink, VethSpec, VxlanAttrs, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
 
@@ -30,6 +30,9 @@ pub struct RtNetlink {
     lean: Option<LeanLinks>,
     /// `/proc/.../net` of the namespace, for what `/proc` lists cheaper than netlink.
     proc_net: String,
+    /// A strict-checking connection for FDB dumps, which the kernel then filters by device
+    /// (`fdb.rs`); the host's only, as for `lean`.
+    fdb_dump: Option<Handle>,
 }
 
 impl RtNetlink {
@@ -48,6 +51,7 @@ impl RtNetlink {
             handle,
             lean: Some(LeanLinks::connect()?),
             proc_net: "/proc/thread-self/net".into(),
+            fdb_dump: Some(super::fdb::connect_dump()?),
         })
     }
 
@@ -82,6 +86,7 @@ impl RtNetlink {
             handle,
             lean: None,
             proc_net: format!("/proc/{pid}/net"),
+            fdb_dump: None,
         })
     }
 }
@@ -137,6 +142,7 @@ fn parse_kind(infos: Vec<LinkInfo>) -> LinkKind {
                 kind = LinkKind::Vxlan(VxlanAttrs {
                     vni: 0,
                     group: None,
+                    local: None,
                     port: 0,
                     underlay: None,
                 })
@@ -151,6 +157,7 @@ fn parse_kind(infos: Vec<LinkInfo>) -> LinkKind {
             match item {
                 InfoVxlan::Id(vni) => attrs.vni = vni,
                 InfoVxlan::Group(g) => attrs.group = Some(g),
+                InfoVxlan::Local(l) => attrs.local = Some(l),
                 InfoVxlan::Port(p) => attrs.port = p,
                 InfoVxlan::Link(l) => attrs.underlay = Some(l),
                 _ => {}
@@ -281,6 +288,9 @@ impl Netlink for RtNetlink {
         if let Some(group) = spec.attrs.group {
             b = b.group(group);
         }
+        if let Some(local) = spec.attrs.local {
+            b = b.local(local);
+        }
         if let Some(dev) = spec.attrs.underlay {
             b = b.dev(dev);
         }
@@ -370,6 +380,18 @@ impl Netlink for RtNetlink {
             .execute()
             .await
             .map_err(|e| map_err(what, e))
+    }
+
+    async fn fdb_entries(&self, index: u32) -> SysResult<Vec<FdbEntry>> {
+        super::fdb::entries(self.fdb_dump.as_ref().unwrap_or(&self.handle), index).await
+    }
+
+    async fn append_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()> {
+        super::fdb::append(&self.handle, index, entry).await
+    }
+
+    async fn delete_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()> {
+        super::fdb::delete(&self.handle, index, entry).await
     }
 
     async fn add_default_route(&self, gateway: Ipv4Addr) -> SysResult<()> {

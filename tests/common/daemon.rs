@@ -48,9 +48,15 @@ impl<'a> Daemon<'a> {
         Self::spawn_with(server, barrier, flags)
     }
 
-    /// [`Self::spawn`] with `flags` after the common ones (`--reconcile-interval 1`, ...).
+    /// [`Self::spawn`] with `flags` after the common ones (`--reconcile-interval 1`, ...);
+    /// VLAN 2 unless `flags` name `--vlans`.
     pub fn spawn_with(server: &'a Server, barrier: Option<&str>, flags: &[&str]) -> Self {
-        let mut serve = Serve::on(server).flags(&["--vlans", "2"]).flags(flags);
+        let vlans: &[&str] = if flags.contains(&"--vlans") {
+            &[]
+        } else {
+            &["--vlans", "2"]
+        };
+        let mut serve = Serve::on(server).flags(vlans).flags(flags);
         let release = release_file(server);
         let _ = std::fs::remove_file(&release);
         if let Some(point) = barrier {

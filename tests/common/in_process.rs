@@ -113,6 +113,7 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
             underlay: "eth1".into(),
             vlans: parse_vlan_list("2,3,4").unwrap(),
             mtu: None,
+            peers: Vec::new(),
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_path(dir),
