@@ -11,6 +11,7 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v pgrep >/dev/null || need+=(procps)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

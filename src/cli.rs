@@ -376,7 +376,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub paused: bool,
 
-    /// Allow listening on a non-loopback address without a token.
+    /// Allow listening on a non-loopback address without a token. Warned about at start.
     #[arg(long)]
     pub insecure_no_auth: bool,
 

@@ -1,10 +1,13 @@
 //! The HTTP client behind the `create`, `destroy`, `start`, `stop`, `restart`, `list`, `info`,
 //! `reconcile`, `jobs` and `job` subcommands: one sentence for every way a call can fail, never
-//! a stack trace. `render.rs` shows a job's steps live; `tables.rs` the rest.
+//! a stack trace. `render.rs` shows a job's steps live; `tables.rs` the rest; `tls.rs` what an
+//! `https://` server's certificate is checked against and the sentences when that fails.
 
 pub mod render;
 pub mod tables;
+pub mod tls;
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -20,6 +23,14 @@ pub enum ClientError {
     /// No answer in time.
     #[error("the server at {0} did not answer in time")]
     Timeout(String),
+    /// The TLS handshake failed: most often a certificate this client does not trust. Never
+    /// retried: another try meets the same certificate.
+    #[error("{0}")]
+    Tls(String),
+    /// What the command was given cannot be used: a server URL that is not http(s), a CA file
+    /// that cannot be read.
+    #[error("{0}")]
+    Setup(String),
     /// 401.
     #[error("the server refused the token: {0} (pass --token-file or set CREEPY_MEOW_TOKEN)")]
     Unauthorized(String),
@@ -88,26 +99,47 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// A client of one server.
 pub struct ApiClient {
+    /// The HTTP client, with its TLS trust.
     http: reqwest::Client,
+    /// The server's URL, without a trailing slash.
     base: String,
+    /// The bearer token, if any.
     token: Option<String>,
+    /// Whether `--cacert` replaced the system's roots (for the sentence when trust fails).
+    with_ca: bool,
 }
 
 impl ApiClient {
-    /// A client for `base` (such as `http://127.0.0.1:8080`), sending `token` if given.
+    /// A client for `base` (such as `http://127.0.0.1:8080`, or `https://...`), sending `token`
+    /// if given. An `https://` server's certificate is checked against the CAs in `ca_file`
+    /// only, when given, else against the system's roots.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+    /// [`ClientError::Setup`] when `base` is not an http(s) URL or `ca_file` holds no CA.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Setup(format!(
+                "the server {base:?} is not an http:// or https:// URL"
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(90))
+            .timeout(Duration::from_secs(90));
+        if let Some(path) = ca_file {
+            builder = builder.tls_certs_only(tls::read_ca(path).map_err(ClientError::Setup)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Other(e.to_string()))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
             token,
+            with_ca: ca_file.is_some(),
         })
     }
 
@@ -119,19 +151,38 @@ impl ApiClient {
         }
     }
 
+    /// What a request that got no answer tells the person at the terminal.
+    fn failed(&self, e: &reqwest::Error) -> ClientError {
+        if let Some(tls) = tls::rustls_cause(e) {
+            return ClientError::Tls(tls::sentence(&self.base, tls, self.with_ca));
+        }
+        if e.is_connect() {
+            return ClientError::Unreachable(self.base.clone());
+        }
+        if e.is_timeout() {
+            return ClientError::Timeout(self.base.clone());
+        }
+        // reqwest's own words name only the URL; the innermost cause says what happened.
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let hint = if self.base.starts_with("http://") {
+            " (if it serves HTTPS, use an https:// URL)"
+        } else {
+            ""
+        };
+        ClientError::Other(format!(
+            "the request to {} failed: {cause}{hint}",
+            self.base
+        ))
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                ClientError::Unreachable(self.base.clone())
-            } else if e.is_timeout() {
-                ClientError::Timeout(self.base.clone())
-            } else {
-                ClientError::Other(format!("request to {} failed: {e}", self.base))
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| self.failed(&e))?;
         let status = resp.status();
         let body: Value = resp.json().await.map_err(|e| {
             ClientError::Other(format!("the server sent an answer that is not JSON: {e}"))
