@@ -19,6 +19,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The token every daemon here wants.
 const TOKEN: &str = "tls-test-token";
 
+/// The client's arguments for a create of container 5 on VLAN 2.
+const CREATE_5: [&str; 7] = [
+    "create",
+    "--id",
+    "5",
+    "--vlan",
+    "2",
+    "--ip",
+    "192.168.2.5/24",
+];
+
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);
 
@@ -121,25 +132,9 @@ async fn the_client_and_curl_reach_an_https_server_through_the_lab_ca() {
     let token = dir.token_file();
     let (token, ca) = (token.to_str().unwrap(), certs.ca.to_str().unwrap());
 
-    let (code, out, err) = client(
-        &[
-            "create",
-            "--id",
-            "5",
-            "--vlan",
-            "2",
-            "--ip",
-            "192.168.2.5/24",
-            "--server",
-            &d.base,
-            "--token-file",
-            token,
-            "--cacert",
-            ca,
-        ],
-        &[],
-    )
-    .await;
+    let mut args = CREATE_5.to_vec();
+    args.extend_from_slice(&["--server", &d.base, "--token-file", token, "--cacert", ca]);
+    let (code, out, err) = client(&args, &[]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     // The CA through the environment, as `--cacert` would give it.
     let (code, out, err) = client(
@@ -181,27 +176,20 @@ async fn a_client_that_does_not_trust_the_server_refuses_it_in_one_sentence() {
     let stranger = LabCerts::make(&dir.path("other-lab"), "server", &["127.0.0.1"]);
     let d = https_daemon(&certs, DEFAULT).await;
     let token = dir.token_file();
-    let create = |extra: &'static [&'static str]| {
-        let mut args = vec![
-            "create",
-            "--id",
-            "5",
-            "--vlan",
-            "2",
-            "--ip",
-            "192.168.2.5/24",
-        ];
+    // `create` of container 5 with `--cacert FILE` when given.
+    let create = |cacert: Option<&str>| {
+        let mut args = CREATE_5.to_vec();
         args.extend_from_slice(&["--server", &d.base, "--token-file", token.to_str().unwrap()]);
-        args.extend_from_slice(extra);
-        args.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let run = |args: Vec<String>| async move {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        client(&args, &[]).await
+        args.extend(cacert.iter().flat_map(|ca| ["--cacert", ca]));
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            client(&args, &[]).await
+        }
     };
 
     // The system's roots do not know the lab CA.
-    let (code, _, err) = run(create(&[])).await;
+    let (code, _, err) = create(None).await;
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(
         one_sentence(&err),
@@ -211,9 +199,7 @@ async fn a_client_that_does_not_trust_the_server_refuses_it_in_one_sentence() {
         )
     );
     // Another lab's CA does not either.
-    let mut args = create(&[]);
-    args.extend(["--cacert".into(), stranger.ca.display().to_string()]);
-    let (code, _, err) = run(args).await;
+    let (code, _, err) = create(stranger.ca.to_str()).await;
     assert_eq!(code, Some(1), "{err}");
     assert!(
         one_sentence(&err).ends_with("(the CA in --cacert did not sign it)"),
@@ -227,9 +213,7 @@ async fn a_client_that_does_not_trust_the_server_refuses_it_in_one_sentence() {
         ),
         (certs.key.to_str().unwrap(), "holds no PEM certificate"),
     ] {
-        let mut args = create(&[]);
-        args.extend(["--cacert".into(), file.to_string()]);
-        let (code, _, err) = run(args).await;
+        let (code, _, err) = create(Some(file)).await;
         assert_eq!(code, Some(2), "{err}");
         assert!(one_sentence(&err).contains(want), "{err}");
     }

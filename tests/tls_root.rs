@@ -203,43 +203,25 @@ fn off_loopback_plain_http_and_bad_certificates_are_refused_and_the_lab_waiver_w
     std::fs::write(&token, TOKEN).unwrap();
     let tok = token.to_str().unwrap();
 
-    let out = serve_once(s1, &["--listen", &addr, "--token-file", tok]);
-    refused(&out, &format!("refusing to listen on {addr} without TLS: pass --tls-cert FILE --tls-key FILE (or --insecure-plain-http)"));
+    // `serve` on the underlay with the token, and `tls` flags.
+    let serve = |tls: &[&str]| {
+        let mut args = vec!["--listen", &addr, "--token-file", tok];
+        args.extend_from_slice(tls);
+        serve_once(s1, &args)
+    };
+    refused(
+        &serve(&[]),
+        &format!("refusing to listen on {addr} without TLS: pass --tls-cert FILE --tls-key FILE (or --insecure-plain-http)"),
+    );
     let certs = LabCerts::make(&lab.dir().join("certs"), "server", &[&ip]);
     let other = LabCerts::make(&lab.dir().join("certs"), "other", &[&ip]);
     let (cert, key) = (certs.cert.to_str().unwrap(), other.key.to_str().unwrap());
-    let out = serve_once(
-        s1,
-        &[
-            "--listen",
-            &addr,
-            "--token-file",
-            tok,
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-        ],
-    );
     refused(
-        &out,
+        &serve(&["--tls-cert", cert, "--tls-key", key]),
         &format!("the TLS key {key} does not belong to the certificate {cert}"),
     );
-    let out = serve_once(
-        s1,
-        &[
-            "--listen",
-            &addr,
-            "--token-file",
-            tok,
-            "--tls-cert",
-            tok,
-            "--tls-key",
-            key,
-        ],
-    );
     refused(
-        &out,
+        &serve(&["--tls-cert", tok, "--tls-key", key]),
         &format!("the TLS certificate file {tok} holds no PEM certificate"),
     );
     assert!(
