@@ -90,7 +90,9 @@ impl TlsClient {
 
 /// One connection, reused for every request.
 pub struct Conn {
+    /// The connection, plain or TLS.
     stream: Box<dyn Io>,
+    /// Bytes read and not yet consumed (the next answer's start, after a pipelined read).
     buf: Vec<u8>,
 }
 
