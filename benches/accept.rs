@@ -238,7 +238,8 @@ async fn https_vs_http(lab: &Lab, secs: Duration) {
             }
             .push(l);
         }
-        let what = format!("{clients} client(s), keep-alive");
+        let who = if clients == 1 { "client" } else { "clients" };
+        let what = format!("HTTP against HTTPS, {clients} {who} on keep-alive connections");
         compare_report(&what, ["http", "https"], &runs.0, &runs.1, None);
     }
     let daemon = Daemon::start_https(
