@@ -327,3 +327,42 @@ async fn a_stop_closes_open_https_connections_and_returns() {
         .await
         .expect("the daemon stops with HTTPS connections open");
 }
+
+#[tokio::test]
+async fn without_system_roots_https_says_so_and_plain_http_needs_none() {
+    let dir = Scratch::new("roots");
+    let certs = LabCerts::make(&dir.path("certs"), "server", &["127.0.0.1"]);
+    let https = https_daemon(&certs, DEFAULT).await;
+    let plain = in_process::start(DEFAULT).await;
+    // rustls-native-certs reads these instead of the system's bundle: here, nothing.
+    let empty = dir.path("no-roots");
+    std::fs::create_dir_all(&empty).unwrap();
+    let no_roots: [(&str, &Path); 2] = [
+        ("SSL_CERT_FILE", Path::new("/dev/null")),
+        ("SSL_CERT_DIR", &empty),
+    ];
+    let (code, _, err) = client(&["jobs", "--server", &https.base], &no_roots).await;
+    assert_eq!(code, Some(2), "{err}");
+    let said = one_sentence(&err);
+    assert!(
+        said.starts_with(&format!("cannot check the certificate of {}: ", https.base)),
+        "{err}"
+    );
+    assert!(said.ends_with("or pass --cacert FILE)"), "{err}");
+    // --cacert alone is enough, and plain HTTP needs no CA at all.
+    let ca = certs.ca.to_str().unwrap();
+    let token = dir.token_file();
+    let args = [
+        "jobs",
+        "--server",
+        &https.base,
+        "--cacert",
+        ca,
+        "--token-file",
+        token.to_str().unwrap(),
+    ];
+    let (code, _, err) = client(&args, &no_roots).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = client(&["jobs", "--server", &plain.base], &no_roots).await;
+    assert_eq!(code, Some(0), "{err}");
+}

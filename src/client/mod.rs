@@ -126,15 +126,22 @@ impl ApiClient {
                 "the server {base:?} is not an http:// or https:// URL"
             )));
         }
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(90));
-        if let Some(path) = ca_file {
-            builder = builder.tls_certs_only(tls::read_ca(path).map_err(ClientError::Setup)?);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ClientError::Other(e.to_string()))?;
+        let builder = match ca_file {
+            Some(path) => builder.tls_certs_only(tls::read_ca(path).map_err(ClientError::Setup)?),
+            // Plain HTTP trusts no CA: the system's roots are not loaded (a machine without
+            // them still reaches its daemon, and no command pays for reading them).
+            None if base.starts_with("http://") => builder.tls_certs_only(Vec::new()),
+            None => builder,
+        };
+        let http = builder.build().map_err(|e| {
+            ClientError::Setup(format!(
+                "cannot check the certificate of {base}: {} (install the system's CA certificates, package ca-certificates, or pass --cacert FILE)",
+                tls::innermost(&e)
+            ))
+        })?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -163,10 +170,7 @@ impl ApiClient {
             return ClientError::Timeout(self.base.clone());
         }
         // reqwest's own words name only the URL; the innermost cause says what happened.
-        let mut cause: &dyn std::error::Error = e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
+        let cause = tls::innermost(e);
         let hint = if self.base.starts_with("http://") {
             " (if it serves HTTPS, use an https:// URL)"
         } else {

@@ -44,6 +44,16 @@ pub fn rustls_cause<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e rustls::E
     None
 }
 
+/// The last error in `e`'s chain of causes: the one that says what happened (reqwest's own
+/// names only the URL, or "builder error").
+pub fn innermost<'e>(e: &'e (dyn StdError + 'static)) -> &'e (dyn StdError + 'static) {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause
+}
+
 /// What went wrong in TLS with the server at `base`, and what to do about it, in one sentence;
 /// `with_ca` tells whether `--cacert` was given.
 pub fn sentence(base: &str, e: &rustls::Error, with_ca: bool) -> String {
