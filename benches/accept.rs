@@ -12,10 +12,14 @@
 //!
 //! Then (issue 14) 32 clients with and without an `Idempotency-Key` on every create (a fresh
 //! key each), alternating eight times, a fresh store each: what storing and checking the key
-//! costs.
+//! costs. And HTTP against HTTPS (a lab certificate from `scripts/make-lab-certs.sh`, ECDSA
+//! P-256, the TLS version and cipher the run negotiated are printed), at 1 and 32 clients,
+//! alternating three times each, a fresh store each: keep-alive connections as for every level,
+//! so each client's handshake happens once when it connects, never inside a request's latency;
+//! what is compared is the per-request cost of TLS records.
 //!
 //! Targets: ≥ 3,000 accepts/s at 32 clients with p99 ≤ 10 ms, more than one job per sync;
-//! accepts with keys within 10 % of without.
+//! accepts with keys within 10 % of without; HTTPS reported next to HTTP (no target).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -31,8 +35,9 @@ use std::time::{Duration, Instant};
 use creepy_meow::queue::{IdempotencyKey, JobStore, StoreOptions};
 use futures::future::join_all;
 
-use common::daemon::{Daemon, PORT};
-use common::http::{load, Req};
+use common::daemon::Daemon;
+use common::harness::certs::LabCerts;
+use common::http::{load_over, tls_session, Req};
 use common::lab::Lab;
 use common::perf::PerfStat;
 use common::stats::{ms, rate_cells, verdict, Summary};
@@ -185,13 +190,13 @@ async fn run(lab: &Lab, secs: Duration) {
     let mut levels = Vec::new();
     for (k, &clients) in LEVELS.iter().enumerate() {
         let name = format!("{clients}");
-        levels.push(level(lab, &name, clients, k as u64, false, secs).await);
+        levels.push(level(lab, &name, clients, k as u64, false, secs, None).await);
     }
     let mut keyed = (Vec::new(), Vec::new());
     for round in 0..8u64 {
         let with = round % 2 == 1;
         let name = format!("keys-{round}");
-        let l = level(lab, &name, 32, 4 + round / 2, with, secs).await;
+        let l = level(lab, &name, 32, 4 + round / 2, with, secs, None).await;
         if with { &mut keyed.1 } else { &mut keyed.0 }.push(l);
     }
     let library = store_only(lab, "plain", false, secs).await;
@@ -214,15 +219,59 @@ async fn run(lab: &Lab, secs: Duration) {
         &lib_keys.0,
         &lib_keys.1,
     );
+    https_vs_http(lab, secs).await;
+}
+
+/// HTTP and HTTPS accepts at 1 and 32 clients, alternating three times each (issue 14).
+async fn https_vs_http(lab: &Lab, secs: Duration) {
+    let certs = LabCerts::make(&lab.path("tls"), "server", &["127.0.0.1"]);
+    for clients in [1, 32] {
+        let mut runs = (Vec::new(), Vec::new());
+        for round in 0..6 {
+            let tls = (round % 2 == 1).then_some(&certs);
+            let name = format!("tls-{clients}-{round}");
+            let l = level(lab, &name, clients, 8, false, secs, tls).await;
+            if tls.is_some() {
+                &mut runs.1
+            } else {
+                &mut runs.0
+            }
+            .push(l);
+        }
+        let who = if clients == 1 { "client" } else { "clients" };
+        let what = format!("HTTP against HTTPS, {clients} {who} on keep-alive connections");
+        compare_report(&what, ["http", "https"], &runs.0, &runs.1, None);
+    }
+    let daemon = Daemon::start_https(
+        &lab.path("data-tls-session"),
+        &lab.path("lxc"),
+        &["--paused"],
+        &certs,
+    )
+    .await;
+    let session = tls_session(daemon.transport()).await;
+    common::emit(BENCH, &format!("TLS negotiated in this run: {session}\n"));
 }
 
 /// `clients` closed-loop clients creating for `secs` against a fresh `--paused` daemon (its
 /// store in `data-<name>`), IDs from `k` × 1,000,000; each create with a fresh
-/// `Idempotency-Key` when `keys`.
-async fn level(lab: &Lab, name: &str, clients: usize, k: u64, keys: bool, secs: Duration) -> Level {
+/// `Idempotency-Key` when `keys`; over HTTPS with `tls`'s pair when given.
+async fn level(
+    lab: &Lab,
+    name: &str,
+    clients: usize,
+    k: u64,
+    keys: bool,
+    secs: Duration,
+    tls: Option<&LabCerts>,
+) -> Level {
     let data = lab.path(&format!("data-{name}"));
     let lxc = lab.path("lxc");
-    let daemon = Daemon::start(&data, &lxc, &["--paused", "--max-queued", "10000000"]).await;
+    let flags = ["--paused", "--max-queued", "10000000"];
+    let daemon = match tls {
+        Some(certs) => Daemon::start_https(&data, &lxc, &flags, certs).await,
+        None => Daemon::start(&data, &lxc, &flags).await,
+    };
     let perf_out = lab.dir.join(format!("perf-{name}.txt"));
     let perf = perf_attach(daemon.pid(), &perf_out);
     let base = 1 + k * 1_000_000;
@@ -240,7 +289,7 @@ async fn level(lab: &Lab, name: &str, clients: usize, k: u64, keys: bool, secs: 
             req
         }
     });
-    let res = load(PORT, clients, secs, 202, make).await;
+    let res = load_over(daemon.transport(), clients, secs, 202, make).await;
     let syncs = perf.and_then(perf_count);
     drop(daemon);
     Level {
@@ -253,19 +302,27 @@ async fn level(lab: &Lab, name: &str, clients: usize, k: u64, keys: bool, secs: 
     }
 }
 
-/// Accepts without and with idempotency keys, alternating, as `what`.
+/// Accepts without and with idempotency keys, alternating, as `what`; target: with keys at
+/// least 0.9× the rate without.
 fn keys_report(what: &str, without: &[Level], with: &[Level]) {
+    let what = format!("Accepts with and without an Idempotency-Key, {what}");
+    compare_report(&what, ["no keys", "keys"], without, with, Some(0.9));
+}
+
+/// Two kinds of run (`labels`: `a` and `b`) alternating, as `what`: a row per run, then the
+/// mean and median rates of each and their ratio b/a, against `target` when given.
+fn compare_report(what: &str, labels: [&str; 2], a: &[Level], b: &[Level], target: Option<f64>) {
     let mean = |ls: &[Level]| ls.iter().map(|l| l.rate).sum::<f64>() / ls.len().max(1) as f64;
     let mut out = format!(
-        "## Accepts with and without an Idempotency-Key, {what}, alternating\n\n\
-         | run | keys | accepted/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n",
+        "## {what}, alternating\n\n\
+         | run | kind | accepted/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n",
     );
-    let rows = without
+    let rows = a
         .iter()
-        .map(|l| (l, "no"))
-        .zip(with.iter().map(|l| (l, "yes")));
-    for (i, ((a, ka), (b, kb))) in rows.enumerate() {
-        for (j, (l, k)) in [(a, ka), (b, kb)].into_iter().enumerate() {
+        .map(|l| (l, labels[0]))
+        .zip(b.iter().map(|l| (l, labels[1])));
+    for (i, ((x, kx), (y, ky))) in rows.enumerate() {
+        for (j, (l, k)) in [(x, kx), (y, ky)].into_iter().enumerate() {
             out += &format!(
                 "| {} | {k} | {:.0} | {} | {} | {} |\n",
                 2 * i + j + 1,
@@ -281,15 +338,26 @@ fn keys_report(what: &str, without: &[Level], with: &[Level]) {
         r.sort_by(f64::total_cmp);
         (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0
     };
-    let (a, b) = (mean(without), mean(with));
-    let (ma, mb) = (median(without), median(with));
+    let p99 = |ls: &[Level]| {
+        let mut r: Vec<Duration> = ls.iter().map(|l| l.lat.p99).collect();
+        r.sort();
+        r[(r.len() - 1) / 2]
+    };
+    let (ma, mb) = (mean(a), mean(b));
+    let (da, db) = (median(a), median(b));
+    let [la, lb] = labels;
     out += &format!(
-        "\nmean: without {a:.0}/s, with keys {b:.0}/s = {:.3}× (median {ma:.0} and {mb:.0}/s = {:.3}×): \
-         target ≥ 0.9×: **{}**\n",
-        b / a,
+        "\nmean: {la} {ma:.0}/s, {lb} {mb:.0}/s = {:.3}× (median {da:.0} and {db:.0}/s = {:.3}×); \
+         median p99: {la} {} ms, {lb} {} ms",
         mb / ma,
-        verdict(b >= 0.9 * a)
+        db / da,
+        ms(p99(a)),
+        ms(p99(b)),
     );
+    if let Some(t) = target {
+        out += &format!(": target ≥ {t}×: **{}**", verdict(mb >= t * ma));
+    }
+    out.push('\n');
     common::emit(BENCH, &out);
 }
 

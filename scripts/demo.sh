@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # creepy-meow demo: two simulated servers (network namespaces on one switch) on this machine,
 # a daemon on each, containers created through the client, and proof that containers on
-# different servers reach each other on the same VLAN and not across VLANs.
+# different servers reach each other on the same VLAN and not across VLANs. Server 1's daemon
+# serves HTTPS with a token on its underlay address, and is driven from server 2.
 #
 #   sudo scripts/demo.sh          # run it and clean up
 #   sudo scripts/demo.sh --keep   # leave it running and print how to explore it
@@ -86,26 +87,42 @@ for v in 2 3 4; do
   echo "server 1 reaches server 2 on vlan $v (192.168.$v.2) over vxlan$v"
 done
 
-say "a daemon on each server (listening on 127.0.0.1:8080 inside its namespace)"
+say "a daemon on each server: server 1 on its underlay, HTTPS with a token; server 2 on 127.0.0.1:8080"
+echo "-- a lab CA and server 1's certificate: scripts/make-lab-certs.sh DIR 10.77.0.1"
+bash scripts/make-lab-certs.sh "$WORK/tls" 10.77.0.1
+head -c 24 /dev/urandom | base64 >"$WORK/token"
+S1_URL=https://10.77.0.1:8443
+S1_FLAGS=(--listen 10.77.0.1:8443 --tls-cert "$WORK/tls/server.pem" --tls-key "$WORK/tls/server.key"
+  --token-file "$WORK/token")
+# Server 1 as its clients on server 2 see it: the URL, the lab CA, the token.
+s1() { on "$TAG-s2" env CREEPY_MEOW_SERVER="$S1_URL" CREEPY_MEOW_CACERT="$WORK/tls/ca.pem" \
+  CREEPY_MEOW_TOKEN="$(cat "$WORK/token")" "$BIN" "$@"; }
 for i in 1 2; do
   mkdir -p "$WORK/s$i"
+  flags=()
+  [ "$i" -eq 1 ] && flags=("${S1_FLAGS[@]}")
   # nsenter execs the daemon, so $! is the daemon itself.
   nsenter --net="/run/netns/$TAG-s$i" -- "$BIN" serve --host-id "$i" --data-dir "$WORK/s$i/data" \
-    --lxc-path "$WORK/s$i/lxc" >"$WORK/s$i/daemon.log" 2>&1 &
+    --lxc-path "$WORK/s$i/lxc" "${flags[@]}" >"$WORK/s$i/daemon.log" 2>&1 &
   PIDS+=($!)
 done
+# Both asked from server 2: server 1 across the switch, over HTTPS with the lab CA.
 for i in 1 2; do
+  health=(http://127.0.0.1:8080/healthz)
+  [ "$i" -eq 1 ] && health=(--cacert "$WORK/tls/ca.pem" "$S1_URL/healthz")
   for _ in $(seq 100); do
-    on "$TAG-s$i" curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+    on "$TAG-s2" curl -sf "${health[@]}" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  on "$TAG-s$i" curl -sf http://127.0.0.1:8080/healthz >/dev/null || { cat "$WORK/s$i/daemon.log"; exit 1; }
+  on "$TAG-s2" curl -sf "${health[@]}" >/dev/null || { cat "$WORK/s$i/daemon.log"; exit 1; }
   echo "server $i: daemon up (log: $WORK/s$i/daemon.log)"
 done
+echo "-- server 2 asks server 1 without the lab CA: refused, nothing sent"
+on "$TAG-s2" env CREEPY_MEOW_TOKEN="$(cat "$WORK/token")" "$BIN" list --server "$S1_URL" || echo "(refused, exit $?)"
 
 say "creating containers through the client"
-echo "-- server 1: creepy-meow create --id 5 --vlan 2 --ip 192.168.2.5/24"
-on "$TAG-s1" "$BIN" create --id 5 --vlan 2 --ip 192.168.2.5/24
+echo "-- server 1, from server 2 over HTTPS: creepy-meow create --id 5 --vlan 2 --ip 192.168.2.5/24 (--server $S1_URL, CA and token from the environment)"
+s1 create --id 5 --vlan 2 --ip 192.168.2.5/24
 echo "-- server 2: the original tool's request: curl --data \"id=6&vlan=2&ip=192.168.2.6/24\""
 on "$TAG-s2" curl -s --data "id=6&vlan=2&ip=192.168.2.6/24" http://127.0.0.1:8080/api/container/create; echo
 JOB=$(on "$TAG-s2" "$BIN" jobs --json --limit 1 | sed -n 's/.*"id": "\([0-9a-f-]\{36\}\)".*/\1/p' | head -1)
@@ -116,9 +133,9 @@ echo "-- server 2: a request that fails validation (VLAN 9 is not served)"
 on "$TAG-s2" "$BIN" create --id 9 --vlan 9 --ip 192.168.9.9/24 || echo "(refused, exit $?)"
 
 say "what the servers say"
-on "$TAG-s1" "$BIN" list
+s1 list
 on "$TAG-s2" "$BIN" list
-on "$TAG-s1" "$BIN" info 5
+s1 info 5
 
 say "reachability, from inside container5 on server 1"
 attach() { local i="$1" c="$2"; shift 2; on "$TAG-s$i" lxc-attach -P "$WORK/s$i/lxc" -n "$c" -- "$@"; }
@@ -142,9 +159,11 @@ fi
 if [ "$KEEP" -eq 1 ]; then
   say "left running (--keep)"
   cat <<EOT
-Explore:
-  nsenter --net=/run/netns/$TAG-s1 $BIN list
-  nsenter --net=/run/netns/$TAG-s1 $BIN info 5
+Explore (server 1 serves HTTPS on 10.77.0.1:8443, with a token):
+  export CREEPY_MEOW_SERVER=$S1_URL CREEPY_MEOW_CACERT=$WORK/tls/ca.pem CREEPY_MEOW_TOKEN=\$(cat $WORK/token)
+  nsenter --net=/run/netns/$TAG-s2 $BIN list
+  nsenter --net=/run/netns/$TAG-s2 $BIN info 5
+  unset CREEPY_MEOW_SERVER CREEPY_MEOW_CACERT CREEPY_MEOW_TOKEN
   nsenter --net=/run/netns/$TAG-s1 lxc-attach -P $WORK/s1/lxc -n container5
   nsenter --net=/run/netns/$TAG-s2 $BIN jobs
   ip -n $TAG-s1 -d link show vxlan2
@@ -157,7 +176,7 @@ EOT
 fi
 
 say "destroying through the client"
-on "$TAG-s1" "$BIN" destroy 5
+s1 destroy 5
 on "$TAG-s2" "$BIN" destroy 6
 on "$TAG-s2" "$BIN" destroy 8
 say "demo passed"

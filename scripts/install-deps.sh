@@ -13,6 +13,9 @@ command -v pgrep >/dev/null || need+=(procps)
 command -v curl >/dev/null || need+=(curl)
 # The unicast peers' root test drops multicast on its simulated switch with nft.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
+command -v openssl >/dev/null || need+=(openssl)
+# The HTTPS tests check servers against the system's CA bundle too.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

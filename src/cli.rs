@@ -68,7 +68,7 @@ pub enum Command {
 /// How the client reaches its server.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The server's API.
+    /// The server's API: http://HOST:PORT, or https://HOST:PORT for a server with --tls-cert.
     #[arg(
         long,
         value_name = "URL",
@@ -80,6 +80,11 @@ pub struct ClientArgs {
     /// File holding the bearer token (or set CREEPY_MEOW_TOKEN to the token itself).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
+
+    /// For an https:// server: trust only the CA certificates in this PEM file (a lab's own CA)
+    /// instead of the system's roots.
+    #[arg(long, value_name = "FILE", env = "CREEPY_MEOW_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
 
     /// Print the API's JSON instead of tables, for scripts.
     #[arg(long)]
@@ -350,8 +355,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub fabric: FabricArgs,
 
-    /// Address to listen on [default: 127.0.0.1:8080]. Anything but loopback needs --token-file
-    /// (or --insecure-no-auth).
+    /// Address to listen on [default: 127.0.0.1:8080]. Anything but loopback needs HTTPS
+    /// (--tls-cert and --tls-key) and a token (--token-file); a lab on a network of its own may
+    /// say --insecure-plain-http and --insecure-no-auth instead.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 
@@ -391,6 +397,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
 
+    /// Serve HTTPS with this certificate (PEM: the server's certificate first, then any
+    /// intermediates up to, not including, the root). Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC); keep it readable by root only.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// TOML file with any of these options (keys as the flags: `host-id = 1`, `vlans = [2, 3]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
@@ -403,9 +418,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub paused: bool,
 
-    /// Allow listening on a non-loopback address without a token.
+    /// Allow listening on a non-loopback address without a token. Warned about at start.
     #[arg(long)]
     pub insecure_no_auth: bool,
+
+    /// Allow listening on a non-loopback address in plain HTTP, the token and every request in
+    /// clear text: for labs on a network of their own. Warned about at start.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
 
     /// Most jobs that may wait at once; past it creates get 503 [default: 10000].
     #[arg(long, value_name = "N")]

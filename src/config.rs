@@ -12,6 +12,7 @@ use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
 use crate::templates::{Template, Templates};
+use crate::tls::ServerTls;
 
 /// Default listen address: loopback only, so an unconfigured daemon is not open to the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -42,9 +43,12 @@ pub struct ConfigFile {
     template_options: Option<std::collections::BTreeMap<String, TemplateOptions>>,
     clone: Option<CloneSetting>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     log_format: Option<LogFormat>,
     paused: Option<bool>,
     insecure_no_auth: Option<bool>,
+    insecure_plain_http: Option<bool>,
     max_queued: Option<usize>,
     keep_jobs: Option<usize>,
     keep_days: Option<u64>,
@@ -90,6 +94,8 @@ pub struct DaemonConfig {
     pub clone: bool,
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// The certificate and key HTTPS is served with; plain HTTP without.
+    pub tls: Option<ServerTls>,
     /// Log format.
     pub log_format: LogFormat,
     /// Start paused.
@@ -125,20 +131,7 @@ impl DaemonConfig {
             None => ConfigFile::default(),
         };
         let fabric = fabric_config(args, &file)?;
-        let token_file = args.token_file.clone().or(file.token_file.clone());
-        let token = token_file.as_deref().map(read_token).transpose()?;
-        let listen = match args.listen.or(file.listen) {
-            Some(l) => l,
-            None => DEFAULT_LISTEN
-                .parse()
-                .expect("default listen address is valid"),
-        };
-        let insecure = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
-        if !listen.ip().is_loopback() && token.is_none() && !insecure {
-            return Err(format!(
-                "refusing to listen on {listen} without authentication: pass --token-file FILE (or --insecure-no-auth)"
-            ));
-        }
+        let (listen, token, tls) = access(args, &file)?;
         let store = store_options(args, &file)?;
         let templates = templates(args, &file)?;
         Ok(Self {
@@ -157,6 +150,7 @@ impl DaemonConfig {
             templates,
             clone: args.clone.or(file.clone).unwrap_or(CloneSetting::On) == CloneSetting::On,
             token,
+            tls,
             log_format: args
                 .log_format
                 .or(file.log_format)
@@ -169,6 +163,120 @@ impl DaemonConfig {
             ),
             store,
         })
+    }
+}
+
+/// The listen address, the token and TLS from flags over the file, checked together
+/// ([`Exposure::check`]).
+fn access(
+    args: &ServeArgs,
+    file: &ConfigFile,
+) -> Result<(SocketAddr, Option<String>, Option<ServerTls>), String> {
+    let token_file = args.token_file.clone().or(file.token_file.clone());
+    let token = token_file.as_deref().map(read_token).transpose()?;
+    let listen = match args.listen.or(file.listen) {
+        Some(l) => l,
+        None => DEFAULT_LISTEN
+            .parse()
+            .expect("default listen address is valid"),
+    };
+    let tls = server_tls(args, file)?;
+    Exposure {
+        tls: tls.is_some(),
+        token: token.is_some(),
+        insecure_plain_http: args.insecure_plain_http || file.insecure_plain_http.unwrap_or(false),
+        insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+    }
+    .check(listen)?;
+    Ok((listen, token, tls))
+}
+
+/// `--tls-cert` and `--tls-key` (flags over the file), loaded and checked: both or neither.
+fn server_tls(args: &ServeArgs, file: &ConfigFile) -> Result<Option<ServerTls>, String> {
+    let cert = args.tls_cert.as_ref().or(file.tls_cert.as_ref());
+    let key = args.tls_key.as_ref().or(file.tls_key.as_ref());
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => ServerTls::load(cert, key)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        (Some(_), None) => Err("--tls-cert needs --tls-key, the certificate's private key".into()),
+        (None, Some(_)) => Err("--tls-key needs --tls-cert, the certificate it belongs to".into()),
+    }
+}
+
+/// What protects a listener, and what the operator waived for a lab.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exposure {
+    /// HTTPS (`--tls-cert`, `--tls-key`).
+    pub tls: bool,
+    /// A bearer token (`--token-file`).
+    pub token: bool,
+    /// `--insecure-plain-http`: plain HTTP off loopback is allowed.
+    pub insecure_plain_http: bool,
+    /// `--insecure-no-auth`: no token off loopback is allowed.
+    pub insecure_no_auth: bool,
+}
+
+impl Exposure {
+    /// Off loopback a listener needs TLS and a token, each unless waived (issue 14): the token
+    /// must never cross a network in clear text, and no one may drive the daemon without it.
+    /// On loopback anything goes, as only this host can connect.
+    ///
+    /// # Errors
+    /// A sentence naming what is missing and the flags that give it (or waive it); also when
+    /// TLS and its waiver are both given.
+    pub fn check(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.tls && self.insecure_plain_http {
+            return Err(
+                "--insecure-plain-http contradicts --tls-cert: give one or the other".into(),
+            );
+        }
+        if listen.ip().is_loopback() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if !self.tls && !self.insecure_plain_http {
+            missing.push((
+                "TLS",
+                "--tls-cert FILE --tls-key FILE (or --insecure-plain-http)",
+            ));
+        }
+        if !self.token && !self.insecure_no_auth {
+            missing.push((
+                "authentication",
+                "--token-file FILE (or --insecure-no-auth)",
+            ));
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (what, how): (Vec<_>, Vec<_>) = missing.into_iter().unzip();
+        Err(format!(
+            "refusing to listen on {listen} without {}: pass {}",
+            what.join(" and without "),
+            how.join(" and ")
+        ))
+    }
+
+    /// The warnings a daemon on `listen` logs at start: one per protection waived off
+    /// loopback.
+    pub fn warnings(&self, listen: SocketAddr) -> Vec<String> {
+        let mut out = Vec::new();
+        if listen.ip().is_loopback() {
+            return out;
+        }
+        if !self.tls {
+            out.push(format!(
+                "serving plain HTTP on {listen}, off loopback (--insecure-plain-http): the token and every request cross the network in clear text"
+            ));
+        }
+        if !self.token {
+            out.push(format!(
+                "serving without authentication on {listen}, off loopback (--insecure-no-auth): anyone who reaches it can create and destroy containers"
+            ));
+        }
+        out
     }
 }
 

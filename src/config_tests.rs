@@ -62,13 +62,14 @@ fn bad_files_and_open_listeners_are_refused() {
     assert!(e.contains("unknown field"), "{e}");
     let e = DaemonConfig::resolve(&serve_args(&["--host-id", "1", "--listen", "0.0.0.0:80"]))
         .unwrap_err();
-    assert!(e.contains("without authentication"), "{e}");
+    assert!(e.contains("without TLS and without authentication"), "{e}");
     let ok = DaemonConfig::resolve(&serve_args(&[
         "--host-id",
         "1",
         "--listen",
         "0.0.0.0:80",
         "--insecure-no-auth",
+        "--insecure-plain-http",
     ]));
     assert!(ok.is_ok());
     let (_tdir, token) = temp_file("token", "s3cret\n");
@@ -77,6 +78,7 @@ fn bad_files_and_open_listeners_are_refused() {
         "1",
         "--listen",
         "0.0.0.0:80",
+        "--insecure-plain-http",
         "--token-file",
         token.to_str().unwrap(),
     ]))
@@ -199,4 +201,124 @@ fn a_template_list_mixed_with_a_single_template_or_unknown_options_is_refused() 
     let unknown =
         DaemonConfig::resolve(&serve_args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
     assert!(unknown.contains("template-options.other"), "{unknown}");
+}
+
+#[test]
+fn off_loopback_a_listener_needs_tls_and_a_token_each_unless_waived() {
+    let open: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+    let all = Exposure {
+        tls: true,
+        token: true,
+        ..Exposure::default()
+    };
+    assert_eq!(all.check(open), Ok(()));
+    assert!(all.warnings(open).is_empty());
+    let no_tls = Exposure { tls: false, ..all };
+    let e = no_tls.check(open).unwrap_err();
+    assert_eq!(
+        e,
+        "refusing to listen on 0.0.0.0:8443 without TLS: pass --tls-cert FILE --tls-key FILE (or --insecure-plain-http)"
+    );
+    let no_token = Exposure {
+        token: false,
+        ..all
+    };
+    let e = no_token.check(open).unwrap_err();
+    assert!(
+        e.ends_with("without authentication: pass --token-file FILE (or --insecure-no-auth)"),
+        "{e}"
+    );
+    // Each waiver lets its own protection go, and is warned about; never the other one.
+    let plain = Exposure {
+        insecure_plain_http: true,
+        ..no_tls
+    };
+    assert_eq!(plain.check(open), Ok(()));
+    assert!(Exposure {
+        token: false,
+        ..plain
+    }
+    .check(open)
+    .is_err());
+    let warned = plain.warnings(open);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].starts_with("serving plain HTTP on 0.0.0.0:8443"),
+        "{warned:?}"
+    );
+    let no_auth = Exposure {
+        insecure_no_auth: true,
+        ..no_token
+    };
+    assert_eq!(no_auth.check(open), Ok(()));
+    assert!(no_auth.warnings(open)[0].starts_with("serving without authentication"));
+    // Loopback needs neither, for IPv4 and IPv6 alike, and warns of nothing.
+    for local in ["127.0.0.1:8080", "[::1]:8080"] {
+        let local: SocketAddr = local.parse().unwrap();
+        assert_eq!(Exposure::default().check(local), Ok(()));
+        assert!(Exposure::default().warnings(local).is_empty());
+    }
+    // TLS and its waiver together are a mistake, wherever it listens.
+    let both = Exposure {
+        insecure_plain_http: true,
+        ..all
+    };
+    assert!(both
+        .check("127.0.0.1:1".parse().unwrap())
+        .unwrap_err()
+        .contains("contradicts"));
+}
+
+#[test]
+fn tls_files_are_read_at_resolve_and_a_bad_one_is_one_sentence() {
+    let (_dir, junk) = temp_file("junk.pem", "not a certificate\n");
+    let junk = junk.to_str().unwrap();
+    let resolve = |extra: &[&str]| {
+        let mut argv = vec!["--host-id", "1"];
+        argv.extend_from_slice(extra);
+        DaemonConfig::resolve(&serve_args(&argv))
+    };
+    let e = resolve(&["--tls-cert", junk]).unwrap_err();
+    assert_eq!(
+        e,
+        "--tls-cert needs --tls-key, the certificate's private key"
+    );
+    let e = resolve(&["--tls-key", junk]).unwrap_err();
+    assert_eq!(
+        e,
+        "--tls-key needs --tls-cert, the certificate it belongs to"
+    );
+    let e = resolve(&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", junk]).unwrap_err();
+    assert!(
+        e.starts_with("cannot read the TLS certificate file /nonexistent/cert.pem: "),
+        "{e}"
+    );
+    let e = resolve(&["--tls-cert", junk, "--tls-key", junk]).unwrap_err();
+    assert_eq!(
+        e,
+        format!("the TLS certificate file {junk} holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)")
+    );
+    let (_bdir, broken) = temp_file(
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    let e = resolve(&["--tls-cert", broken.to_str().unwrap(), "--tls-key", junk]).unwrap_err();
+    assert!(e.contains("is not valid PEM"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn the_config_file_names_the_tls_keys_as_the_flags() {
+    let (_dir, cfg) = temp_file(
+        "tls.toml",
+        "host-id = 2\nlisten = \"0.0.0.0:8443\"\ntls-cert = \"/nonexistent/c.pem\"\ntls-key = \"/nonexistent/k.pem\"\n",
+    );
+    let e = DaemonConfig::resolve(&serve_args(&["--config", cfg.to_str().unwrap()])).unwrap_err();
+    assert!(e.contains("/nonexistent/c.pem"), "{e}");
+    let (_dir, lab) = temp_file(
+        "lab.toml",
+        "host-id = 2\nlisten = \"0.0.0.0:8080\"\ninsecure-plain-http = true\ninsecure-no-auth = true\n",
+    );
+    let c = DaemonConfig::resolve(&serve_args(&["--config", lab.to_str().unwrap()])).unwrap();
+    assert!(c.tls.is_none() && c.token.is_none());
 }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::config::DaemonConfig;
+use crate::config::{DaemonConfig, Exposure};
 use crate::engine::Engine;
 use crate::fabric::{ensure_fabric, FabricError};
 use crate::images::Images;
@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::queue::{JobStore, QueueError};
 use crate::reconcile::Reconciler;
 use crate::sys::Host;
+use crate::tls::ServerTls;
 use crate::worker::{QueueControl, Worker};
 
 /// How often finished jobs are pruned.
@@ -80,6 +81,27 @@ async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
     Ok((listener, addr))
 }
 
+/// Logs that the API serves on `addr`, how, and a warning for each protection the operator
+/// waived off loopback ([`Exposure::warnings`]).
+fn announce(cfg: &DaemonConfig, addr: SocketAddr) {
+    let exposure = Exposure {
+        tls: cfg.tls.is_some(),
+        token: cfg.token.is_some(),
+        ..Exposure::default()
+    };
+    for warning in exposure.warnings(addr) {
+        tracing::warn!("{warning}");
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let cert = cfg
+        .tls
+        .as_ref()
+        .map(|t| t.cert_path().display().to_string());
+    let templates = cfg.templates.names().join(",");
+    let fabric = cfg.fabric.mode();
+    tracing::info!(%addr, scheme, cert = cert.as_deref(), paused = cfg.paused, %templates, clone = cfg.clone, %fabric, "serving");
+}
+
 /// Runs the daemon on `host` until `shutdown` fires. `ready` receives the bound address once
 /// the API is accepting requests.
 ///
@@ -129,6 +151,7 @@ pub async fn run(
     let pruner = store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
     let reconcile_loop = reconciler.spawn_loop(cfg.reconcile_every, shutdown.clone());
     let worker_task = tokio::spawn(worker.run());
+    let feeds = tokio_util::task::TaskTracker::new();
     let state = Arc::new(AppState {
         store,
         engine,
@@ -137,14 +160,18 @@ pub async fn run(
         metrics,
         reconciler,
         shutdown: shutdown.clone(),
+        feeds: feeds.clone(),
     });
-    let templates = cfg.templates.names().join(",");
-    let fabric = cfg.fabric.mode();
-    tracing::info!(%addr, paused = cfg.paused, %templates, clone = cfg.clone, %fabric, "serving");
+    announce(&cfg, addr);
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    api::serve(state, listener, shutdown).await;
+    let tls = cfg.tls.as_ref().map(ServerTls::acceptor);
+    api::serve(state, listener, tls, shutdown).await;
+    // The event streams end with the shutdown signal; each feed holds the store open until it
+    // has, so wait for them: a restart in the same process must find the store closed.
+    feeds.close();
+    feeds.wait().await;
     let _ = worker_task.await;
     let _ = pruner.await;
     if let Some(task) = reconcile_loop {

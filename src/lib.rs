@@ -4,8 +4,8 @@
 //!
 //! A create travels down these parts, each calling only the ones below it:
 //!
-//! 1. [`api`] (HTTP, on warp): parses and validates the request into [`model`] values, and
-//!    answers `202` once [`queue`] has the job on disk;
+//! 1. [`api`] (HTTP or HTTPS, warp's filters on our own accept loop): parses and validates the
+//!    request into [`model`] values, and answers `202` once [`queue`] has the job on disk;
 //! 2. [`queue`]: the durable job store on sled — jobs, their step records, the ledger that
 //!    reserves container IDs and addresses — with group commit (many requests, one disk sync),
 //!    and a numbered event for every change, written in the change's own transaction (the API
@@ -29,7 +29,9 @@
 //!   demand compares them with the host and repairs drift through jobs (a start, a network
 //!   repair), never recreating a lost rootfs nor touching what it did not make;
 //! - [`daemon`]: `serve`'s start-up order (store, fabric, recovery, API and worker) and its
-//!   life until shutdown; [`config`]: its flags over a TOML file over defaults;
+//!   life until shutdown; [`config`]: its flags over a TOML file over defaults, and who may
+//!   reach the API (off loopback: TLS and a token, unless a lab says otherwise); [`tls`]: the
+//!   certificate and key HTTPS is served with, checked before anything starts;
 //!   [`templates`]: the templates a server offers for new containers, the first the default;
 //! - [`images`]: one stopped base container per template, built once; containers are overlay
 //!   snapshot clones of it (the create step `create_container` clones, `ensure_image` builds);
@@ -62,4 +64,5 @@ pub mod templates;
 #[cfg(test)]
 mod test_support;
 pub mod testhook;
+pub mod tls;
 pub mod worker;

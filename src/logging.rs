@@ -7,9 +7,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-/// For one-shot commands: warnings only by default, so their own output stays readable.
+/// For one-shot commands: warnings only by default, so their own output stays readable. The
+/// TLS certificate verifier's own error lines are left out: the client says what failed, and
+/// what to do, in its one sentence.
 pub fn init_command() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,rustls_platform_verifier=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,13 +1,15 @@
 //! The benches' daemon: the shared `serve` process (`tests/common/serve.rs`) started as a plain
 //! child, since the bench's main thread is already in the server's namespace
 //! ([`super::lab::Lab::enter`]): it inherits it, builds the fabric on the lab's `eth1` and listens
-//! on the namespace's own `127.0.0.1`. Driven with the benches' own HTTP client ([`super::http`]).
+//! on the namespace's own `127.0.0.1`, in plain HTTP or (accept bench) HTTPS with a lab
+//! certificate. Driven with the benches' own HTTP client ([`super::http`]).
 
 use std::path::Path;
 use std::time::Duration;
 
+use super::harness::certs::LabCerts;
 use super::harness::serve::{Launch, Process, Serve, STOP_TIMEOUT};
-use super::http::{once, Req};
+use super::http::{once_over, Req, TlsClient, Transport};
 
 pub use super::harness::serve::PORT;
 
@@ -15,6 +17,8 @@ pub use super::harness::serve::PORT;
 pub struct Daemon {
     /// The process, with its log beside the data dir.
     process: Process,
+    /// How it is reached: plain HTTP, or HTTPS with the lab's certificate.
+    transport: Transport,
 }
 
 impl Daemon {
@@ -22,12 +26,18 @@ impl Daemon {
     /// `CMBENCH_DAEMON_LOG`, a `RUST_LOG` filter: the log is then appended to
     /// `target/bench/daemon.log` when the daemon stops); does not wait for it.
     pub fn spawn(data: &Path, lxc: &Path, extra: &[&str]) -> Self {
+        Self::spawn_over(data, lxc, extra, Transport::Plain(PORT))
+    }
+
+    /// [`Self::spawn`] of a daemon reached over `transport` (whose TLS flags are in `extra`).
+    fn spawn_over(data: &Path, lxc: &Path, extra: &[&str], transport: Transport) -> Self {
         let filter = std::env::var("CMBENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into());
         let serve = Serve::new(1, data, lxc)
             .flags(extra)
             .env("RUST_LOG", &filter);
         Self {
             process: serve.spawn(Launch::Here),
+            transport,
         }
     }
 
@@ -38,10 +48,28 @@ impl Daemon {
         d
     }
 
+    /// [`Self::start`] serving HTTPS with `certs`' pair (on loopback, so no token is needed).
+    pub async fn start_https(data: &Path, lxc: &Path, extra: &[&str], certs: &LabCerts) -> Self {
+        let tls = certs.serve_flags();
+        let mut flags: Vec<&str> = extra.to_vec();
+        flags.extend(tls.iter().map(String::as_str));
+        let transport = Transport::Tls(PORT, TlsClient::trusting(&certs.ca));
+        let d = Self::spawn_over(data, lxc, &flags, transport);
+        d.wait_ready(Duration::from_secs(60)).await;
+        d
+    }
+
+    /// How this daemon is reached.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// Polls `/healthz` every millisecond until it answers 200; returns the time since spawn.
     pub async fn wait_ready(&self, timeout: Duration) -> Duration {
-        let healthy =
-            |path| async move { matches!(once(PORT, &Req::get(path)).await, Ok((200, _))) };
+        let transport = &self.transport;
+        let healthy = |path| async move {
+            matches!(once_over(transport, &Req::get(path)).await, Ok((200, _)))
+        };
         self.process
             .wait_ready(timeout, Duration::from_millis(1), healthy)
             .await

@@ -1,21 +1,98 @@
-//! A minimal HTTP/1.1 keep-alive client and a closed-loop load generator.
+//! A minimal HTTP/1.1 keep-alive client and a closed-loop load generator, over plain TCP or
+//! TLS ([`Transport`]).
 //!
 //! Why not `reqwest`: the load generator shares two cores with the daemon, and every cycle it
 //! spends is taken from the server it measures. This client writes one request, reads the
 //! status line, the headers and a `Content-Length` body (warp always sends one for the JSON
-//! replies measured here), and nothing more.
+//! replies measured here), and nothing more. Over TLS it is rustls (tokio-rustls), as the
+//! daemon's side; the handshake happens once per connection, when it opens.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// A connection's byte stream, plain or TLS, boxed so one [`Conn`] serves both.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// How the bench reaches the daemon on the lab's `127.0.0.1`.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain HTTP to this port.
+    Plain(u16),
+    /// HTTPS to this port, trusting the one CA of the [`TlsClient`].
+    Tls(u16, TlsClient),
+}
+
+impl Transport {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Plain(p) | Self::Tls(p, _) => *p,
+        }
+    }
+
+    /// `http` or `https`, for reports.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Self::Plain(_) => "http",
+            Self::Tls(..) => "https",
+        }
+    }
+}
+
+/// A TLS client that trusts one CA (a lab's) and checks the server's certificate names
+/// `127.0.0.1`.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// rustls's client configuration, shared by every connection.
+    connector: TlsConnector,
+}
+
+impl TlsClient {
+    /// Trusts the CA certificates in the PEM file `ca`.
+    pub fn trusting(ca: &Path) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).expect("read the CA") {
+            roots
+                .add(cert.expect("a CA certificate"))
+                .expect("a usable CA");
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsClient {
+            connector: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    /// The client side of the handshake on `tcp`, checking the certificate names `127.0.0.1`.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+        self.connector.connect(name, tcp).await
+    }
+}
 
 /// One connection, reused for every request.
 pub struct Conn {
-    stream: TcpStream,
+    /// The connection, plain or TLS.
+    stream: Box<dyn Io>,
+    /// Bytes read and not yet consumed (the next answer's start, after a pipelined read).
     buf: Vec<u8>,
 }
 
@@ -71,14 +148,29 @@ impl Req {
 }
 
 impl Conn {
-    /// Connects to `addr` with Nagle off.
+    /// Connects to `addr` in plain HTTP, with Nagle off.
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::over(Box::new(stream)))
+    }
+
+    /// Connects to the daemon over `transport`, with Nagle off; over TLS, after the handshake.
+    pub async fn open(transport: &Transport) -> std::io::Result<Self> {
+        let addr = daemon_addr(transport.port());
+        let Transport::Tls(_, tls) = transport else {
+            return Self::connect(addr).await;
+        };
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Self::over(Box::new(tls.handshake(tcp).await?)))
+    }
+
+    fn over(stream: Box<dyn Io>) -> Self {
+        Self {
             stream,
             buf: Vec::with_capacity(16 * 1024),
-        })
+        }
     }
 
     /// Sends `req`, returns the status and the body.
@@ -155,7 +247,30 @@ pub fn daemon_addr(port: u16) -> SocketAddr {
 
 /// One request on a fresh connection, for the odd call outside a load.
 pub async fn once(port: u16, req: &Req) -> std::io::Result<(u16, Vec<u8>)> {
-    Conn::connect(daemon_addr(port)).await?.send(req).await
+    once_over(&Transport::Plain(port), req).await
+}
+
+/// [`once`] over `transport`.
+pub async fn once_over(transport: &Transport, req: &Req) -> std::io::Result<(u16, Vec<u8>)> {
+    Conn::open(transport).await?.send(req).await
+}
+
+/// The TLS version and cipher suite a connection over `transport` negotiates ("plain HTTP"
+/// without TLS), for the report.
+pub async fn tls_session(transport: &Transport) -> String {
+    let Transport::Tls(port, tls) = transport else {
+        return "plain HTTP".into();
+    };
+    let tcp = TcpStream::connect(daemon_addr(*port))
+        .await
+        .expect("connect");
+    let stream = tls.handshake(tcp).await.expect("TLS handshake");
+    let session = stream.get_ref().1;
+    format!(
+        "{:?}, {:?}",
+        session.protocol_version().expect("a version"),
+        session.negotiated_cipher_suite().expect("a suite").suite()
+    )
 }
 
 /// `once`, decoded as JSON, panicking on a transport error or an unexpected status.
@@ -194,16 +309,28 @@ pub async fn load(
     want: u16,
     make: Arc<dyn Fn(u64) -> Req + Send + Sync>,
 ) -> LoadResult {
+    load_over(&Transport::Plain(port), clients, duration, want, make).await
+}
+
+/// [`load`] over `transport`. A connection opens (over TLS: shakes hands) once, inside the
+/// timed window but outside any request's latency, and again only after an error.
+pub async fn load_over(
+    transport: &Transport,
+    clients: usize,
+    duration: Duration,
+    want: u16,
+    make: Arc<dyn Fn(u64) -> Req + Send + Sync>,
+) -> LoadResult {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (next, make) = (next.clone(), make.clone());
+        let (next, make, transport) = (next.clone(), make.clone(), transport.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
-            let mut conn = Conn::connect(daemon_addr(port)).await.expect("connect");
+            let mut conn = Conn::open(&transport).await.expect("connect");
             while Instant::now() < deadline {
                 let req = make(next.fetch_add(1, Ordering::Relaxed));
                 let t0 = Instant::now();
@@ -218,7 +345,7 @@ pub async fn load(
                     Err(e) => {
                         eprintln!("{req:?}: {e}");
                         errors += 1;
-                        conn = Conn::connect(daemon_addr(port)).await.expect("reconnect");
+                        conn = Conn::open(&transport).await.expect("reconnect");
                     }
                 }
             }

@@ -91,7 +91,7 @@ pub fn stream(state: &AppState, req: &Request) -> Result<Response, ApiError> {
         tx,
         shutdown: state.shutdown.clone(),
     };
-    tokio::spawn(feed.run(after));
+    state.feeds.spawn(feed.run(after));
     let body = warp::sse::keep_alive()
         .interval(KEEP_ALIVE)
         .stream(Receiver(rx));

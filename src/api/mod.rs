@@ -4,7 +4,8 @@
 //!
 //! Routing is one list of paths (`Endpoint`) and one match over method and endpoint
 //! (`dispatch`), so every answer — also for unknown paths, wrong methods and oversized bodies —
-//! is the same JSON error shape.
+//! is the same JSON error shape. `server.rs` accepts the connections (plain or TLS) and hands
+//! each request to these routes.
 
 pub mod auth;
 mod containers;
@@ -15,6 +16,9 @@ mod images;
 mod jobs;
 mod reconcile;
 pub mod request;
+mod server;
+
+pub use server::serve;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,7 +27,6 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
@@ -52,20 +55,9 @@ pub struct AppState {
     /// Reconcile passes on demand, and the last report.
     pub reconciler: Arc<crate::reconcile::Reconciler>,
     /// Fires when the daemon stops: ends the event streams, so the server can close.
-    pub shutdown: CancellationToken,
-}
-
-/// Serves the API on `listener` until `shutdown` fires.
-pub async fn serve(
-    state: Arc<AppState>,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) {
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The event streams' feeds, waited for at shutdown (each holds the store open).
+    pub feeds: tokio_util::task::TaskTracker,
 }
 
 /// The whole API as one filter.

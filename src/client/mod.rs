@@ -1,11 +1,14 @@
 //! The HTTP client behind the `create`, `destroy`, `start`, `stop`, `restart`, `list`, `info`,
 //! `reconcile`, `jobs` and `job` subcommands: one sentence for every way a call can fail, never
-//! a stack trace. `render.rs` shows a job's steps live; `tables.rs` the rest.
+//! a stack trace. `render.rs` shows a job's steps live; `tables.rs` the rest; `tls.rs` what an
+//! `https://` server's certificate is checked against and the sentences when that fails.
 
 pub mod events;
 pub mod render;
 pub mod tables;
+pub mod tls;
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -21,6 +24,14 @@ pub enum ClientError {
     /// No answer in time.
     #[error("the server at {0} did not answer in time")]
     Timeout(String),
+    /// The TLS handshake failed: most often a certificate this client does not trust. Never
+    /// retried: another try meets the same certificate.
+    #[error("{0}")]
+    Tls(String),
+    /// What the command was given cannot be used: a server URL that is not http(s), a CA file
+    /// that cannot be read.
+    #[error("{0}")]
+    Setup(String),
     /// 401.
     #[error("the server refused the token: {0} (pass --token-file or set CREEPY_MEOW_TOKEN)")]
     Unauthorized(String),
@@ -93,27 +104,63 @@ const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 /// A client of one server.
 pub struct ApiClient {
+    /// The HTTP client, with its TLS trust.
     http: reqwest::Client,
     /// For event streams: no limit on the whole answer, one on silence.
     streams: reqwest::Client,
+    /// The server's URL, without a trailing slash.
     base: String,
+    /// The bearer token, if any.
     token: Option<String>,
+    /// Whether `--cacert` replaced the system's roots (for the sentence when trust fails).
+    with_ca: bool,
 }
 
 impl ApiClient {
-    /// A client for `base` (such as `http://127.0.0.1:8080`), sending `token` if given.
+    /// A client for `base` (such as `http://127.0.0.1:8080`, or `https://...`), sending `token`
+    /// if given. An `https://` server's certificate is checked against the CAs in `ca_file`
+    /// only, when given, else against the system's roots.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let builder = || reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        let built =
-            |b: reqwest::ClientBuilder| b.build().map_err(|e| ClientError::Other(e.to_string()));
+    /// [`ClientError::Setup`] when `base` is not an http(s) URL or `ca_file` holds no CA.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Setup(format!(
+                "the server {base:?} is not an http:// or https:// URL"
+            )));
+        }
+        let only_cas = match ca_file {
+            Some(path) => Some(tls::read_ca(path).map_err(ClientError::Setup)?),
+            // Plain HTTP trusts no CA: the system's roots are not loaded (a machine without
+            // them still reaches its daemon, and no command pays for reading them).
+            None if base.starts_with("http://") => Some(Vec::new()),
+            None => None,
+        };
+        let builder = || {
+            let b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+            match &only_cas {
+                Some(cas) => b.tls_certs_only(cas.clone()),
+                None => b,
+            }
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build().map_err(|e| {
+                ClientError::Setup(format!(
+                    "cannot check the certificate of {base}: {} (install the system's CA certificates, package ca-certificates, or pass --cacert FILE)",
+                    tls::innermost(&e)
+                ))
+            })
+        };
         Ok(Self {
             http: built(builder().timeout(Duration::from_secs(90)))?,
             streams: built(builder().read_timeout(STREAM_SILENCE))?,
             base: base.trim_end_matches('/').to_string(),
             token,
+            with_ca: ca_file.is_some(),
         })
     }
 
@@ -133,6 +180,30 @@ impl ApiClient {
         }
     }
 
+    /// What a request that got no answer tells the person at the terminal.
+    fn failed(&self, e: &reqwest::Error) -> ClientError {
+        if let Some(tls) = tls::rustls_cause(e) {
+            return ClientError::Tls(tls::sentence(&self.base, tls, self.with_ca));
+        }
+        if e.is_connect() {
+            return ClientError::Unreachable(self.base.clone());
+        }
+        if e.is_timeout() {
+            return ClientError::Timeout(self.base.clone());
+        }
+        // reqwest's own words name only the URL; the innermost cause says what happened.
+        let cause = tls::innermost(e);
+        let hint = if self.base.starts_with("http://") {
+            " (if it serves HTTPS, use an https:// URL)"
+        } else {
+            ""
+        };
+        ClientError::Other(format!(
+            "the request to {} failed: {cause}{hint}",
+            self.base
+        ))
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
@@ -150,15 +221,7 @@ impl ApiClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                ClientError::Unreachable(self.base.clone())
-            } else if e.is_timeout() {
-                ClientError::Timeout(self.base.clone())
-            } else {
-                ClientError::Other(format!("request to {} failed: {e}", self.base))
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| self.failed(&e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

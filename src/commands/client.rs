@@ -23,7 +23,14 @@ pub(super) fn connect(args: &ClientArgs) -> Result<ApiClient, ExitCode> {
         (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
         _ => None,
     };
-    ApiClient::new(&args.server, token).map_err(|e| fail(1, e))
+    ApiClient::new(&args.server, token, args.cacert.as_deref()).map_err(|e| {
+        let code = if matches!(e, ClientError::Setup(_)) {
+            EXIT_USAGE
+        } else {
+            1
+        };
+        fail(code, e)
+    })
 }
 
 pub(super) fn api_fail(e: ClientError) -> ExitCode {

@@ -26,9 +26,10 @@ use super::openapi;
 
 /// A daemon running in this process; dropping it cancels it and removes its directory.
 pub struct Daemon {
-    /// `http://<address it bound>`.
+    /// `http://<address it bound>` (`https://` with [`Opts::tls`]).
     pub base: String,
-    /// The client every request of the test goes through.
+    /// The client every request of the test goes through (plain: a test of a TLS daemon puts
+    /// one that trusts its CA here).
     pub http: reqwest::Client,
     /// Cancels the daemon (its shutdown signal).
     shutdown: CancellationToken,
@@ -60,6 +61,8 @@ pub struct Opts {
     pub max_queued: usize,
     /// Containers cloned from images (`serve --clone=on`, the default).
     pub clone: bool,
+    /// HTTPS with this certificate and key; plain HTTP without.
+    pub tls: Option<creepy_meow::tls::ServerTls>,
 }
 
 /// No token, worker running, room for 10,000 queued jobs.
@@ -68,6 +71,7 @@ pub const DEFAULT: Opts = Opts {
     paused: false,
     max_queued: 10_000,
     clone: true,
+    tls: None,
 };
 
 /// Starts a daemon with `opts` on a fresh fake host and a fresh directory; returns once it
@@ -84,6 +88,7 @@ pub async fn start(opts: Opts) -> Daemon {
 /// before, or new).
 async fn start_in(dir: PathBuf, opts: Opts) -> Daemon {
     let cfg = config(&dir, &opts);
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let (host, net, lxc) = Host::fake();
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
@@ -95,7 +100,7 @@ async fn start_in(dir: PathBuf, opts: Opts) -> Daemon {
     });
     let addr = rx.await.expect("daemon ready");
     Daemon {
-        base: format!("http://{addr}"),
+        base: format!("{scheme}://{addr}"),
         http: reqwest::Client::new(),
         shutdown,
         task: Some(task),
@@ -121,6 +126,7 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
         templates: creepy_meow::templates::Templates::single("busybox", vec![]),
         clone: opts.clone,
         token: opts.token.map(String::from),
+        tls: opts.tls.clone(),
         log_format: LogFormat::Text,
         paused: opts.paused,
         reconcile_every: std::time::Duration::ZERO,

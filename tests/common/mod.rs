@@ -2,6 +2,8 @@
 //! `#[path]`, as `harness` in `benches/common/mod.rs`), so a simulated server, a daemon's
 //! command line and layout, its readiness wait and its stop are each written once.
 //!
+//! - [`certs`]: a lab CA and server certificates for the HTTPS tests and bench, made by
+//!   `scripts/make-lab-certs.sh`;
 //! - [`lab`] (and `lab/cleanup.rs`): simulated servers, each a network namespace on one switch,
 //!   torn down on drop, with a sweep of what killed runs left;
 //! - [`netns`]: where namespaces are, and entering one (a command through nsenter, a thread
@@ -22,6 +24,7 @@
 //! allowance.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod containers;
 pub mod daemon;
 pub mod events;

@@ -54,6 +54,8 @@ pub struct Serve {
     data: PathBuf,
     /// `--lxc-path`.
     lxc: PathBuf,
+    /// `--listen` [default: `127.0.0.1:`[`PORT`]].
+    listen: String,
     /// Flags after the common ones (`--paused`, `--vlans 2`, …).
     flags: Vec<String>,
     /// Environment variables set for the daemon only.
@@ -67,6 +69,7 @@ impl Serve {
             host_id,
             data: data.to_path_buf(),
             lxc: lxc.to_path_buf(),
+            listen: format!("127.0.0.1:{PORT}"),
             flags: Vec::new(),
             env: Vec::new(),
         }
@@ -79,6 +82,13 @@ impl Serve {
             &data_path(&server.dir),
             &lxc_path(&server.dir),
         )
+    }
+
+    /// Listens on `addr` instead of the namespace's `127.0.0.1:`[`PORT`] (off loopback, the
+    /// daemon then wants TLS and a token, or their waivers among the flags).
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_string();
+        self
     }
 
     /// Adds `flags` after the common ones.
@@ -94,14 +104,14 @@ impl Serve {
     }
 
     /// The arguments after the binary: `serve --host-id … --listen 127.0.0.1:PORT --data-dir …
-    /// --lxc-path …` and the flags.
+    /// --lxc-path …` (or the address given to [`Self::listen`]) and the flags.
     pub fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "serve".into(),
             "--host-id".into(),
             self.host_id.to_string().into(),
             "--listen".into(),
-            format!("127.0.0.1:{PORT}").into(),
+            self.listen.clone().into(),
             "--data-dir".into(),
             self.data.clone().into(),
             "--lxc-path".into(),
