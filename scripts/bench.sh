@@ -4,7 +4,7 @@
 # measured in the same run. See docs/PERFORMANCE.md for what each one measures.
 #
 #   sudo scripts/bench.sh                      # all seven, about 15 minutes
-#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart restore fabric)
+#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart restore fabric events)
 #
 # Sizes (env): CMBENCH_CREATES=30 CMBENCH_ACCEPT_SECS=3 CMBENCH_READ_SECS=3 CMBENCH_READ_BUSY=40
 #              CMBENCH_SCALE_N=500 CMBENCH_FINISHED=10000 CMBENCH_QUEUED=1000 CMBENCH_RESTARTS=7
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(provision accept reads scale restart restore fabric)
+ALL=(provision accept reads scale restart restore fabric events)
 case "${1:-}" in
   -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 esac

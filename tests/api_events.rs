@@ -350,17 +350,7 @@ async fn a_reader_that_never_reads_is_cut_with_lagged_and_nobody_waits_for_it() 
 async fn the_client_follows_a_create_from_its_events_and_events_job_ends_with_it() {
     let d = start(DEFAULT).await;
     d.net.fail_next("create_veth", libc::EBUSY);
-    let (code, out, err) = d
-        .client(&[
-            "create",
-            "--id",
-            "5",
-            "--vlan",
-            "2",
-            "--ip",
-            "192.168.2.5/24",
-        ])
-        .await;
+    let (code, out, err) = d.client(&common::CREATE_5).await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.contains("✗ create_veth"), "{out}");
     assert!(out.contains("undone"), "each undo is shown: {out}");

@@ -144,15 +144,7 @@ async fn a_key_outlives_the_daemon_and_works_on_every_endpoint_that_makes_a_job(
 async fn the_client_sends_a_fresh_key_with_each_command() {
     let d = start(DEFAULT).await;
     for args in [
-        &[
-            "create",
-            "--id",
-            "5",
-            "--vlan",
-            "2",
-            "--ip",
-            "192.168.2.5/24",
-        ][..],
+        &common::CREATE_5[..],
         &["stop", "5"],
         &["build-image", "busybox"],
     ] {

@@ -12,23 +12,13 @@ use std::time::Duration;
 use common::certs::LabCerts;
 use common::in_process::{self, Daemon, Opts, DEFAULT};
 use common::serve::BIN;
+use common::CREATE_5;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The token every daemon here wants.
 const TOKEN: &str = "tls-test-token";
-
-/// The client's arguments for a create of container 5 on VLAN 2.
-const CREATE_5: [&str; 7] = [
-    "create",
-    "--id",
-    "5",
-    "--vlan",
-    "2",
-    "--ip",
-    "192.168.2.5/24",
-];
 
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);

@@ -126,17 +126,7 @@ fn https_off_loopback_with_a_token_serves_another_server_and_stops_gracefully() 
         all.extend_from_slice(&["--server", &base, "--cacert", ca, "--token-file", tok]);
         s2.run(BIN, all)
     };
-    let out = client(&[
-        "create",
-        "--id",
-        "5",
-        "--vlan",
-        "2",
-        "--ip",
-        "192.168.2.5/24",
-        "--no-wait",
-        "--json",
-    ]);
+    let out = client(&[&common::CREATE_5[..], &["--no-wait", "--json"]].concat());
     assert!(
         out.status.success(),
         "{}{}",

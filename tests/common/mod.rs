@@ -40,6 +40,17 @@ pub mod serve;
 #[allow(unused_imports)]
 pub use lab::{require_root, sweep_stale, Lab, Server};
 
+/// The client's arguments for a create of container 5 on VLAN 2 at 192.168.2.5/24.
+pub const CREATE_5: [&str; 7] = [
+    "create",
+    "--id",
+    "5",
+    "--vlan",
+    "2",
+    "--ip",
+    "192.168.2.5/24",
+];
+
 /// A current-thread tokio runtime: for code run on a server ([`on_server`]), for a root test's
 /// readiness wait, and for a bench, whose load generator then uses one core at most, leaving the
 /// other to the daemon on a 2-core machine.
