@@ -32,6 +32,10 @@ use crate::queue::{JobStore, QueueError, StoredEvent};
 pub const BUFFER: usize = 1024;
 /// Events read from the store at a time.
 const READ_CHUNK: usize = 256;
+/// A feed at most this many events behind reads them on the reactor: a live tail's newest
+/// events are in sled's cache, a read of them takes microseconds (as `GET /api/jobs/<id>`'s
+/// does); a feed further behind (catching up from an old `since`) reads on the blocking pool.
+const INLINE_READ: u64 = 64;
 /// A comment this often on an idle stream, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -174,11 +178,7 @@ impl Feed {
         }
         loop {
             synced.borrow_and_update();
-            let store = self.store.clone();
-            let from = *after;
-            let events = tokio::task::spawn_blocking(move || store.events_after(from, READ_CHUNK))
-                .await
-                .map_err(|e| QueueError::Storage(format!("event read panicked: {e}")))??;
+            let events = self.read_after(*after).await?;
             if events.is_empty() {
                 tokio::select! {
                     changed = synced.changed() => if changed.is_err() { return Ok(()) },
@@ -204,6 +204,17 @@ impl Feed {
                 *after = event.seq;
             }
         }
+    }
+
+    /// The next events after `after` that are on disk.
+    async fn read_after(&self, after: u64) -> Result<Vec<StoredEvent>, QueueError> {
+        if self.store.last_event().saturating_sub(after) <= INLINE_READ {
+            return self.store.events_after(after, READ_CHUNK);
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.events_after(after, READ_CHUNK))
+            .await
+            .map_err(|e| QueueError::Storage(format!("event read panicked: {e}")))?
     }
 
     /// Queues `event` for the client; false once the client has gone.
