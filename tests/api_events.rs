@@ -366,3 +366,51 @@ async fn the_client_follows_a_create_from_its_events_and_events_job_ends_with_it
     assert_eq!(lines.last().unwrap()["state"], "failed");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn reconcile_passes_tell_each_drift_and_each_health_change() {
+    let d = start(DEFAULT).await;
+    d.create_running(5).await;
+    let mut tail = open(&d, "container=5", None).await;
+    d.lxc.stop_by_hand("container5");
+    let (s, report) = d.post("/api/reconcile").await;
+    assert_eq!(s, 200, "{report}");
+    let repair = report["drift"][0]["job_id"].as_str().unwrap().to_string();
+    let seen = tail.until(|e| ends_job(e, &repair)).await;
+    let found: Vec<(String, String)> = seen
+        .iter()
+        .filter(|e| e.event == "reconcile" || e.event == "health")
+        .map(|e| {
+            (
+                e.event.clone(),
+                e.json()["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        found,
+        vec![pair("reconcile", "stopped"), pair("health", "stopped")]
+    );
+    let drift = seen.iter().find(|e| e.event == "reconcile").unwrap().json();
+    assert_eq!(drift["job_id"], repair.as_str());
+    // Started again by the repair: the next pass finds it well, and says so once.
+    d.post("/api/reconcile").await;
+    let back = tail.until(|e| e.event == "health").await;
+    assert_eq!(back.last().unwrap().json()["state"], "ok");
+    d.post("/api/reconcile").await;
+    let (s, _) = d.post("/api/queue/pause").await;
+    assert_eq!(s, 200);
+    let (_, job) = d.form("id=6&vlan=2&ip=192.168.2.6/24").await;
+    let mut all = open(&d, "since=0", None).await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    let history = all
+        .until(|e| e.event == "job" && e.json()["job_id"] == id.as_str())
+        .await;
+    let health = history.iter().filter(|e| e.event == "health").count();
+    assert_eq!(
+        health, 2,
+        "a pass that changes nothing tells nothing: {history:?}"
+    );
+    d.stop().await;
+}

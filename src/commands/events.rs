@@ -111,11 +111,17 @@ fn line(kind: &str, data: &Value) -> String {
             text("state"),
             text("desired")
         ),
+        "health" => format!("{}: health {}", container.trim(), text("state")),
+        "reconcile" => format!(
+            "{}: drift {}, repair job {short_job}",
+            container.trim(),
+            text("state")
+        ),
         other => format!("{other}: {data}"),
     };
-    let error = match text("error") {
-        "" => String::new(),
-        e => format!(" ({e})"),
+    let error = match (text("error"), text("detail")) {
+        ("", "") => String::new(),
+        ("", e) | (e, _) => format!(" ({e})"),
     };
     format!("#{seq} {} {what}{error}", text("at"))
 }

@@ -29,6 +29,12 @@ pub enum EventType {
     /// A container record's state or desired state changed outside a job's own states
     /// (found missing, kept as leftover, desired state set by a start or stop).
     Container,
+    /// A reconcile pass found a container's health changed (`ok`, `stopped`, `degraded`,
+    /// `missing`).
+    Health,
+    /// A reconcile pass found a container drifted from its desired state (and queued the job
+    /// that repairs it, if one applies).
+    Reconcile,
 }
 
 impl EventType {
@@ -38,6 +44,8 @@ impl EventType {
             Self::Job => "job",
             Self::Step => "step",
             Self::Container => "container",
+            Self::Health => "health",
+            Self::Reconcile => "reconcile",
         }
     }
 }
@@ -71,9 +79,13 @@ pub struct Event {
     /// The container's desired state, for container events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<DesiredState>,
-    /// Why a job or a step failed, or what an undo could not remove.
+    /// Why a job or a step failed, or what an undo could not remove; for a drift, why no
+    /// repair could be queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What is wrong with a degraded container, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Event {
@@ -89,6 +101,42 @@ impl Event {
             state: state.to_owned(),
             desired: None,
             error: None,
+            detail: None,
+        }
+    }
+
+    fn of_container(id: ContainerId, kind: EventType, state: &str) -> Self {
+        Self {
+            seq: 0,
+            kind,
+            at: OffsetDateTime::now_utc(),
+            job_id: None,
+            container_id: Some(id),
+            job_kind: None,
+            step: None,
+            state: state.to_owned(),
+            desired: None,
+            error: None,
+            detail: None,
+        }
+    }
+
+    /// A reconcile pass found container `id`'s health is now `health`, with `detail` when
+    /// degraded.
+    pub fn health(id: ContainerId, health: &str, detail: Option<String>) -> Self {
+        Self {
+            detail,
+            ..Self::of_container(id, EventType::Health, health)
+        }
+    }
+
+    /// A reconcile pass found container `id` drifted (`drift`), and queued `job` to repair it
+    /// (or could not: `error`).
+    pub fn drift(id: ContainerId, drift: &str, job: Option<Uuid>, error: Option<String>) -> Self {
+        Self {
+            job_id: job,
+            error,
+            ..Self::of_container(id, EventType::Reconcile, drift)
         }
     }
 
@@ -120,16 +168,10 @@ impl Event {
     /// Container `rec` is now as it says; `job` is the job that changed it, if one did.
     pub fn container(rec: &ContainerRecord, job: Option<&Job>) -> Self {
         Self {
-            seq: 0,
-            kind: EventType::Container,
-            at: OffsetDateTime::now_utc(),
             job_id: job.map(|j| j.id),
-            container_id: Some(rec.id),
             job_kind: job.map(|j| j.kind),
-            step: None,
-            state: rec.state.as_str().to_owned(),
             desired: Some(rec.desired),
-            error: None,
+            ..Self::of_container(rec.id, EventType::Container, rec.state.as_str())
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use tokio::sync::watch;
 
-use super::event::StoredEvent;
+use super::event::{Event, StoredEvent};
 use super::store::JobStore;
 use super::QueueError;
 
@@ -25,6 +25,19 @@ impl JobStore {
     /// A receiver whose value is [`Self::last_event`], woken when it moves.
     pub fn watch_events(&self) -> watch::Receiver<u64> {
         self.inner.trees.clock().subscribe()
+    }
+
+    /// Stores `events` (what a reconcile pass observed: no job's change), each under its
+    /// number, in one transaction; returns once they are on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::Storage`].
+    pub async fn record_observations(&self, events: Vec<Event>) -> Result<(), QueueError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.transact(|tx| events.iter().try_for_each(|e| tx.emit(e.clone()).map(drop)))?;
+        self.flush().await
     }
 
     /// When events numbered above `after` were pruned: the number of the oldest event kept

@@ -8,7 +8,8 @@
 //! `/api/jobs` like any other, queued behind every job an operator asked for. It never
 //! recreates a container whose rootfs is gone (the record becomes `missing`), never touches a
 //! container or `vethc_*` link it has no record of (reported as foreign), and never stops a
-//! container that runs against its desired state (reported).
+//! container that runs against its desired state (reported). Each drift found and each change
+//! of a container's health since the pass before is written as an event (`GET /api/events`).
 
 pub mod classify;
 mod view;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use crate::fabric::{ensure_fabric, FabricConfig, FabricError};
 use crate::metrics::Metrics;
 use crate::model::ContainerId;
-use crate::queue::{ContainerRecord, ContainerRecordState, JobStore, Origin, QueueError};
+use crate::queue::{ContainerRecord, ContainerRecordState, Event, JobStore, Origin, QueueError};
 use crate::sys::{Host, LinkState, SysError};
 use crate::worker::QueueControl;
 use classify::{classify, Drift, Health, Observed};
@@ -184,6 +185,10 @@ impl Reconciler {
             tracing::warn!(name, "reconcile: foreign to this daemon; left untouched");
         }
         report.finished_at = OffsetDateTime::now_utc();
+        let events = observations(self.last().as_deref(), &report);
+        if let Err(e) = self.store.record_observations(events).await {
+            tracing::warn!(error = %e, "reconcile: cannot record the pass's findings as events");
+        }
         let report = Arc::new(report);
         *lock(&self.last) = Some(Arc::clone(&report));
         Ok(report)
@@ -307,6 +312,30 @@ fn judge<'r>(
         }
     }
     drifted
+}
+
+/// The events a pass makes: one per drift found, and one per container whose health changed
+/// since the pass before (at the first pass of a daemon, each that is not `ok`).
+fn observations(before: Option<&Report>, now: &Report) -> Vec<Event> {
+    let mut events: Vec<Event> = now
+        .drift
+        .iter()
+        .map(|f| Event::drift(f.container_id, f.drift.as_str(), f.job_id, f.error.clone()))
+        .collect();
+    for (id, health) in &now.health {
+        let changed = match before {
+            Some(b) => b.health.get(id) != Some(health),
+            None => *health != Health::Ok,
+        };
+        if changed {
+            let detail = match health {
+                Health::Degraded(problems) => Some(problems.join("; ")),
+                _ => None,
+            };
+            events.push(Event::health(*id, health.as_str(), detail));
+        }
+    }
+    events
 }
 
 /// Whether a pass checks `rec`: in service (or already known missing), and no job holds it.

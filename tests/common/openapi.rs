@@ -149,7 +149,7 @@ pub fn conform(method: &str, path: &str, status: u16, headers: &HeaderMap, body:
 /// `lagged`.
 pub fn conform_event(name: &str, data: &Value) {
     let schema = match name {
-        "job" | "step" | "container" => "#/components/schemas/Event",
+        "job" | "step" | "container" | "health" | "reconcile" => "#/components/schemas/Event",
         "truncated" | "lagged" => "#/components/schemas/StreamNotice",
         other => panic!("event {other:?} is not documented"),
     };

@@ -72,6 +72,8 @@ impl EventType {
             Self::Job => b'j',
             Self::Step => b's',
             Self::Container => b'c',
+            Self::Health => b'h',
+            Self::Reconcile => b'r',
         }
     }
 
@@ -80,6 +82,8 @@ impl EventType {
             b'j' => Self::Job,
             b's' => Self::Step,
             b'c' => Self::Container,
+            b'h' => Self::Health,
+            b'r' => Self::Reconcile,
             _ => return None,
         })
     }
