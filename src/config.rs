@@ -11,6 +11,7 @@ use crate::fabric::peers::check_peers;
 use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
+use crate::steps::DEFAULT_STEP_TIMEOUT;
 use crate::templates::{Template, Templates};
 use crate::tls::ServerTls;
 
@@ -53,6 +54,7 @@ pub struct ConfigFile {
     keep_jobs: Option<usize>,
     keep_days: Option<u64>,
     reconcile_interval: Option<u64>,
+    step_timeout: Option<u64>,
 }
 
 /// `[template-options.NAME]`: what a name listed in `templates` runs.
@@ -102,6 +104,8 @@ pub struct DaemonConfig {
     pub paused: bool,
     /// Time between reconcile passes; zero: only at start.
     pub reconcile_every: std::time::Duration,
+    /// How long a step, or an `lxc-*` tool, may take before it is killed and fails.
+    pub step_timeout: std::time::Duration,
     /// Store limits.
     pub store: StoreOptions,
 }
@@ -134,6 +138,7 @@ impl DaemonConfig {
         let (listen, token, tls) = access(args, &file)?;
         let store = store_options(args, &file)?;
         let templates = templates(args, &file)?;
+        let step_timeout = step_timeout(args, &file)?;
         Ok(Self {
             fabric,
             listen,
@@ -161,8 +166,19 @@ impl DaemonConfig {
                     .or(file.reconcile_interval)
                     .unwrap_or(DEFAULT_RECONCILE_SECS),
             ),
+            step_timeout,
             store,
         })
+    }
+}
+
+/// `--step-timeout` (or `step-timeout`) in seconds, at least 1 [default:
+/// [`DEFAULT_STEP_TIMEOUT`]].
+fn step_timeout(args: &ServeArgs, file: &ConfigFile) -> Result<std::time::Duration, String> {
+    match args.step_timeout.or(file.step_timeout) {
+        None => Ok(DEFAULT_STEP_TIMEOUT),
+        Some(0) => Err("--step-timeout must be at least 1 second".into()),
+        Some(secs) => Ok(std::time::Duration::from_secs(secs)),
     }
 }
 

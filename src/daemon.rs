@@ -121,7 +121,8 @@ pub async fn run(
     }
     let flooding = &ensured.flooding;
     tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
-    let mut engine = Engine::new(host.clone(), cfg.fabric.clone());
+    let mut engine =
+        Engine::new(host.clone(), cfg.fabric.clone()).with_step_timeout(cfg.step_timeout);
     if cfg.clone {
         let images = Images::new(host.lxc.clone(), Arc::new(store.clone()));
         engine = engine.with_images(Arc::new(images));

@@ -26,7 +26,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         );
     }
     let lxc = match LxcTools::with_templates(&cfg.lxc_path, cfg.templates.clone()) {
-        Ok(l) => l,
+        Ok(l) => l.with_tool_timeout(cfg.step_timeout),
         Err(e) => return fail(1, e),
     };
     let host = match Host::real(lxc) {

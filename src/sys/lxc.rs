@@ -88,7 +88,8 @@ pub trait Lxc: Send + Sync {
 pub const NET_CONFIG: &str =
     "# written by creepy-meow: networking is plumbed by the daemon\nlxc.net.0.type = empty\n";
 
-/// How long an `lxc-*` tool may take before we give up on it.
+/// How long an `lxc-*` tool may take before we give up on it, unless told otherwise
+/// ([`LxcTools::with_tool_timeout`]).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The real [`Lxc`], running `lxc-*` tools against one LXC path.
@@ -99,6 +100,8 @@ pub struct LxcTools {
     config_file: PathBuf,
     /// The inits found so far, kept between looks (`monitor::Known`).
     known: Arc<monitor::Known>,
+    /// How long one tool may run before it is killed with its group.
+    tool_limit: Duration,
 }
 
 impl LxcTools {
@@ -125,7 +128,16 @@ impl LxcTools {
             templates,
             config_file,
             known: Arc::default(),
+            tool_limit: TOOL_TIMEOUT,
         })
+    }
+
+    /// The same tools, each killed with its process group after `limit` (`serve
+    /// --step-timeout`: a tool outside a step, such as `info`'s `lxc-info`, gets as long as a
+    /// step).
+    pub fn with_tool_timeout(mut self, limit: Duration) -> Self {
+        self.tool_limit = limit;
+        self
     }
 
     /// The LXC path containers live under.
@@ -139,7 +151,7 @@ impl LxcTools {
         let mut cmd = Command::new(program);
         cmd.arg("-P").arg(&self.path).args(args);
         let command = format!("{program} -P {} {}", self.path.display(), args.join(" "));
-        process::run(what, program, cmd, command, TOOL_TIMEOUT).await
+        process::run(what, program, cmd, command, self.tool_limit).await
     }
 
     /// Whether LXC runs `name` (running, starting or stopping): its monitor's command socket
