@@ -94,6 +94,9 @@ pub struct DaemonConfig {
     pub templates: Templates,
     /// Whether containers are cloned from images (`--clone`), else made by their template.
     pub clone: bool,
+    /// Why image clones are full copies from the start rather than overlay snapshots (the
+    /// kernel has no overlayfs, `sys::preflight`); `None`: overlay is tried first.
+    pub full_copies: Option<String>,
     /// Bearer token, if any.
     pub token: Option<String>,
     /// The certificate and key HTTPS is served with; plain HTTP without.
@@ -154,6 +157,7 @@ impl DaemonConfig {
                 .unwrap_or_else(|| DEFAULT_LXC_PATH.into()),
             templates,
             clone: args.clone.or(file.clone).unwrap_or(CloneSetting::On) == CloneSetting::On,
+            full_copies: None,
             token,
             tls,
             log_format: args

@@ -1,5 +1,5 @@
 //! Faults of the machine under a real daemon (issue 17) on a simulated server: an `lxc-*` tool
-//! that never returns.
+//! that never returns, and LXC tools missing from `PATH` at start.
 
 mod common;
 
@@ -8,9 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
+use common::daemon::{serve_on, Daemon};
 use common::lab::bin;
-use common::layout::lxc_path;
+use common::layout::{data_path, lxc_path};
+use common::serve::BIN;
 use common::{Lab, Server};
 
 /// Writes an `lxc-start` into `dir` that, while `dir/hang` exists, records its PID and its
@@ -112,4 +113,34 @@ fn a_hung_lxc_start_times_out_rolls_back_and_the_daemon_goes_on() {
     let job = d.wait(&d.create(6));
     assert_eq!(job["state"], "succeeded", "{job}\n{}", d.own_log());
     assert_eq!(d.info(6)["state"], "RUNNING");
+}
+
+#[test]
+fn without_the_lxc_tools_serve_says_so_and_exits_2_before_touching_the_host() {
+    let lab = Lab::new(1);
+    let s = lab.server(1);
+    let empty = s.dir.join("emptybin");
+    std::fs::create_dir(&empty).unwrap();
+    let serve = serve_on(s, &[]);
+    let out = s
+        .cmd(BIN, serve.args())
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let refusal = stderr
+        .lines()
+        .find(|l| l.starts_with("creepy-meow: "))
+        .unwrap_or_else(|| panic!("no refusal: {stderr}"));
+    assert_eq!(
+        refusal,
+        format!(
+            "creepy-meow: serve cannot run here: lxc-create, lxc-start, lxc-stop, lxc-info, lxc-destroy, lxc-copy not found on PATH ({}): install LXC (apt-get install lxc)",
+            empty.display()
+        )
+    );
+    assert_eq!(our_links(s), Vec::<String>::new(), "a fabric was made");
+    assert!(!lxc_path(&s.dir).exists(), "the LXC path was made");
+    assert!(!data_path(&s.dir).exists(), "the store was opened");
 }

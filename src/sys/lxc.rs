@@ -88,6 +88,25 @@ pub trait Lxc: Send + Sync {
 pub const NET_CONFIG: &str =
     "# written by creepy-meow: networking is plumbed by the daemon\nlxc.net.0.type = empty\n";
 
+/// The `lxc-*` tools the verbs run, each named once: `serve` checks they are on `PATH` before
+/// it touches anything ([`super::preflight`]).
+pub mod tool {
+    /// Creates a container from its template.
+    pub const CREATE: &str = "lxc-create";
+    /// Starts one.
+    pub const START: &str = "lxc-start";
+    /// Stops one.
+    pub const STOP: &str = "lxc-stop";
+    /// Asks one's state.
+    pub const INFO: &str = "lxc-info";
+    /// Destroys one.
+    pub const DESTROY: &str = "lxc-destroy";
+    /// Clones an image into a container (only with images, `--clone on`).
+    pub const COPY: &str = "lxc-copy";
+    /// What every server needs, images or not.
+    pub const ALWAYS: [&str; 5] = [CREATE, START, STOP, INFO, DESTROY];
+}
+
 /// How long an `lxc-*` tool may take before we give up on it, unless told otherwise
 /// ([`LxcTools::with_tool_timeout`]).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -262,7 +281,7 @@ impl Lxc for LxcTools {
             args.push("--");
             args.extend(t.args.iter().map(String::as_str));
         }
-        self.tool(format!("create container {name}"), "lxc-create", &args)
+        self.tool(format!("create container {name}"), tool::CREATE, &args)
             .await?;
         if t.lxc_template == "busybox" {
             self.disable_dhcp_client(name).await?;
@@ -282,7 +301,7 @@ impl Lxc for LxcTools {
         let started = self
             .tool(
                 format!("start container {name}"),
-                "lxc-start",
+                tool::START,
                 &["-n", name, "-d", "-p", &pidfile],
             )
             .await;
@@ -304,7 +323,7 @@ impl Lxc for LxcTools {
         let out = self
             .tool(
                 format!("query container {name}"),
-                "lxc-info",
+                tool::INFO,
                 &["-n", name, "-s", "-p"],
             )
             .await?;
@@ -325,7 +344,7 @@ impl Lxc for LxcTools {
         }
         self.tool(
             format!("stop container {name}"),
-            "lxc-stop",
+            tool::STOP,
             &["-n", name, "-k"],
         )
         .await
@@ -352,13 +371,13 @@ impl Lxc for LxcTools {
     async fn clone_overlay(&self, image: &str, name: &str) -> SysResult<()> {
         let what = format!("clone container {name} from {image}");
         let args = ["-n", image, "-N", name, "-s", "-B", "overlay"];
-        self.tool(what, "lxc-copy", &args).await.map(drop)
+        self.tool(what, tool::COPY, &args).await.map(drop)
     }
 
     async fn copy_full(&self, image: &str, name: &str) -> SysResult<()> {
         let what = format!("copy container {name} from {image}");
         let args = ["-n", image, "-N", name];
-        self.tool(what, "lxc-copy", &args).await.map(drop)
+        self.tool(what, tool::COPY, &args).await.map(drop)
     }
 
     async fn clones_of(&self, name: &str) -> SysResult<Vec<String>> {
@@ -392,7 +411,7 @@ impl Lxc for LxcTools {
         let secs = grace.as_secs().max(1).to_string();
         self.tool(
             format!("shut down container {name}"),
-            "lxc-stop",
+            tool::STOP,
             &["-n", name, "-t", &secs],
         )
         .await
@@ -404,7 +423,7 @@ impl Lxc for LxcTools {
         if self.exists(name).await? {
             self.tool(
                 format!("destroy container {name}"),
-                "lxc-destroy",
+                tool::DESTROY,
                 &["-n", name, "-f"],
             )
             .await?;
