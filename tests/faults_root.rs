@@ -6,6 +6,7 @@ mod common;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::{serve_on, Daemon};
@@ -121,12 +122,18 @@ fn without_the_lxc_tools_serve_says_so_and_exits_2_before_touching_the_host() {
     let s = lab.server(1);
     let empty = s.dir.join("emptybin");
     std::fs::create_dir(&empty).unwrap();
-    let serve = serve_on(s, &[]);
-    let out = s
-        .cmd(BIN, serve.args())
-        .env("PATH", &empty)
-        .output()
-        .unwrap();
+    let mut cmd = s.cmd(BIN, serve_on(s, &[]).args());
+    cmd.env("PATH", &empty)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Tracked by the lab: a daemon that serves instead of refusing is killed when it drops.
+    let mut child = s.spawn_cmd(cmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve ran without the LXC tools");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let refusal = stderr
