@@ -444,4 +444,9 @@ pub struct ServeArgs {
     /// at start [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub reconcile_interval: Option<u64>,
+
+    /// Seconds a step (and each `lxc-*` tool) may take; past it the tool is killed with its
+    /// process group, the step fails as timed out and a create is rolled back [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub step_timeout: Option<u64>,
 }

@@ -11,6 +11,7 @@ use crate::fabric::peers::check_peers;
 use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
 use crate::queue::StoreOptions;
+use crate::steps::DEFAULT_STEP_TIMEOUT;
 use crate::templates::{Template, Templates};
 use crate::tls::ServerTls;
 
@@ -53,6 +54,7 @@ pub struct ConfigFile {
     keep_jobs: Option<usize>,
     keep_days: Option<u64>,
     reconcile_interval: Option<u64>,
+    step_timeout: Option<u64>,
 }
 
 /// `[template-options.NAME]`: what a name listed in `templates` runs.
@@ -92,6 +94,9 @@ pub struct DaemonConfig {
     pub templates: Templates,
     /// Whether containers are cloned from images (`--clone`), else made by their template.
     pub clone: bool,
+    /// Why image clones are full copies from the start rather than overlay snapshots (the
+    /// kernel has no overlayfs, `sys::preflight`); `None`: overlay is tried first.
+    pub full_copies: Option<String>,
     /// Bearer token, if any.
     pub token: Option<String>,
     /// The certificate and key HTTPS is served with; plain HTTP without.
@@ -102,6 +107,8 @@ pub struct DaemonConfig {
     pub paused: bool,
     /// Time between reconcile passes; zero: only at start.
     pub reconcile_every: std::time::Duration,
+    /// How long a step, or an `lxc-*` tool, may take before it is killed and fails.
+    pub step_timeout: std::time::Duration,
     /// Store limits.
     pub store: StoreOptions,
 }
@@ -134,6 +141,7 @@ impl DaemonConfig {
         let (listen, token, tls) = access(args, &file)?;
         let store = store_options(args, &file)?;
         let templates = templates(args, &file)?;
+        let step_timeout = step_timeout(args, &file)?;
         Ok(Self {
             fabric,
             listen,
@@ -149,6 +157,7 @@ impl DaemonConfig {
                 .unwrap_or_else(|| DEFAULT_LXC_PATH.into()),
             templates,
             clone: args.clone.or(file.clone).unwrap_or(CloneSetting::On) == CloneSetting::On,
+            full_copies: None,
             token,
             tls,
             log_format: args
@@ -161,8 +170,19 @@ impl DaemonConfig {
                     .or(file.reconcile_interval)
                     .unwrap_or(DEFAULT_RECONCILE_SECS),
             ),
+            step_timeout,
             store,
         })
+    }
+}
+
+/// `--step-timeout` (or `step-timeout`) in seconds, at least 1 [default:
+/// [`DEFAULT_STEP_TIMEOUT`]].
+fn step_timeout(args: &ServeArgs, file: &ConfigFile) -> Result<std::time::Duration, String> {
+    match args.step_timeout.or(file.step_timeout) {
+        None => Ok(DEFAULT_STEP_TIMEOUT),
+        Some(0) => Err("--step-timeout must be at least 1 second".into()),
+        Some(secs) => Ok(std::time::Duration::from_secs(secs)),
     }
 }
 

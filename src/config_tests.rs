@@ -29,6 +29,7 @@ fn defaults_are_safe() {
     assert_eq!(c.fabric.vlans.len(), 3);
     assert_eq!(c.templates.names(), ["busybox"]);
     assert!(c.token.is_none());
+    assert_eq!(c.step_timeout, crate::steps::DEFAULT_STEP_TIMEOUT);
 }
 
 #[test]
@@ -53,6 +54,19 @@ fn flags_win_over_the_file() {
     assert_eq!(c.templates.default_template().lxc_template, "download");
     assert_eq!(c.store.keep_finished, 50);
     assert_eq!(c.store.keep_for.as_secs(), 2 * 24 * 3600);
+}
+
+#[test]
+fn the_step_timeout_comes_from_the_flag_over_the_file_and_is_never_zero() {
+    let (_dir, cfg) = temp_file("s.toml", "host-id = 1\nstep-timeout = 90\n");
+    let path = cfg.to_str().unwrap();
+    let c = DaemonConfig::resolve(&serve_args(&["--config", path])).unwrap();
+    assert_eq!(c.step_timeout.as_secs(), 90);
+    let c = DaemonConfig::resolve(&serve_args(&["--config", path, "--step-timeout", "5"]));
+    assert_eq!(c.unwrap().step_timeout.as_secs(), 5);
+    let e = DaemonConfig::resolve(&serve_args(&["--config", path, "--step-timeout", "0"]));
+    let e = e.unwrap_err();
+    assert_eq!(e, "--step-timeout must be at least 1 second");
 }
 
 #[test]

@@ -121,9 +121,14 @@ pub async fn run(
     }
     let flooding = &ensured.flooding;
     tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
-    let mut engine = Engine::new(host.clone(), cfg.fabric.clone());
+    let mut engine =
+        Engine::new(host.clone(), cfg.fabric.clone()).with_step_timeout(cfg.step_timeout);
     if cfg.clone {
-        let images = Images::new(host.lxc.clone(), Arc::new(store.clone()));
+        let mut images = Images::new(host.lxc.clone(), Arc::new(store.clone()));
+        if let Some(reason) = cfg.full_copies.clone() {
+            tracing::warn!(reason, "overlay clones are off");
+            images = images.with_full_copies(reason);
+        }
         engine = engine.with_images(Arc::new(images));
     }
     let control = QueueControl::new(cfg.paused);

@@ -9,12 +9,13 @@ use crate::cli::ServeArgs;
 use crate::config::DaemonConfig;
 use crate::daemon;
 use crate::sys::lxc::LxcTools;
+use crate::sys::preflight;
 use crate::sys::privilege::has_net_admin;
 use crate::sys::Host;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let cfg = match DaemonConfig::resolve(&args) {
+    let mut cfg = match DaemonConfig::resolve(&args) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -25,8 +26,14 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             "serve changes network interfaces: run it as root (or with CAP_NET_ADMIN)",
         );
     }
+    // Before anything on the host is touched (the LXC path below, the fabric, the store).
+    let found = preflight::check(std::env::var_os("PATH").as_deref(), cfg.clone);
+    if let Some(refusal) = found.refusal() {
+        return fail(EXIT_USAGE, refusal);
+    }
+    cfg.full_copies = cfg.clone.then(|| found.overlay_missing()).flatten();
     let lxc = match LxcTools::with_templates(&cfg.lxc_path, cfg.templates.clone()) {
-        Ok(l) => l,
+        Ok(l) => l.with_tool_timeout(cfg.step_timeout),
         Err(e) => return fail(1, e),
     };
     let host = match Host::real(lxc) {

@@ -5,6 +5,7 @@
 mod ports;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::fabric::FabricConfig;
 use crate::images::Images;
@@ -12,6 +13,7 @@ use crate::model::ContainerId;
 use crate::spec::{CreateSpec, StepName};
 use crate::steps::{
     run_forward, run_steps, undo_steps, CreateError, NoProgress, Progress, StepCtx, StepError,
+    DEFAULT_STEP_TIMEOUT,
 };
 use crate::sys::{Host, LinkKind, SysError};
 
@@ -105,6 +107,8 @@ pub struct Engine {
     images: Option<Arc<Images>>,
     /// How full each bridge may be (`ports.rs`).
     ports: Arc<ports::PortBudget>,
+    /// How long each step may take (`serve --step-timeout`).
+    step_timeout: Duration,
 }
 
 impl Engine {
@@ -116,7 +120,15 @@ impl Engine {
             fabric,
             images: None,
             ports: Arc::default(),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         }
+    }
+
+    /// The same engine, each step given `limit` (its apply, or one try of its undo) before it
+    /// fails as timed out, killing the tools it runs.
+    pub fn with_step_timeout(mut self, limit: Duration) -> Self {
+        self.step_timeout = limit;
+        self
     }
 
     /// The same engine, cloning containers from `images`.
@@ -141,7 +153,9 @@ impl Engine {
     }
 
     fn ctx<'a>(&'a self, spec: &'a CreateSpec) -> StepCtx<'a> {
-        StepCtx::new(&self.host, spec).with_images(self.images.as_deref())
+        StepCtx::new(&self.host, spec)
+            .with_images(self.images.as_deref())
+            .with_limit(self.step_timeout)
     }
 
     /// Checks what can be checked without the host: VLAN served, address usable and not the
@@ -280,7 +294,8 @@ impl Engine {
         progress: &mut dyn Progress,
     ) -> Result<(), EngineError> {
         let images = self.images_on()?;
-        let mut ctx = StepCtx::for_image(&self.host, images, template);
+        let mut ctx =
+            StepCtx::for_image(&self.host, images, template).with_limit(self.step_timeout);
         run_steps(&StepName::BUILD_IMAGE, &mut ctx, progress).await?;
         Ok(())
     }
@@ -294,7 +309,8 @@ impl Engine {
         let Some(images) = self.images.as_deref() else {
             return Vec::new();
         };
-        let mut ctx = StepCtx::for_image(&self.host, images, template);
+        let mut ctx =
+            StepCtx::for_image(&self.host, images, template).with_limit(self.step_timeout);
         undo_steps(&StepName::BUILD_IMAGE, &mut ctx, progress).await
     }
 
@@ -371,7 +387,9 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let existed = self.host.lxc.exists(&id.container_name()).await?
             || self.host.net.link(&id.host_veth()).await?.is_some();
-        let mut ctx = StepCtx::for_container(&self.host, id).with_images(self.images.as_deref());
+        let mut ctx = StepCtx::for_container(&self.host, id)
+            .with_images(self.images.as_deref())
+            .with_limit(self.step_timeout);
         run_forward(&StepName::DESTROY, &mut ctx, progress)
             .await
             .map_err(|(step, error)| EngineError::Step { step, error })?;

@@ -28,6 +28,13 @@ impl Images {
         }
     }
 
+    /// The same images, containers made as full copies from the start, for `reason` (the
+    /// kernel has no overlayfs: an overlay clone could only fail).
+    pub fn with_full_copies(self, reason: String) -> Self {
+        *self.fallback_reason() = Some(reason);
+        self
+    }
+
     /// Why containers are full copies rather than overlay clones, once that was found.
     pub fn fallback(&self) -> Option<String> {
         self.fallback_reason().clone()

@@ -144,6 +144,26 @@ async fn overlay_clones_fall_back_to_full_copies_once_overlay_fails_and_copy_wor
 }
 
 #[tokio::test]
+async fn without_overlayfs_from_the_start_overlay_is_never_tried() {
+    let (images, net, lxc, _) = images();
+    let images = images.with_full_copies("no overlayfs".into());
+    let image = images.ensure(None).await.unwrap();
+    images.clone_into(&image, "container5").await.unwrap();
+    assert!(
+        calls_with(&net, "lxc-copy -s").is_empty(),
+        "{:?}",
+        net.calls()
+    );
+    assert_eq!(calls_with(&net, "lxc-copy").len(), 1);
+    assert!(
+        lxc.clones_of(&image).await.unwrap().is_empty(),
+        "a full copy"
+    );
+    assert_eq!(images.fallback().as_deref(), Some("no overlayfs"));
+    assert_eq!(images.clone_mode(), CloneMode::Copy);
+}
+
+#[tokio::test]
 async fn a_clone_that_cannot_be_made_either_way_leaves_nothing() {
     let (images, net, lxc, _) = images();
     let image = images.ensure(None).await.unwrap();

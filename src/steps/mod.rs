@@ -15,6 +15,7 @@ pub mod image;
 pub mod network;
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -35,10 +36,20 @@ pub enum StepError {
     /// An image could not be built, cloned from or removed.
     #[error(transparent)]
     Image(#[from] ImageError),
-    /// Anything else (a timeout, a missing precondition).
+    /// It ran past its time limit (`serve --step-timeout`); what it ran was killed.
+    #[error("timed out after {}s (serve --step-timeout); its tools were killed", after.as_secs_f64())]
+    TimedOut {
+        /// The limit it ran out of.
+        after: Duration,
+    },
+    /// Anything else (a missing precondition).
     #[error("{0}")]
     Other(String),
 }
+
+/// How long a step (its apply, or one try of its undo) may take unless the engine is told
+/// otherwise (`serve --step-timeout`).
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// State the steps share while they run.
 pub struct StepCtx<'a> {
@@ -58,6 +69,9 @@ pub struct StepCtx<'a> {
     pub pid: Option<u32>,
     /// MTU of the VLAN's bridge, read when the veth is made.
     pub mtu: Option<u32>,
+    /// How long one apply, or one try of an undo, may take before it is dropped (which kills
+    /// the tool it waits on, with its process group: `sys::process::run`).
+    pub limit: Duration,
 }
 
 impl<'a> StepCtx<'a> {
@@ -72,6 +86,7 @@ impl<'a> StepCtx<'a> {
             image: None,
             pid: None,
             mtu: None,
+            limit: DEFAULT_STEP_TIMEOUT,
         }
     }
 
@@ -86,6 +101,7 @@ impl<'a> StepCtx<'a> {
             image: None,
             pid: None,
             mtu: None,
+            limit: DEFAULT_STEP_TIMEOUT,
         }
     }
 
@@ -100,7 +116,14 @@ impl<'a> StepCtx<'a> {
             image: None,
             pid: None,
             mtu: None,
+            limit: DEFAULT_STEP_TIMEOUT,
         }
+    }
+
+    /// The same context, each step given `limit` instead of [`DEFAULT_STEP_TIMEOUT`].
+    pub fn with_limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The same context, cloning containers from `images` (`None`: from the template).
@@ -305,7 +328,7 @@ async fn apply_one(
 ) -> Result<(), StepError> {
     progress.record(name, StepEvent::Started).await?;
     let started = std::time::Instant::now();
-    if let Err(error) = step(name).apply(ctx).await {
+    if let Err(error) = within_limit(ctx.limit, step(name).apply(ctx)).await {
         let _ = progress
             .record(name, StepEvent::Failed(&error.to_string()))
             .await;
@@ -319,6 +342,18 @@ async fn apply_one(
     Ok(progress.record(name, StepEvent::Done).await?)
 }
 
+/// Runs `work` (a step's apply or undo) for at most `limit`. A hung tool (a stuck `lxc-start`
+/// or `lxc-stop`, issue 17) would otherwise hold the worker, and every job behind it, forever;
+/// dropping `work` kills the tool it waits on with its group (`sys::process::run`).
+async fn within_limit(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<(), StepError>>,
+) -> Result<(), StepError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(StepError::TimedOut { after: limit }))
+}
+
 /// How many times an undo is tried before its error is reported: right after a crash the host
 /// may still be settling (a process we killed still releasing files, a container still
 /// stopping), and an undo that fails then may well succeed a moment later.
@@ -329,7 +364,7 @@ pub const UNDO_TRIES: u32 = 5;
 const UNDO_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Undoes `plan` newest first, never stopping at an error; returns the errors. Each undo is
-/// tried up to [`UNDO_TRIES`] times, with a doubling pause in between.
+/// tried up to [`UNDO_TRIES`] times, with a doubling pause in between, unless it timed out.
 pub async fn undo_steps(
     plan: &[StepName],
     ctx: &mut StepCtx<'_>,
@@ -357,9 +392,14 @@ async fn undo_one(name: StepName, ctx: &mut StepCtx<'_>) -> Result<(), StepError
     let mut pause = UNDO_FIRST_PAUSE;
     let mut tries = 1;
     loop {
-        match step(name).undo(ctx).await {
+        let limit = ctx.limit;
+        match within_limit(limit, step(name).undo(ctx)).await {
             Ok(()) => return Ok(()),
-            Err(e) if tries >= UNDO_TRIES => return Err(e),
+            // A time-out is not the host settling: trying again would hold the worker for
+            // another whole limit, most likely for nothing.
+            Err(e) if tries >= UNDO_TRIES || matches!(e, StepError::TimedOut { .. }) => {
+                return Err(e)
+            }
             Err(e) => {
                 tracing::warn!(step = name.as_str(), error = %e, tries, "undo failed; trying again");
                 tokio::time::sleep(pause).await;

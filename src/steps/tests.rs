@@ -99,6 +99,50 @@ async fn create_applies_the_steps_in_order_and_plumbs_the_container() {
     assert_eq!(lxc.names(), ["container5"]);
 }
 
+/// Issue 17: a step whose tool never answers fails as timed out once its limit has passed, and
+/// the create is rolled back. Time is paused, so the limit passes as soon as nothing else can
+/// run.
+#[tokio::test(start_paused = true)]
+async fn a_hung_step_times_out_and_is_rolled_back() {
+    let (host, net, lxc) = host().await;
+    lxc.hang_next_start();
+    let mut rec = Recorder::default();
+    let s = spec();
+    let limit = std::time::Duration::from_secs(7);
+    let mut ctx = StepCtx::new(&host, &s).with_limit(limit);
+    let run = run_steps(&StepName::CREATE, &mut ctx, &mut rec);
+    // Only so that a runner without a limit fails here rather than hanging.
+    let err = tokio::time::timeout(limit * 100, run)
+        .await
+        .expect("the step's limit never stopped it")
+        .unwrap_err();
+    assert_eq!(err.step, StepName::StartContainer);
+    assert!(
+        matches!(err.error, StepError::TimedOut { after } if after == limit),
+        "{err}"
+    );
+    assert!(err.undo_errors.is_empty(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "step start_container failed: timed out after 7s (serve --step-timeout); its tools were killed; rolled back, nothing left behind"
+    );
+    let events = rec.events.lock().unwrap().clone();
+    assert_eq!(
+        events[4..],
+        [
+            "start_container:started",
+            "start_container:failed",
+            "start_container:undoing",
+            "start_container:undone",
+            "create_container:undoing",
+            "create_container:undone",
+            "ensure_image:undoing",
+            "ensure_image:undone",
+        ]
+    );
+    assert!(leftovers(&net, &lxc).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_failure_at_each_step_undoes_newest_first_and_leaves_nothing() {
     for (i, failing) in StepName::CREATE.iter().enumerate() {

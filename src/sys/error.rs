@@ -58,6 +58,17 @@ pub enum SysError {
         /// What the tool printed on stderr, trimmed.
         stderr: String,
     },
+    /// An external program (an `lxc-*` tool) did not finish in time and was killed, with every
+    /// process of its group.
+    #[error("{what}: `{command}` timed out after {}s and was killed", after.as_secs_f64())]
+    TimedOut {
+        /// The action and object.
+        what: String,
+        /// The command line, for the operator to re-run.
+        command: String,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
     /// The kernel answered in a way we did not expect.
     #[error("{what}: {detail}")]
     Unexpected {

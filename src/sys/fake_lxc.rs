@@ -22,6 +22,8 @@ struct State {
     /// Containers whose rootfs a test "deleted by hand".
     lost_rootfs: std::collections::BTreeSet<String>,
     next_pid: u32,
+    /// The next start never returns, as an `lxc-start` stuck on a container's init.
+    hang_next_start: bool,
 }
 
 /// A fake LXC. Calls go to the shared log of its [`FakeNetlink`] as `lxc-<verb> <name>`.
@@ -59,6 +61,11 @@ impl FakeLxc {
         if let Some(pid) = pid {
             self.net.drop_netns(pid);
         }
+    }
+
+    /// Makes the next start hang forever (after its log line), as a stuck `lxc-start`.
+    pub fn hang_next_start(&self) {
+        self.state().hang_next_start = true;
     }
 
     /// Adds a container the daemon never made.
@@ -122,6 +129,10 @@ impl Lxc for FakeLxc {
 
     async fn start(&self, name: &str) -> SysResult<()> {
         self.net.record(format!("lxc-start {name}"))?;
+        let hang = std::mem::take(&mut self.state().hang_next_start);
+        if hang {
+            std::future::pending::<()>().await;
+        }
         let mut s = self.state();
         let pid = s.next_pid;
         match s.containers.get_mut(name) {

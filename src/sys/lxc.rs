@@ -88,7 +88,27 @@ pub trait Lxc: Send + Sync {
 pub const NET_CONFIG: &str =
     "# written by creepy-meow: networking is plumbed by the daemon\nlxc.net.0.type = empty\n";
 
-/// How long an `lxc-*` tool may take before we give up on it.
+/// The `lxc-*` tools the verbs run, each named once: `serve` checks they are on `PATH` before
+/// it touches anything ([`super::preflight`]).
+pub mod tool {
+    /// Creates a container from its template.
+    pub const CREATE: &str = "lxc-create";
+    /// Starts one.
+    pub const START: &str = "lxc-start";
+    /// Stops one.
+    pub const STOP: &str = "lxc-stop";
+    /// Asks one's state.
+    pub const INFO: &str = "lxc-info";
+    /// Destroys one.
+    pub const DESTROY: &str = "lxc-destroy";
+    /// Clones an image into a container (only with images, `--clone on`).
+    pub const COPY: &str = "lxc-copy";
+    /// What every server needs, images or not.
+    pub const ALWAYS: [&str; 5] = [CREATE, START, STOP, INFO, DESTROY];
+}
+
+/// How long an `lxc-*` tool may take before we give up on it, unless told otherwise
+/// ([`LxcTools::with_tool_timeout`]).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The real [`Lxc`], running `lxc-*` tools against one LXC path.
@@ -99,6 +119,8 @@ pub struct LxcTools {
     config_file: PathBuf,
     /// The inits found so far, kept between looks (`monitor::Known`).
     known: Arc<monitor::Known>,
+    /// How long one tool may run before it is killed with its group.
+    tool_limit: Duration,
 }
 
 impl LxcTools {
@@ -125,7 +147,16 @@ impl LxcTools {
             templates,
             config_file,
             known: Arc::default(),
+            tool_limit: TOOL_TIMEOUT,
         })
+    }
+
+    /// The same tools, each killed with its process group after `limit` (`serve
+    /// --step-timeout`: a tool outside a step, such as `info`'s `lxc-info`, gets as long as a
+    /// step).
+    pub fn with_tool_timeout(mut self, limit: Duration) -> Self {
+        self.tool_limit = limit;
+        self
     }
 
     /// The LXC path containers live under.
@@ -139,7 +170,7 @@ impl LxcTools {
         let mut cmd = Command::new(program);
         cmd.arg("-P").arg(&self.path).args(args);
         let command = format!("{program} -P {} {}", self.path.display(), args.join(" "));
-        process::run(what, program, cmd, command, TOOL_TIMEOUT).await
+        process::run(what, program, cmd, command, self.tool_limit).await
     }
 
     /// Whether LXC runs `name` (running, starting or stopping): its monitor's command socket
@@ -250,7 +281,7 @@ impl Lxc for LxcTools {
             args.push("--");
             args.extend(t.args.iter().map(String::as_str));
         }
-        self.tool(format!("create container {name}"), "lxc-create", &args)
+        self.tool(format!("create container {name}"), tool::CREATE, &args)
             .await?;
         if t.lxc_template == "busybox" {
             self.disable_dhcp_client(name).await?;
@@ -270,7 +301,7 @@ impl Lxc for LxcTools {
         let started = self
             .tool(
                 format!("start container {name}"),
-                "lxc-start",
+                tool::START,
                 &["-n", name, "-d", "-p", &pidfile],
             )
             .await;
@@ -292,7 +323,7 @@ impl Lxc for LxcTools {
         let out = self
             .tool(
                 format!("query container {name}"),
-                "lxc-info",
+                tool::INFO,
                 &["-n", name, "-s", "-p"],
             )
             .await?;
@@ -313,7 +344,7 @@ impl Lxc for LxcTools {
         }
         self.tool(
             format!("stop container {name}"),
-            "lxc-stop",
+            tool::STOP,
             &["-n", name, "-k"],
         )
         .await
@@ -340,13 +371,13 @@ impl Lxc for LxcTools {
     async fn clone_overlay(&self, image: &str, name: &str) -> SysResult<()> {
         let what = format!("clone container {name} from {image}");
         let args = ["-n", image, "-N", name, "-s", "-B", "overlay"];
-        self.tool(what, "lxc-copy", &args).await.map(drop)
+        self.tool(what, tool::COPY, &args).await.map(drop)
     }
 
     async fn copy_full(&self, image: &str, name: &str) -> SysResult<()> {
         let what = format!("copy container {name} from {image}");
         let args = ["-n", image, "-N", name];
-        self.tool(what, "lxc-copy", &args).await.map(drop)
+        self.tool(what, tool::COPY, &args).await.map(drop)
     }
 
     async fn clones_of(&self, name: &str) -> SysResult<Vec<String>> {
@@ -380,7 +411,7 @@ impl Lxc for LxcTools {
         let secs = grace.as_secs().max(1).to_string();
         self.tool(
             format!("shut down container {name}"),
-            "lxc-stop",
+            tool::STOP,
             &["-n", name, "-t", &secs],
         )
         .await
@@ -392,7 +423,7 @@ impl Lxc for LxcTools {
         if self.exists(name).await? {
             self.tool(
                 format!("destroy container {name}"),
-                "lxc-destroy",
+                tool::DESTROY,
                 &["-n", name, "-f"],
             )
             .await?;

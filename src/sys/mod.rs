@@ -23,7 +23,8 @@
 //! - [`monitor`]: which containers LXC runs, and their init, from LXC's command sockets and
 //!   the monitor PID files `lxc-start -p` writes;
 //! - [`host`]: the bundle of them all that the engine is given;
-//! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything;
+//! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything; [`preflight`]:
+//!   the `lxc-*` tools and kernel features `serve` needs, checked before it too;
 //! - [`memory`]: the allocator's arena cap, set first thing in `main`;
 //! - [`limits`]: the open-files limit raised to its hard limit, also first thing in `main`.
 
@@ -46,6 +47,7 @@ pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod ns_addresses;
+pub mod preflight;
 pub mod privilege;
 pub mod process;
 pub mod reap;

@@ -49,11 +49,13 @@ pub fn owner_tag(job: Uuid) -> String {
 
 /// Runs `cmd` (described as `command` in errors) for at most `limit`, tagged with the current
 /// owner, in a process group of its own; returns its stdout, or the error with its stderr.
-/// On a time-out the whole group is killed, not only the tool.
+/// On a time-out the whole group is killed, not only the tool; so it is when the caller gives
+/// up first and drops this future (a step's own time limit, `steps::apply_one`).
 ///
 /// # Errors
-/// [`SysError::Command`] when it exits non-zero or times out; [`SysError::Io`] when it cannot
-/// be started (with a hint when the program is missing).
+/// [`SysError::Command`] when it exits non-zero; [`SysError::TimedOut`] when it runs out of
+/// time; [`SysError::Io`] when it cannot be started (with a hint when the program is
+/// missing).
 pub async fn run(
     what: String,
     program: &str,
@@ -83,24 +85,24 @@ pub async fn run(
     let child = cmd
         .spawn()
         .map_err(|source| spawn_error(&what, program, source))?;
-    let group = child.id();
+    // Armed until the tool has answered: a time-out, or this future dropped mid-wait, kills
+    // the tool's whole group (tokio's `kill_on_drop` reaches the tool alone).
+    let mut group = GroupGuard(child.id());
     crate::testhook::barrier("tool_spawned", program).await;
     let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(o)) => o,
         Ok(Err(source)) => return Err(SysError::Io { what, source }),
         Err(_) => {
-            // Dropping the wait killed the tool; its group goes too.
-            if let Some(pgid) = group {
-                kill_group(pgid);
-            }
-            return Err(SysError::Command {
+            return Err(SysError::TimedOut {
                 what,
                 command,
-                status: "timeout".into(),
-                stderr: format!("no answer within {}s", limit.as_secs()),
-            });
+                after: limit,
+            })
         }
     };
+    // It answered: what it left in its group (rare; never the container, whose monitor has
+    // a session of its own) is its business.
+    group.0 = None;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
@@ -110,6 +112,18 @@ pub async fn run(
         status: output.status.to_string(),
         stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
     })
+}
+
+/// The process group of a tool that has not answered yet, killed (SIGKILL) when this drops
+/// while it holds one.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            kill_group(pgid);
+        }
+    }
 }
 
 /// Why `program` could not be started, with a hint when it is not installed.
@@ -167,30 +181,60 @@ mod tests {
         assert_eq!(out.trim(), "[none]");
     }
 
-    #[tokio::test]
-    async fn a_time_out_kills_the_whole_group() {
+    /// Runs a tool that starts a child and waits, giving up after `limit`, either by its own
+    /// time-out (`cancel` false) or by dropping the run (a step's time limit); returns the
+    /// error when there was one, and the child's PID, which must be gone.
+    async fn hang(limit: Duration, cancel: bool) -> (Option<SysError>, i32) {
         let dir = crate::test_support::TempDir::new("process");
         let pidfile = dir.path().join("grandchild");
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let (cmd, line) = sh(&script);
-        let err = run("t".into(), "sh", cmd, line, Duration::from_millis(300))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("timeout"), "{err}");
-        let pid: i32 = std::fs::read_to_string(&pidfile)
+        let tool = run("t".into(), "sh", cmd, line, limit);
+        let err = if cancel {
+            // The caller's own limit, well below the tool's.
+            let cut = tokio::time::timeout(Duration::from_millis(300), tool).await;
+            assert!(cut.is_err(), "the tool answered: {cut:?}");
+            None
+        } else {
+            Some(tool.await.unwrap_err())
+        };
+        let pid = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        // The grandchild got SIGKILL; once its parent (also killed) is gone, init reaps it.
+        (err, pid)
+    }
+
+    /// Waits until process `pid` is gone: once its parent (killed too) is gone, init reaps it.
+    async fn assert_dies(pid: i32) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while super::super::reap::is_alive(pid) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the tool's child {pid} survived the time-out"
+                "the tool's child {pid} survived"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_time_out_kills_the_whole_group_and_says_after_how_long() {
+        let (err, pid) = hang(Duration::from_millis(300), false).await;
+        let err = err.unwrap();
+        assert!(matches!(err, SysError::TimedOut { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("timed out after 0.3s and was killed"),
+            "{err}"
+        );
+        assert_dies(pid).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_given_up_by_its_caller_kills_the_whole_group() {
+        let (_, pid) = hang(Duration::from_secs(60), true).await;
+        assert_dies(pid).await;
     }
 
     #[tokio::test]

@@ -51,12 +51,21 @@ impl<'a> Daemon<'a> {
     /// [`Self::spawn`] with `flags` after the common ones (`--reconcile-interval 1`, ...);
     /// VLAN 2 unless `flags` name `--vlans`.
     pub fn spawn_with(server: &'a Server, barrier: Option<&str>, flags: &[&str]) -> Self {
-        let vlans: &[&str] = if flags.contains(&"--vlans") {
-            &[]
-        } else {
-            &["--vlans", "2"]
-        };
-        let mut serve = Serve::on(server).flags(vlans).flags(flags);
+        Self::spawn_env(server, barrier, flags, &[])
+    }
+
+    /// [`Self::spawn_with`], with `env` added to the daemon's environment (a `PATH` with fake
+    /// tools first).
+    pub fn spawn_env(
+        server: &'a Server,
+        barrier: Option<&str>,
+        flags: &[&str],
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Self {
+        let mut serve = serve_on(server, flags);
+        for (key, value) in env {
+            serve = serve.env(key, value.clone());
+        }
         let release = release_file(server);
         let _ = std::fs::remove_file(&release);
         if let Some(point) = barrier {
@@ -77,7 +86,17 @@ impl<'a> Daemon<'a> {
 
     /// [`Self::start`] with `flags` after the common ones (see [`Self::spawn_with`]).
     pub fn start_with(server: &'a Server, barrier: Option<&str>, flags: &[&str]) -> Self {
-        let d = Self::spawn_with(server, barrier, flags);
+        Self::start_env(server, barrier, flags, &[])
+    }
+
+    /// [`Self::start_with`], with `env` added to the daemon's environment.
+    pub fn start_env(
+        server: &'a Server,
+        barrier: Option<&str>,
+        flags: &[&str],
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Self {
+        let d = Self::spawn_env(server, barrier, flags, env);
         let ready = d
             .process
             .wait_ready(READY_TIMEOUT, READY_EVERY, |path| d.answers(path));
@@ -237,6 +256,17 @@ impl<'a> Daemon<'a> {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+}
+
+/// A `serve` command line for `server` with `flags` after the common ones; VLAN 2 unless
+/// `flags` name `--vlans`.
+pub fn serve_on(server: &Server, flags: &[&str]) -> Serve {
+    let vlans: &[&str] = if flags.contains(&"--vlans") {
+        &[]
+    } else {
+        &["--vlans", "2"]
+    };
+    Serve::on(server).flags(vlans).flags(flags)
 }
 
 /// The `job_id` of an accepted request's answer.

@@ -130,6 +130,8 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
         log_format: LogFormat::Text,
         paused: opts.paused,
         reconcile_every: std::time::Duration::ZERO,
+        step_timeout: creepy_meow::steps::DEFAULT_STEP_TIMEOUT,
+        full_copies: None,
         store: StoreOptions {
             max_queued: opts.max_queued,
             ..StoreOptions::default()

@@ -351,7 +351,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// `tool`'s full path when [`which`] finds it, else its bare name (for the error to name).
-pub(super) fn bin(tool: &str) -> PathBuf {
+pub fn bin(tool: &str) -> PathBuf {
     which(tool).unwrap_or_else(|| PathBuf::from(tool))
 }
 
