@@ -146,6 +146,9 @@ impl Trees {
         let out = trees
             .transaction(
                 |(jobs, pending, repairs, order, containers, addrs, meta, events)| {
+                    // sled may run this again after a conflict: only the try that commits
+                    // counts, and it may write fewer events than a try before it.
+                    emitted.set(0);
                     f(&Tx {
                         jobs,
                         pending,
