@@ -14,7 +14,8 @@ use super::committer::BatchedWrite;
 use super::db::{Tx, TxResult};
 use super::event::Event;
 use super::job::{
-    ContainerRecord, ContainerRecordState, Job, JobRequest, KeyRecord, Lifecycle, Origin,
+    fingerprint_digest, ContainerRecord, ContainerRecordState, Job, JobRequest, KeyRecord,
+    Lifecycle, Origin,
 };
 use super::store::JobStore;
 use super::{Conflict, QueueError};
@@ -146,10 +147,11 @@ fn keyed(
     key: Option<IdempotencyKey>,
     reserve: impl Fn(&Tx<'_>, Option<&str>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
 ) -> BatchedWrite {
+    let digest = key.as_ref().map(|k| fingerprint_digest(&k.fingerprint));
     Box::new(move |tx| {
-        if let Some(k) = &key {
+        if let (Some(k), Some(digest)) = (&key, digest) {
             if let Some(known) = tx.key(&k.key)? {
-                if known.fingerprint != k.fingerprint {
+                if known.digest != digest {
                     let (key, job) = (k.key.clone(), known.job);
                     return Ok(Err(QueueError::KeyReused { key, job }));
                 }
@@ -166,10 +168,10 @@ fn keyed(
             Ok(job) => job,
             Err(refused) => return Ok(Err(refused)),
         };
-        if let Some(k) = &key {
+        if let (Some(k), Some(digest)) = (&key, digest) {
             let record = KeyRecord {
                 job: job.id,
-                fingerprint: k.fingerprint.clone(),
+                digest,
             };
             tx.put_key(&k.key, &record)?;
         }

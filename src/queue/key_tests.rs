@@ -105,3 +105,43 @@ async fn a_key_survives_a_reopen_and_goes_with_its_job() {
     assert!(!fresh.replayed);
     assert_ne!(fresh.job.id, made.job.id);
 }
+
+#[tokio::test]
+async fn a_key_stored_with_its_fingerprints_text_before_digests_is_still_honoured() {
+    let dir = TempDir::new("keys-legacy");
+    let fingerprint = "POST /api/container/create {\"id\":5}";
+    let job = {
+        let store = open(&dir);
+        let done = store
+            .enqueue_create_keyed(spec(5, 2, 5), key("k1", fingerprint))
+            .await
+            .unwrap();
+        done.job.id
+    };
+    {
+        // The record as the code before digests wrote it: the job, then the text.
+        let db = super::test_support::raw_sled(&dir);
+        let meta = db.open_tree("meta").unwrap();
+        let stored = meta.get(b"idem/k1").unwrap().expect("the key's record");
+        assert_eq!(stored.len(), 32, "the job and a 16-byte digest");
+        let legacy = [job.as_bytes().as_slice(), fingerprint.as_bytes()].concat();
+        meta.insert(b"idem/k1", legacy).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(&dir);
+    let again = store
+        .enqueue_create_keyed(spec(5, 2, 5), key("k1", fingerprint))
+        .await
+        .unwrap();
+    assert_eq!((again.job.id, again.replayed), (job, true));
+    let other = store
+        .enqueue_create_keyed(
+            spec(6, 2, 6),
+            key("k1", "POST /api/container/create {\"id\":6}"),
+        )
+        .await;
+    assert!(
+        matches!(other, Err(QueueError::KeyReused { .. })),
+        "{other:?}"
+    );
+}

@@ -30,7 +30,7 @@ pub(super) const META_QUEUED: &[u8] = b"queued";
 /// template (`image-build/<template>` → job ID).
 pub(super) const META_IMAGE_BUILD: &[u8] = b"image-build/";
 /// Start of the key in `meta` of an idempotency key (`idem/<key>` → the job's ID, then the
-/// request's fingerprint: `Tx::key`).
+/// digest of the request's fingerprint: `Tx::key`).
 pub(super) const META_IDEMPOTENCY: &[u8] = b"idem/";
 /// Key in `meta` of the number of the newest event stored.
 pub(super) const META_EVENT_SEQ: &[u8] = b"event-seq";

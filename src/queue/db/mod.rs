@@ -56,7 +56,7 @@ pub(in crate::queue) struct Trees {
     /// VLAN byte + IPv4 bytes → container ID (u32 BE): who holds an address.
     addrs: Tree,
     /// Counters, the format marker, and the idempotency keys (`idem/<key>` → the job it made
-    /// and the request's fingerprint, removed with the job): every enqueue writes this tree
+    /// and the digest of the request's fingerprint, removed with the job): every enqueue writes this tree
     /// anyway, so a key costs no tree more in its transaction.
     meta: Tree,
     /// Template name → its images' record (`images.rs`; written by the worker alone, outside

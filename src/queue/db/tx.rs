@@ -12,7 +12,7 @@ use super::codec::{
 };
 use super::keys::key_hash;
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
+use crate::queue::job::{fingerprint_digest, ContainerRecord, Job, KeyRecord, Origin};
 use crate::queue::QueueError;
 
 /// Every tree, seen from inside one transaction.
@@ -89,7 +89,9 @@ impl Tx<'_> {
     }
 
     /// What idempotency key `key` names, if a retained job was made with it. Stored as the
-    /// job's 16 bytes, then the fingerprint's UTF-8 (on every keyed enqueue's path: no JSON).
+    /// job's 16 bytes, then the fingerprint's 16-byte digest (on every keyed enqueue's path: no
+    /// JSON); a record written before digests holds the fingerprint's text there instead (a
+    /// fingerprint is always longer than 16 bytes), and is read as its digest.
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
         if !self.hashes().contains(&key_hash(key.as_bytes())) {
             return Ok(None);
@@ -99,17 +101,23 @@ impl Tx<'_> {
         };
         let (job, fingerprint) = bytes.split_at(16.min(bytes.len()));
         let job = decode_uuid("meta", &key, job).or_else(abort)?;
-        let fingerprint = String::from_utf8(fingerprint.to_vec())
-            .map_err(|e| corrupt("meta", &key, e))
-            .or_else(abort)?;
-        Ok(Some(KeyRecord { job, fingerprint }))
+        let digest = match <[u8; 16]>::try_from(fingerprint) {
+            Ok(digest) => digest,
+            Err(_) => {
+                let text = std::str::from_utf8(fingerprint)
+                    .map_err(|e| corrupt("meta", &key, e))
+                    .or_else(abort)?;
+                fingerprint_digest(text)
+            }
+        };
+        Ok(Some(KeyRecord { job, digest }))
     }
 
     /// Records that `key` made `record.job`.
     pub fn put_key(&self, key: &str, record: &KeyRecord) -> TxResult<()> {
         // Before the write: a key is never stored without its hash.
         self.hashes().insert(key_hash(key.as_bytes()));
-        let value = [record.job.as_bytes(), record.fingerprint.as_bytes()].concat();
+        let value = [record.job.as_bytes().as_slice(), &record.digest].concat();
         self.meta.insert(idempotency_key(key), value)?;
         Ok(())
     }
