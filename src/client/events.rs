@@ -197,12 +197,19 @@ impl ApiClient {
 }
 
 impl StepView {
+    fn pending(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            state: "pending".into(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            undo_error: None,
+        }
+    }
+
     fn reset(&mut self) {
-        self.state = "pending".into();
-        self.started_at = None;
-        self.finished_at = None;
-        self.error = None;
-        self.undo_error = None;
+        *self = Self::pending(&self.name);
     }
 }
 
@@ -257,19 +264,6 @@ impl JobView {
                 true
             }
             _ => false,
-        }
-    }
-}
-
-impl StepView {
-    fn pending(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            state: "pending".into(),
-            started_at: None,
-            finished_at: None,
-            error: None,
-            undo_error: None,
         }
     }
 }

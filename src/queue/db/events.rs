@@ -27,7 +27,7 @@ pub(in crate::queue) struct EventClock {
 impl EventClock {
     /// A clock for a store whose newest event (all of it on disk: it was just opened) is
     /// `latest`.
-    pub(super) fn new(latest: u64) -> Self {
+    pub(super) fn opened_at(latest: u64) -> Self {
         Self {
             committed: AtomicU64::new(latest),
             durable: watch::Sender::new(latest),
@@ -92,11 +92,7 @@ impl EventType {
 impl Tx<'_> {
     /// Stores `event` under the next event number, in this transaction; returns the number.
     pub fn emit(&self, mut event: Event) -> TxResult<u64> {
-        let seq = match self.meta.get(META_EVENT_SEQ)? {
-            Some(b) => decode_u64("meta", &"event-seq", &b).or_else(abort)? + 1,
-            None => 1,
-        };
-        self.meta.insert(META_EVENT_SEQ, &seq.to_be_bytes())?;
+        let seq = self.bump(META_EVENT_SEQ)?;
         event.seq = seq;
         let json = encode(&event).or_else(abort)?;
         let mut value = Vec::with_capacity(json.len() + 1);

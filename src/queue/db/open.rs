@@ -52,7 +52,7 @@ impl Trees {
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(failed)?;
-        let trees = Trees {
+        let mut trees = Trees {
             jobs: db.open_tree("jobs").map_err(failed)?,
             pending: db.open_tree("pending").map_err(failed)?,
             repairs: db.open_tree("repairs").map_err(failed)?,
@@ -62,7 +62,8 @@ impl Trees {
             meta: db.open_tree("meta").map_err(failed)?,
             images: db.open_tree("images").map_err(failed)?,
             events: db.open_tree("events").map_err(failed)?,
-            clock: Arc::new(EventClock::new(0)),
+            // Set once the counter is read, below.
+            clock: Arc::new(EventClock::opened_at(0)),
             containers_gen: Arc::default(),
             key_hashes: Arc::default(),
             dir: dir.to_owned(),
@@ -71,9 +72,7 @@ impl Trees {
         check_format(dir, &trees.db, &trees, existed)?;
         trees.load_key_hashes()?;
         // Everything sled recovered is on disk: readers may see every event at once.
-        let latest = trees.last_event_seq()?;
-        trees.clock().synced(latest);
-        trees.clock().saw_commit(latest);
+        trees.clock = Arc::new(EventClock::opened_at(trees.last_event_seq()?));
         check_records(&trees)?;
         // The queued counter is derived; recount it so it can never drift across restarts.
         let queued = (trees.pending.len() + trees.repairs.len()) as u64;

@@ -161,12 +161,20 @@ impl Tx<'_> {
 
     /// Hands out the next sequence number.
     pub fn next_seq(&self) -> TxResult<u64> {
-        let last = match self.meta.get(META_SEQ)? {
-            Some(b) => decode_u64("meta", &"seq", &b).or_else(abort)?,
+        self.bump(META_SEQ)
+    }
+
+    /// Adds one to the counter at `key` in `meta` (absent: 0) and returns the new value.
+    pub(super) fn bump(&self, key: &[u8]) -> TxResult<u64> {
+        let last = match self.meta.get(key)? {
+            Some(b) => {
+                let name = String::from_utf8_lossy(key);
+                decode_u64("meta", &name, &b).or_else(abort)?
+            }
             None => 0,
         };
         let next = last + 1;
-        self.meta.insert(META_SEQ, &next.to_be_bytes())?;
+        self.meta.insert(key, &next.to_be_bytes())?;
         Ok(next)
     }
 
