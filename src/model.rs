@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct InvalidValue(pub String);
 
-fn invalid(msg: impl Into<String>) -> InvalidValue {
+pub(crate) fn invalid(msg: impl Into<String>) -> InvalidValue {
     InvalidValue(msg.into())
 }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::plan::Action;
 use super::FabricError;
-use crate::model::{InvalidValue, Ipv4Cidr};
+use crate::model::{invalid, InvalidValue, Ipv4Cidr};
 use crate::sys::FdbEntry;
 
 /// How the VXLAN devices flood broadcast and unknown frames, as configured.
@@ -102,16 +102,12 @@ impl fmt::Display for Flooding {
     }
 }
 
-fn invalid(msg: String) -> InvalidValue {
-    InvalidValue(msg)
-}
-
 /// One peer address: IPv4, and one a server can have (not multicast, loopback, unspecified
 /// nor broadcast).
 fn check_peer(text: &str) -> Result<Ipv4Addr, InvalidValue> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(invalid("an empty address in the peer list".into()));
+        return Err(invalid("an empty address in the peer list"));
     }
     let addr = match text.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => a,

@@ -111,7 +111,7 @@ async fn a_rebuild_leaves_clones_on_their_version_until_the_last_one_goes() {
 #[tokio::test]
 async fn a_failed_build_leaves_nothing_and_an_interrupted_one_is_discarded() {
     let (images, net, lxc, book) = images();
-    net.fail_next("lxc-create image-busybox-v1", libc_eio());
+    net.fail_next("lxc-create image-busybox-v1", libc::EIO);
     assert!(images.ensure(None).await.is_err());
     assert!(lxc.names().is_empty());
     // A crash in the middle of the next build: its version taken, its directory half made.
@@ -128,7 +128,7 @@ async fn a_failed_build_leaves_nothing_and_an_interrupted_one_is_discarded() {
 async fn overlay_clones_fall_back_to_full_copies_once_overlay_fails_and_copy_works() {
     let (images, net, lxc, _) = images();
     let image = images.ensure(None).await.unwrap();
-    net.fail_next("lxc-copy -s", libc_eio());
+    net.fail_next("lxc-copy -s", libc::EIO);
     images.clone_into(&image, "container5").await.unwrap();
     assert!(
         lxc.clones_of(&image).await.unwrap().is_empty(),
@@ -167,14 +167,10 @@ async fn without_overlayfs_from_the_start_overlay_is_never_tried() {
 async fn a_clone_that_cannot_be_made_either_way_leaves_nothing() {
     let (images, net, lxc, _) = images();
     let image = images.ensure(None).await.unwrap();
-    net.fail_next("lxc-copy", libc_eio());
-    net.fail_next("lxc-copy", libc_eio());
+    net.fail_next("lxc-copy", libc::EIO);
+    net.fail_next("lxc-copy", libc::EIO);
     let err = images.clone_into(&image, "container5").await.unwrap_err();
     assert!(matches!(err, ImageError::Clone { .. }), "{err}");
     assert_eq!(lxc.names(), [image]);
     assert!(images.fallback().is_none());
-}
-
-fn libc_eio() -> i32 {
-    5
 }

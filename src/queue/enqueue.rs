@@ -147,12 +147,16 @@ fn keyed(
     key: Option<IdempotencyKey>,
     reserve: impl Fn(&Tx<'_>, Option<&str>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
 ) -> BatchedWrite {
-    let digest = key.as_ref().map(|k| fingerprint_digest(&k.fingerprint));
+    // The key with its request's digest, computed once: sled may run the write again.
+    let key = key.map(|k| {
+        let digest = fingerprint_digest(&k.fingerprint);
+        (k.key, digest)
+    });
     Box::new(move |tx| {
-        if let (Some(k), Some(digest)) = (&key, digest) {
-            if let Some(known) = tx.key(&k.key)? {
-                if known.digest != digest {
-                    let (key, job) = (k.key.clone(), known.job);
+        if let Some((k, digest)) = &key {
+            if let Some(known) = tx.key(k)? {
+                if known.digest != *digest {
+                    let (key, job) = (k.clone(), known.job);
                     return Ok(Err(QueueError::KeyReused { key, job }));
                 }
                 // A key goes with its job (`Tx::remove_job`): found, it is there.
@@ -164,16 +168,16 @@ fn keyed(
                 }
             }
         }
-        let job = match reserve(tx, key.as_ref().map(|k| k.key.as_str()))? {
+        let job = match reserve(tx, key.as_ref().map(|(k, _)| k.as_str()))? {
             Ok(job) => job,
             Err(refused) => return Ok(Err(refused)),
         };
-        if let (Some(k), Some(digest)) = (&key, digest) {
+        if let Some((k, digest)) = &key {
             let record = KeyRecord {
                 job: job.id,
-                digest,
+                digest: *digest,
             };
-            tx.put_key(&k.key, &record)?;
+            tx.put_key(k, &record)?;
         }
         Ok(Ok(Enqueued {
             job,
@@ -183,20 +187,12 @@ fn keyed(
 }
 
 impl JobStore {
-    /// Queues a build of a new version of template `template`'s image. Returns once the job
-    /// is on disk.
+    /// Queues a build of a new version of template `template`'s image, or answers the job
+    /// `key` made before. Returns once the job is on disk.
     ///
     /// # Errors
     /// [`QueueError::Conflict`] when a build of it is pending or running;
-    /// [`QueueError::QueueFull`]; [`QueueError::Storage`].
-    pub async fn enqueue_build_image(&self, template: String) -> Result<Job, QueueError> {
-        Ok(self.enqueue_build_image_keyed(template, None).await?.job)
-    }
-
-    /// [`Self::enqueue_build_image`], or the job `key` made before.
-    ///
-    /// # Errors
-    /// As [`Self::enqueue_build_image`]; [`QueueError::KeyReused`].
+    /// [`QueueError::QueueFull`]; [`QueueError::KeyReused`]; [`QueueError::Storage`].
     pub async fn enqueue_build_image_keyed(
         &self,
         template: String,

@@ -308,12 +308,12 @@ impl Netlink for FakeNetlink {
     async fn delete_fdb_entry(&self, index: u32, entry: &FdbEntry) -> SysResult<()> {
         let line = format!("delete_fdb_entry {index} {entry}");
         let mut w = self.call(line.clone())?;
-        let list = ns_mut(&mut w, self.ns).fdb.entry(index).or_default();
-        let before = list.len();
-        list.retain(|e| e != entry);
-        if list.len() == before {
+        find(&w, self.ns, index, &line)?;
+        let list = ns_mut(&mut w, self.ns).fdb.get_mut(&index);
+        let Some(list) = list.filter(|l| l.contains(entry)) else {
             return Err(SysError::NotFound { what: line });
-        }
+        };
+        list.retain(|e| e != entry);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use super::codec::{
 };
 use super::keys::key_hash;
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::{fingerprint_digest, ContainerRecord, Job, KeyRecord, Origin};
+use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
 use crate::queue::QueueError;
 
 /// Every tree, seen from inside one transaction.
@@ -90,8 +90,7 @@ impl Tx<'_> {
 
     /// What idempotency key `key` names, if a retained job was made with it. Stored as the
     /// job's 16 bytes, then the fingerprint's 16-byte digest (on every keyed enqueue's path: no
-    /// JSON); a record written before digests holds the fingerprint's text there instead (a
-    /// fingerprint is always longer than 16 bytes), and is read as its digest.
+    /// JSON).
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
         if !self.hashes().contains(&key_hash(key.as_bytes())) {
             return Ok(None);
@@ -101,15 +100,9 @@ impl Tx<'_> {
         };
         let (job, fingerprint) = bytes.split_at(16.min(bytes.len()));
         let job = decode_uuid("meta", &key, job).or_else(abort)?;
-        let digest = match <[u8; 16]>::try_from(fingerprint) {
-            Ok(digest) => digest,
-            Err(_) => {
-                let text = std::str::from_utf8(fingerprint)
-                    .map_err(|e| corrupt("meta", &key, e))
-                    .or_else(abort)?;
-                fingerprint_digest(text)
-            }
-        };
+        let digest = <[u8; 16]>::try_from(fingerprint)
+            .map_err(|_| corrupt("meta", &key, "not a 16-byte digest after the job"))
+            .or_else(abort)?;
         Ok(Some(KeyRecord { job, digest }))
     }
 
