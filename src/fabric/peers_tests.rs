@@ -219,3 +219,17 @@ fn a_mode_switch_recreates_only_the_vxlan_device() {
         ]
     );
 }
+
+#[test]
+fn removal_names_the_peers_it_drops_never_a_multicast_group() {
+    use crate::fabric::plan::plan_removal;
+    let vlans = parse_vlan_list("2").unwrap();
+    let with = |flood: &str| unicast_vlan2(flood, &[]);
+    let removal = |seen: &Observed| text(&plan_removal(&vlans, false, seen).unwrap())[0].clone();
+    assert_eq!(
+        removal(&with("10.0.0.2")),
+        "delete vxlan2: fabric removal, with its flood entries to 10.0.0.2"
+    );
+    // How the kernel shows a multicast device's group.
+    assert_eq!(removal(&with("239.0.0.2")), "delete vxlan2: fabric removal");
+}

@@ -272,7 +272,8 @@ pub fn plan_removal(
             let peers: Vec<String> = seen
                 .fdb(&vx_name)
                 .iter()
-                .filter(|e| e.is_flood())
+                // A multicast device shows its group as an all-zeros entry too: not a peer.
+                .filter(|e| e.is_flood() && !e.dst.is_multicast())
                 .map(|e| e.dst.to_string())
                 .collect();
             let why = match peers.len() {
