@@ -47,6 +47,17 @@ pub enum StepError {
     Other(String),
 }
 
+impl StepError {
+    /// Whether a time limit ended it: the step's own, or its tool's (which `serve` sets to the
+    /// same value, so either may fire first).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut { .. } | Self::Sys(SysError::TimedOut { .. })
+        )
+    }
+}
+
 /// How long a step (its apply, or one try of its undo) may take unless the engine is told
 /// otherwise (`serve --step-timeout`).
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -397,9 +408,7 @@ async fn undo_one(name: StepName, ctx: &mut StepCtx<'_>) -> Result<(), StepError
             Ok(()) => return Ok(()),
             // A time-out is not the host settling: trying again would hold the worker for
             // another whole limit, most likely for nothing.
-            Err(e) if tries >= UNDO_TRIES || matches!(e, StepError::TimedOut { .. }) => {
-                return Err(e)
-            }
+            Err(e) if tries >= UNDO_TRIES || e.is_timeout() => return Err(e),
             Err(e) => {
                 tracing::warn!(step = name.as_str(), error = %e, tries, "undo failed; trying again");
                 tokio::time::sleep(pause).await;

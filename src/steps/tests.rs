@@ -358,3 +358,16 @@ async fn a_clone_that_fails_rolls_back_to_the_image_alone() {
     assert!(err.undo_errors.is_empty(), "{err}");
     assert_eq!(leftovers(&net, &lxc).await, ["image-busybox-v1"]);
 }
+
+#[test]
+fn a_tools_time_out_counts_as_the_steps_so_its_undo_is_not_tried_again() {
+    let after = std::time::Duration::from_secs(60);
+    let tool = StepError::Sys(crate::sys::SysError::TimedOut {
+        what: "stop container5".into(),
+        command: "lxc-stop -n container5".into(),
+        after,
+    });
+    assert!(tool.is_timeout());
+    assert!(StepError::TimedOut { after }.is_timeout());
+    assert!(!StepError::Other("busy".into()).is_timeout());
+}
