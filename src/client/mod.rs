@@ -98,16 +98,17 @@ pub const JOB_TRIES: u32 = 3;
 /// The pause before the second try; it doubles before the next.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// How long an event stream may stay silent before the client calls it broken: the server
-/// sends a keep-alive comment every 15 s.
-const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// How long an answer may stay silent before the client calls it broken: an event stream's
+/// server sends a keep-alive comment every 15 s; a `/wait` the client asks for lasts 30 s.
+const SILENCE: Duration = Duration::from_secs(45);
+/// How long a request other than an event stream may take, whole.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A client of one server.
 pub struct ApiClient {
-    /// The HTTP client, with its TLS trust.
+    /// The HTTP client, with its TLS trust (built once: an `https://` server without
+    /// `--cacert` means reading the system's roots).
     http: reqwest::Client,
-    /// For event streams: no limit on the whole answer, one on silence.
-    streams: reqwest::Client,
     /// The server's URL, without a trailing slash.
     base: String,
     /// The bearer token, if any.
@@ -140,24 +141,21 @@ impl ApiClient {
             None if base.starts_with("http://") => Some(Vec::new()),
             None => None,
         };
-        let builder = || {
-            let b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-            match &only_cas {
-                Some(cas) => b.tls_certs_only(cas.clone()),
-                None => b,
-            }
+        let builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(SILENCE);
+        let builder = match only_cas {
+            Some(cas) => builder.tls_certs_only(cas),
+            None => builder,
         };
-        let built = |b: reqwest::ClientBuilder| {
-            b.build().map_err(|e| {
-                ClientError::Setup(format!(
-                    "cannot check the certificate of {base}: {} (install the system's CA certificates, package ca-certificates, or pass --cacert FILE)",
-                    tls::innermost(&e)
-                ))
-            })
-        };
+        let http = builder.build().map_err(|e| {
+            ClientError::Setup(format!(
+                "cannot check the certificate of {base}: {} (install the system's CA certificates, package ca-certificates, or pass --cacert FILE)",
+                tls::innermost(&e)
+            ))
+        })?;
         Ok(Self {
-            http: built(builder().timeout(Duration::from_secs(90)))?,
-            streams: built(builder().read_timeout(STREAM_SILENCE))?,
+            http,
             base: base.trim_end_matches('/').to_string(),
             token,
             with_ca: ca_file.is_some(),
@@ -165,12 +163,13 @@ impl ApiClient {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.authorized(self.http.request(method, format!("{}{path}", self.base)))
+        self.stream_request(method, path).timeout(REQUEST_TIMEOUT)
     }
 
-    /// A request whose answer may last (an event stream).
+    /// A request whose answer may last (an event stream): no limit on the whole, only on
+    /// silence.
     fn stream_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.authorized(self.streams.request(method, format!("{}{path}", self.base)))
+        self.authorized(self.http.request(method, format!("{}{path}", self.base)))
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
