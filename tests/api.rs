@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::in_process::{capture_logs, config, start, Daemon, Opts, DEFAULT};
+use common::in_process::{capture_logs, config, start, Opts, DEFAULT};
 use common::serve::BIN;
 use creepy_meow::cli::LogFormat;
 use creepy_meow::sys::Host;
@@ -663,42 +663,29 @@ async fn info_during_a_queued_create_says_absent_creating_and_names_the_job() {
     d.stop().await;
 }
 
-/// Panics unless each of `lines` is a whole line of the `/metrics` answer.
-async fn assert_metrics(d: &Daemon, lines: &[&str]) {
-    let (s, body) = d.get("/metrics").await;
-    assert_eq!(s, StatusCode::OK);
-    let text = body.as_str().expect("metrics text");
-    for line in lines {
-        assert!(text.lines().any(|l| l == *line), "no {line:?} in:\n{text}");
-    }
-}
-
 /// The names docs/OPERATIONS.md promises operators, written out: a renamed metric breaks alerts.
 #[tokio::test]
 async fn metrics_export_every_documented_name() {
     let d = start(DEFAULT).await;
     let (_, job) = d.form("id=5&vlan=2&ip=192.168.2.5/24").await;
     assert_eq!(d.wait(&job).await["state"], "succeeded");
-    assert_metrics(
-        &d,
-        &[
-            "# TYPE creepy_meow_jobs gauge",
-            "creepy_meow_jobs{state=\"queued\"} 0",
-            "creepy_meow_jobs{state=\"running\"} 0",
-            "creepy_meow_jobs{state=\"succeeded\"} 1",
-            "creepy_meow_jobs{state=\"failed\"} 0",
-            "creepy_meow_jobs{state=\"cancelled\"} 0",
-            "# TYPE creepy_meow_queue_depth gauge",
-            "creepy_meow_queue_depth 0",
-            "# TYPE creepy_meow_queue_paused gauge",
-            "creepy_meow_queue_paused 0",
-            "# TYPE creepy_meow_step_duration_seconds summary",
-            "creepy_meow_step_duration_seconds_count{step=\"create_container\"} 1",
-            "creepy_meow_step_duration_seconds_count{step=\"start_container\"} 1",
-            "creepy_meow_step_duration_seconds_count{step=\"create_veth\"} 1",
-            "creepy_meow_step_duration_seconds_count{step=\"configure_network\"} 1",
-        ],
-    )
+    d.assert_metrics(&[
+        "# TYPE creepy_meow_jobs gauge",
+        "creepy_meow_jobs{state=\"queued\"} 0",
+        "creepy_meow_jobs{state=\"running\"} 0",
+        "creepy_meow_jobs{state=\"succeeded\"} 1",
+        "creepy_meow_jobs{state=\"failed\"} 0",
+        "creepy_meow_jobs{state=\"cancelled\"} 0",
+        "# TYPE creepy_meow_queue_depth gauge",
+        "creepy_meow_queue_depth 0",
+        "# TYPE creepy_meow_queue_paused gauge",
+        "creepy_meow_queue_paused 0",
+        "# TYPE creepy_meow_step_duration_seconds summary",
+        "creepy_meow_step_duration_seconds_count{step=\"create_container\"} 1",
+        "creepy_meow_step_duration_seconds_count{step=\"start_container\"} 1",
+        "creepy_meow_step_duration_seconds_count{step=\"create_veth\"} 1",
+        "creepy_meow_step_duration_seconds_count{step=\"configure_network\"} 1",
+    ])
     .await;
     let (_, body) = d.get("/metrics").await;
     for step in [
@@ -720,14 +707,11 @@ async fn metrics_export_every_documented_name() {
     }
     d.post("/api/queue/pause").await;
     d.form("id=6&vlan=2&ip=192.168.2.6/24").await;
-    assert_metrics(
-        &d,
-        &[
-            "creepy_meow_jobs{state=\"queued\"} 1",
-            "creepy_meow_queue_depth 1",
-            "creepy_meow_queue_paused 1",
-        ],
-    )
+    d.assert_metrics(&[
+        "creepy_meow_jobs{state=\"queued\"} 1",
+        "creepy_meow_queue_depth 1",
+        "creepy_meow_queue_paused 1",
+    ])
     .await;
     d.stop().await;
 }

@@ -264,17 +264,6 @@ fn marker(e: &ServerEvent) -> bool {
     e.event == "job" && d["container_id"] == 250 && d["state"] == "cancelled"
 }
 
-/// The value of metric `name` on `/metrics`.
-async fn metric(d: &Daemon, name: &str) -> u64 {
-    let (_, text) = d.get("/metrics").await;
-    let text = text.as_str().unwrap().to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_readers_see_one_sequence_while_creates_run() {
     let d = start(DEFAULT).await;
@@ -283,7 +272,7 @@ async fn a_hundred_readers_see_one_sequence_while_creates_run() {
         let mut tail = open(&d, "", None).await;
         readers.push(tokio::spawn(async move { seqs(&tail.until(marker).await) }));
     }
-    assert_eq!(metric(&d, "creepy_meow_event_streams").await, 100);
+    assert_eq!(d.metric("creepy_meow_event_streams").await, 100);
     let jobs = futures::future::join_all((11..=20).map(|id| create(&d, id))).await;
     for job in &jobs {
         d.wait(&serde_json::json!({ "job_id": job })).await;
@@ -314,7 +303,7 @@ async fn a_reader_that_never_reads_is_cut_with_lagged_and_nobody_waits_for_it() 
     // Sixty-four creates at a time, each queued and cancelled, until the sleeper is cut: the
     // kernel's socket buffers hold thousands of events before its feed can fall behind.
     let mut rounds = 0;
-    while metric(&d, "creepy_meow_event_streams_lagged_total").await == 0 {
+    while d.metric("creepy_meow_event_streams_lagged_total").await == 0 {
         rounds += 1;
         assert!(rounds <= 1000, "never cut");
         futures::future::join_all((11..=74).map(|id| queue_and_cancel(&d, id))).await;

@@ -60,15 +60,6 @@ fn changes(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// Panics unless each of `lines` is a whole line of the `/metrics` answer.
-async fn assert_metrics(d: &Daemon, lines: &[&str]) {
-    let (_, body) = d.get("/metrics").await;
-    let text = body.as_str().expect("metrics text");
-    for line in lines {
-        assert!(text.lines().any(|l| l == *line), "no {line:?} in:\n{text}");
-    }
-}
-
 #[tokio::test]
 async fn a_container_stopped_by_hand_is_started_again_by_a_reconcile_job() {
     let d = start(DEFAULT).await;
@@ -102,13 +93,10 @@ async fn a_container_stopped_by_hand_is_started_again_by_a_reconcile_job() {
     );
     // The last pass is kept as it was answered.
     assert_eq!(d.get("/api/reconcile").await, (StatusCode::OK, report));
-    assert_metrics(
-        &d,
-        &[
-            "creepy_meow_drift_total{kind=\"stopped\"} 1",
-            "creepy_meow_repairs_total{kind=\"stopped\"} 1",
-        ],
-    )
+    d.assert_metrics(&[
+        "creepy_meow_drift_total{kind=\"stopped\"} 1",
+        "creepy_meow_repairs_total{kind=\"stopped\"} 1",
+    ])
     .await;
     // Repaired: the next pass finds nothing.
     assert_eq!(reconcile(&d).await["drift"], json!([]));
@@ -171,7 +159,8 @@ async fn a_broken_host_veth_is_made_again_by_a_repair_job() {
         "{job}"
     );
     assert_eq!(health(&d, 5).await["health"], "ok");
-    assert_metrics(&d, &["creepy_meow_repairs_total{kind=\"network\"} 1"]).await;
+    d.assert_metrics(&["creepy_meow_repairs_total{kind=\"network\"} 1"])
+        .await;
     d.stop().await;
 }
 

@@ -163,6 +163,31 @@ impl Daemon {
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (s, body) = self.get("/metrics").await;
+        assert_eq!(s, StatusCode::OK);
+        body.as_str().expect("metrics text").to_string()
+    }
+
+    /// Panics unless each of `lines` is a whole line of the `/metrics` answer.
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let text = self.metrics().await;
+        for line in lines {
+            assert!(text.lines().any(|l| l == *line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    /// The value of metric `name` (a line `name value`) on `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    }
+
     /// The URL of `path` on this daemon.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
