@@ -137,6 +137,7 @@ fn main() {
         vlans: parse_vlan_list(VLANS).expect("vlans"),
         mtu: None,
         peers: list[..n].iter().map(|p| p.parse().expect("peer")).collect(),
+        cluster_peers: false,
     };
     // Warm-up, not counted: the binary and the kernel's modules loaded.
     setup(&["--peers", &all]);

@@ -184,6 +184,7 @@ fn engine(lxc: &Path) -> Engine {
         vlans,
         mtu: None,
         peers: Vec::new(),
+        cluster_peers: false,
     };
     Engine::new(host, fabric).with_images(Arc::new(images))
 }

@@ -307,6 +307,7 @@ impl FabricArgs {
             vlans: self.vlans_or_default(),
             mtu: self.mtu,
             peers: self.peers.clone().map(|p| p.0).unwrap_or_default(),
+            cluster_peers: false,
         })
     }
 }
@@ -405,6 +406,24 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC); keep it readable by root only.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<std::path::PathBuf>,
+
+    /// Cluster mode: etcd's client URLs, comma-separated (`http://10.0.0.9:2379`). The server
+    /// then registers itself with the cluster, floods VXLAN by unicast to the live members
+    /// that serve the same VLAN (no multicast, no --peers), and reserves every create's
+    /// container ID and address cluster-wide before accepting it. Without it the server is
+    /// alone, as before [default: none].
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// With --etcd: the cluster's name, the prefix of its keys in etcd, so several clusters
+    /// can share one etcd [default: creepy-meow].
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// With --etcd: the URL other servers and clients reach this server's API at, as listed by
+    /// `GET /api/cluster/hosts` [default: from --listen and --tls-cert].
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
 
     /// TOML file with any of these options (keys as the flags: `host-id = 1`, `vlans = [2, 3]`).
     #[arg(long, value_name = "FILE")]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::{CloneSetting, FabricArgs, LogFormat, PeerList, ServeArgs, VlanList};
+use crate::cluster::keys::check_cluster_name;
+use crate::cluster::{ClusterConfig, DEFAULT_CLUSTER};
 use crate::fabric::peers::check_peers;
 use crate::fabric::FabricConfig;
 use crate::model::{check_vlan_list, HostId, VlanId};
@@ -55,6 +57,9 @@ pub struct ConfigFile {
     keep_days: Option<u64>,
     reconcile_interval: Option<u64>,
     step_timeout: Option<u64>,
+    etcd: Option<Vec<String>>,
+    cluster: Option<String>,
+    api_url: Option<String>,
 }
 
 /// `[template-options.NAME]`: what a name listed in `templates` runs.
@@ -111,6 +116,8 @@ pub struct DaemonConfig {
     pub step_timeout: std::time::Duration,
     /// Store limits.
     pub store: StoreOptions,
+    /// Cluster mode (`--etcd`); `None`: this server is alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Reads a token file: the first line, trimmed, not empty.
@@ -137,8 +144,15 @@ impl DaemonConfig {
             Some(p) => ConfigFile::load(p)?,
             None => ConfigFile::default(),
         };
-        let fabric = fabric_config(args, &file)?;
+        let mut fabric = fabric_config(args, &file)?;
         let (listen, token, tls) = access(args, &file)?;
+        let cluster = cluster_config(args, &file, listen, tls.is_some())?;
+        if cluster.is_some() {
+            if !fabric.peers.is_empty() {
+                return Err("--peers and --etcd both name the peers: in cluster mode the members are the peers, so leave out --peers".into());
+            }
+            fabric.cluster_peers = true;
+        }
         let store = store_options(args, &file)?;
         let templates = templates(args, &file)?;
         let step_timeout = step_timeout(args, &file)?;
@@ -172,8 +186,50 @@ impl DaemonConfig {
             ),
             step_timeout,
             store,
+            cluster,
         })
     }
+}
+
+/// Cluster mode from `--etcd`, `--cluster` and `--api-url` (flags over the file), checked;
+/// `None` without etcd.
+fn cluster_config(
+    args: &ServeArgs,
+    file: &ConfigFile,
+    listen: SocketAddr,
+    tls: bool,
+) -> Result<Option<ClusterConfig>, String> {
+    let endpoints = if args.etcd.is_empty() {
+        file.etcd.clone().unwrap_or_default()
+    } else {
+        args.etcd.clone()
+    };
+    let name = args.cluster.clone().or(file.cluster.clone());
+    let api_url = args.api_url.clone().or(file.api_url.clone());
+    if endpoints.is_empty() {
+        if name.is_some() || api_url.is_some() {
+            return Err("--cluster and --api-url belong to cluster mode: give --etcd too".into());
+        }
+        return Ok(None);
+    }
+    for url in &endpoints {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty()) {
+            return Err(format!(
+                "etcd endpoint {url:?} is not a URL: give http://HOST:PORT (etcd's client URL, port 2379 by default)"
+            ));
+        }
+    }
+    let name = name.unwrap_or_else(|| DEFAULT_CLUSTER.into());
+    let name = check_cluster_name(&name).map_err(|e| e.to_string())?;
+    let scheme = if tls { "https" } else { "http" };
+    Ok(Some(ClusterConfig {
+        endpoints,
+        name,
+        api_url: api_url.unwrap_or_else(|| format!("{scheme}://{listen}")),
+    }))
 }
 
 /// `--step-timeout` (or `step-timeout`) in seconds, at least 1 [default:

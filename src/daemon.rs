@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::cluster::membership::node_id;
+use crate::cluster::{Cluster, ClusterError, CALL_TIMEOUT};
 use crate::config::{DaemonConfig, Exposure};
 use crate::engine::Engine;
 use crate::fabric::{ensure_fabric, FabricError};
@@ -19,7 +21,8 @@ use crate::images::Images;
 use crate::metrics::Metrics;
 use crate::queue::{JobStore, QueueError};
 use crate::reconcile::Reconciler;
-use crate::sys::Host;
+use crate::sys::etcd::EtcdKv;
+use crate::sys::{Host, Kv};
 use crate::tls::ServerTls;
 use crate::worker::{QueueControl, Worker};
 
@@ -35,6 +38,12 @@ pub enum DaemonError {
     /// The fabric.
     #[error("fabric: {0}")]
     Fabric(#[from] FabricError),
+    /// Cluster mode could not start.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// Another live server holds this host ID in the cluster.
+    #[error("cluster: {0}")]
+    ClusterRefused(String),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -50,7 +59,10 @@ impl DaemonError {
     pub fn is_usage(&self) -> bool {
         match self {
             Self::Fabric(f) => f.is_usage(),
-            Self::Store(QueueError::InUse(_)) | Self::Listen { .. } => true,
+            Self::Store(QueueError::InUse(_))
+            | Self::Listen { .. }
+            | Self::Cluster(_)
+            | Self::ClusterRefused(_) => true,
             _ => false,
         }
     }
@@ -102,14 +114,81 @@ fn announce(cfg: &DaemonConfig, addr: SocketAddr) {
     tracing::info!(%addr, scheme, cert = cert.as_deref(), paused = cfg.paused, %templates, clone = cfg.clone, %fabric, "serving");
 }
 
+/// Joins the cluster of `cfg.cluster` through `kv` (etcd when `None`): this server's node
+/// UUID, its underlay address (the unicast flooding's source), a first registration. etcd
+/// being away is no reason not to start (the membership task keeps trying); another live
+/// server with this host ID is.
+async fn join_cluster(
+    cfg: &DaemonConfig,
+    flooding: &crate::fabric::Flooding,
+    kv: Option<Arc<dyn Kv>>,
+) -> Result<Option<(Arc<Cluster>, Option<i64>)>, DaemonError> {
+    let Some(cc) = &cfg.cluster else {
+        return Ok(None);
+    };
+    let node = node_id(&cfg.data_dir).map_err(|e| {
+        DaemonError::Cluster(format!(
+            "cannot keep the node ID in {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let underlay = flooding.local().ok_or_else(|| {
+        DaemonError::Cluster(
+            "cluster mode floods by unicast, and the fabric has no source address".into(),
+        )
+    })?;
+    let kv = match kv {
+        Some(kv) => kv,
+        None => Arc::new(
+            EtcdKv::connect(&cc.endpoints, CALL_TIMEOUT)
+                .await
+                .map_err(|e| DaemonError::Cluster(e.to_string()))?,
+        ),
+    };
+    let cluster = Arc::new(Cluster::new(
+        kv,
+        &cc.name,
+        cfg.fabric.host_id,
+        node,
+        underlay,
+        cfg.fabric.vlans.clone(),
+        cc.api_url.clone(),
+    ));
+    let lease = match cluster.register().await {
+        Ok(lease) => Some(lease),
+        Err(ClusterError::Refused(why)) => return Err(DaemonError::ClusterRefused(why)),
+        Err(e) => {
+            tracing::warn!(error = %e, endpoints = ?cc.endpoints, "etcd does not answer: serving without the cluster until it does (creates answer 503)");
+            None
+        }
+    };
+    tracing::info!(cluster = %cc.name, %node, %underlay, registered = lease.is_some(), "cluster mode");
+    Ok(Some((cluster, lease)))
+}
+
 /// Runs the daemon on `host` until `shutdown` fires. `ready` receives the bound address once
-/// the API is accepting requests.
+/// the API is accepting requests. In cluster mode the cluster's store is etcd.
 ///
 /// # Errors
-/// When the store cannot be opened, the fabric cannot be ensured, or the address is taken.
+/// When the store cannot be opened, the fabric cannot be ensured, the address is taken, or
+/// another live server holds this host ID in the cluster.
 pub async fn run(
     cfg: DaemonConfig,
     host: Host,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), DaemonError> {
+    run_with(cfg, host, None, shutdown, ready).await
+}
+
+/// [`run`], with `kv` as the cluster's store instead of etcd (tests give a fake).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    cfg: DaemonConfig,
+    host: Host,
+    kv: Option<Arc<dyn Kv>>,
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
@@ -121,6 +200,7 @@ pub async fn run(
     }
     let flooding = &ensured.flooding;
     tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
+    let cluster = join_cluster(&cfg, flooding, kv).await?;
     let mut engine =
         Engine::new(host.clone(), cfg.fabric.clone()).with_step_timeout(cfg.step_timeout);
     if cfg.clone {
@@ -141,6 +221,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     recover(&worker).await?;
+    let host_net = host.net.clone();
     let reconciler = Arc::new(Reconciler::new(
         store.clone(),
         host,
@@ -156,6 +237,15 @@ pub async fn run(
     let pruner = store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
     let reconcile_loop = reconciler.spawn_loop(cfg.reconcile_every, shutdown.clone());
     let worker_task = tokio::spawn(worker.run());
+    let cluster_tasks = tokio_util::task::TaskTracker::new();
+    let cluster = cluster.map(|(cluster, lease)| {
+        let sd = shutdown.clone();
+        cluster_tasks.spawn(cluster.clone().run_membership(lease, sd.clone()));
+        cluster_tasks.spawn(cluster.clone().run_peers(host_net.clone(), sd.clone()));
+        cluster_tasks.spawn(cluster.clone().run_sync(store.clone(), sd));
+        cluster
+    });
+    cluster_tasks.close();
     let feeds = tokio_util::task::TaskTracker::new();
     let state = Arc::new(AppState {
         store,
@@ -166,6 +256,7 @@ pub async fn run(
         reconciler,
         shutdown: shutdown.clone(),
         feeds: feeds.clone(),
+        cluster,
     });
     announce(&cfg, addr);
     if let Some(tx) = ready {
@@ -178,6 +269,7 @@ pub async fn run(
     feeds.close();
     feeds.wait().await;
     let _ = worker_task.await;
+    cluster_tasks.wait().await;
     let _ = pruner.await;
     if let Some(task) = reconcile_loop {
         let _ = task.await;

@@ -25,6 +25,9 @@
 //!   the bridge; flooding by multicast, or by unicast to listed peers), planned as a pure diff
 //!   against the kernel and applied idempotently; `setup` runs it at boot, `serve` ensures it
 //!   at start;
+//! - [`cluster`]: cluster mode on etcd (`serve --etcd`): membership under a lease, the VXLAN
+//!   peers kept equal to the live members, and cluster-wide reservations of container IDs and
+//!   addresses made before the local enqueue;
 //! - [`reconcile`]: the records are the desired state; a pass at start, periodically and on
 //!   demand compares them with the host and repairs drift through jobs (a start, a network
 //!   repair), never recreating a lost rootfs nor touching what it did not make;
@@ -46,6 +49,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;

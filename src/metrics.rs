@@ -32,6 +32,8 @@ impl Drop for OpenStream<'_> {
 /// The reconcile counters' metric names.
 const DRIFT: &str = "creepy_meow_drift_total";
 const REPAIRS: &str = "creepy_meow_repairs_total";
+/// Creates refused by cluster mode, by reason (`held`, `unavailable`).
+const CLUSTER_REFUSED: &str = "creepy_meow_cluster_refused_total";
 
 /// What the store says at the moment of a scrape.
 pub struct Snapshot {
@@ -41,6 +43,9 @@ pub struct Snapshot {
     pub queued: usize,
     /// Whether the worker is paused.
     pub paused: bool,
+    /// Cluster mode: whether this server is a member in good standing, and how many other
+    /// live members it knows; `None` without a cluster.
+    pub cluster: Option<(bool, usize)>,
 }
 
 impl Metrics {
@@ -71,6 +76,11 @@ impl Metrics {
     /// Counts an event stream cut because its client fell behind.
     pub fn observe_lagged(&self) {
         self.lagged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a create cluster mode refused for `reason` (`held`, `unavailable`).
+    pub fn observe_cluster_refusal(&self, reason: &'static str) {
+        self.count(CLUSTER_REFUSED, reason);
     }
 
     fn count(&self, metric: &'static str, kind: &'static str) {
@@ -116,8 +126,11 @@ impl Metrics {
             );
         }
         drop(steps);
-        self.render_reconcile(&mut out);
+        self.render_counts(&mut out, snap.cluster.is_some());
         self.render_streams(&mut out);
+        if let Some((member, peers)) = snap.cluster {
+            render_cluster(&mut out, member, peers);
+        }
         out
     }
 
@@ -135,19 +148,42 @@ impl Metrics {
         let _ = writeln!(out, "creepy_meow_event_streams_lagged_total {lagged}");
     }
 
-    fn render_reconcile(&self, out: &mut String) {
+    fn render_counts(&self, out: &mut String, cluster: bool) {
         let counts = self.reconcile.lock().unwrap_or_else(|e| e.into_inner());
-        for (metric, help) in [
-            (DRIFT, "Drift found by reconcile passes, by kind."),
-            (REPAIRS, "Repair jobs queued by reconcile passes, by kind."),
-        ] {
+        let mut metrics = vec![
+            (DRIFT, "kind", "Drift found by reconcile passes, by kind."),
+            (
+                REPAIRS,
+                "kind",
+                "Repair jobs queued by reconcile passes, by kind.",
+            ),
+        ];
+        if cluster {
+            metrics.push((CLUSTER_REFUSED, "reason", "Creates refused by cluster mode, by reason (held: another server holds the ID or address; unavailable: etcd did not answer)."));
+        }
+        for (metric, label, help) in metrics {
             let _ = writeln!(out, "# HELP {metric} {help}");
             let _ = writeln!(out, "# TYPE {metric} counter");
             for ((m, kind), n) in counts.iter() {
                 if *m == metric {
-                    let _ = writeln!(out, "{metric}{{kind=\"{kind}\"}} {n}");
+                    let _ = writeln!(out, "{metric}{{{label}=\"{kind}\"}} {n}");
                 }
             }
         }
     }
+}
+
+fn render_cluster(out: &mut String, member: bool, peers: usize) {
+    let _ = writeln!(
+        out,
+        "# HELP creepy_meow_cluster_member 1 while this server is registered in the cluster and etcd answers."
+    );
+    let _ = writeln!(out, "# TYPE creepy_meow_cluster_member gauge");
+    let _ = writeln!(out, "creepy_meow_cluster_member {}", u8::from(member));
+    let _ = writeln!(
+        out,
+        "# HELP creepy_meow_cluster_peers Other live members, as last read from etcd."
+    );
+    let _ = writeln!(out, "# TYPE creepy_meow_cluster_peers gauge");
+    let _ = writeln!(out, "creepy_meow_cluster_peers {peers}");
 }

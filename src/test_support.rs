@@ -64,6 +64,7 @@ pub(crate) async fn fake_host() -> (
         vlans: crate::model::parse_vlan_list("2").expect("vlans"),
         mtu: None,
         peers: Vec::new(),
+        cluster_peers: false,
     };
     crate::fabric::ensure_fabric(&net, &fabric)
         .await

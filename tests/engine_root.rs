@@ -42,6 +42,7 @@ fn engine(host_id: u8, lxc: PathBuf) -> Engine {
         vlans: parse_vlan_list("2").unwrap(),
         mtu: None,
         peers: Vec::new(),
+        cluster_peers: false,
     };
     Engine::new(host, cfg)
 }
@@ -372,6 +373,7 @@ fn a_create_runs_the_template_it_names_with_that_templates_arguments() {
             vlans: parse_vlan_list("2").unwrap(),
             mtu: None,
             peers: Vec::new(),
+            cluster_peers: false,
         };
         let engine = Engine::new(Host::real(tools).unwrap(), cfg);
         let with = |id: u64, template: Option<&str>| CreateSpec {

@@ -6,6 +6,7 @@ use warp::http::{header, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
+use crate::cluster::ClusterError;
 use crate::engine::EngineError;
 use crate::queue::QueueError;
 
@@ -100,6 +101,19 @@ impl From<QueueError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "not_cancellable", e.to_string())
             }
             other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Held(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ClusterError::Unavailable(m) | ClusterError::Refused(m) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!("the cluster cannot be reached, so nothing can be reserved in it: {m}"),
+            ),
         }
     }
 }

@@ -139,6 +139,10 @@ pub async fn metrics(state: &AppState) -> Result<Response, ApiError> {
         jobs: off_reactor(state, |store| store.counts_by_state()).await?,
         queued: state.store.queued_count(),
         paused: state.control.is_paused(),
+        cluster: state.cluster.as_ref().map(|c| {
+            let others = c.members().keys().filter(|&&h| h != c.host_id()).count();
+            (c.standing().is_connected(), others)
+        }),
     };
     let text = state.metrics.render(&snap);
     Ok(warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())

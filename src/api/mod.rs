@@ -8,6 +8,7 @@
 //! each request to these routes.
 
 pub mod auth;
+mod cluster;
 mod containers;
 pub mod error;
 mod events;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The event streams' feeds, waited for at shutdown (each holds the store open).
     pub feeds: tokio_util::task::TaskTracker,
+    /// Cluster mode's membership and reservations; `None`: this server is alone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The whole API as one filter.
@@ -196,11 +199,7 @@ async fn dispatch(
     let m = &req.method;
     let endpoint = Endpoint::of(&segs);
     if (m, &endpoint) == (&Method::GET, &Some(Endpoint::Healthz)) {
-        let fabric = state.engine.fabric().mode();
-        return Ok(json_reply(
-            StatusCode::OK,
-            &json!({"status": "ok", "fabric": fabric}),
-        ));
+        return Ok(healthz(state));
     }
     auth::check(state.token.as_deref(), &req.headers)?;
     let Some(endpoint) = endpoint else {
@@ -241,6 +240,8 @@ async fn dispatch(
         }
         (Method::GET, Endpoint::Metrics) => jobs::metrics(state).await,
         (Method::GET, Endpoint::Events) => events::stream(state, req),
+        (Method::GET, Endpoint::ClusterHosts) => cluster::hosts(state).await,
+        (Method::GET, Endpoint::ClusterContainers) => cluster::containers(state).await,
         // A known path asked with a method it does not answer.
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -248,6 +249,20 @@ async fn dispatch(
             format!("{m} is not allowed on {}", req.path),
         )),
     }
+}
+
+/// `GET /healthz`: `ok`, or `degraded` while a cluster member cannot reach etcd (or was
+/// refused membership): it still serves everything but creates.
+fn healthz(state: &AppState) -> Response {
+    let fabric = state.engine.fabric().mode();
+    let mut body = json!({"status": "ok", "fabric": fabric});
+    if let Some(c) = &state.cluster {
+        if !c.standing().is_connected() {
+            body["status"] = json!("degraded");
+        }
+        body["cluster"] = cluster::standing_json(c);
+    }
+    json_reply(StatusCode::OK, &body)
 }
 
 /// Every path the API serves: the one list of routes. [`dispatch`] matches a method with
@@ -271,6 +286,8 @@ enum Endpoint<'p> {
     Pause,
     Resume,
     Events,
+    ClusterHosts,
+    ClusterContainers,
 }
 
 impl<'p> Endpoint<'p> {
@@ -296,6 +313,8 @@ impl<'p> Endpoint<'p> {
             ["api", "queue", "pause"] => Self::Pause,
             ["api", "queue", "resume"] => Self::Resume,
             ["api", "events"] => Self::Events,
+            ["api", "cluster", "hosts"] => Self::ClusterHosts,
+            ["api", "cluster", "containers"] => Self::ClusterContainers,
             _ => return None,
         })
     }

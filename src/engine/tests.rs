@@ -12,6 +12,7 @@ fn fabric() -> FabricConfig {
         vlans: parse_vlan_list("2,3").unwrap(),
         mtu: None,
         peers: Vec::new(),
+        cluster_peers: false,
     }
 }
 

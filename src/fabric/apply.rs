@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use super::peers::{resolve_flooding, Flooding};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::peers::{plan_flood_entries, resolve_flooding, FabricMode, Flooding};
 use super::plan::{plan_removal, plan_setup, Action, Observed, Target};
 use super::{FabricConfig, FabricError, MIN_MTU, VXLAN_OVERHEAD};
 use crate::model::VlanId;
@@ -82,11 +85,12 @@ async fn resolve(nl: &dyn Netlink, cfg: &FabricConfig) -> Result<Target, FabricE
         ))
     })?;
     let mtu = overlay_mtu(cfg, underlay.mtu)?;
-    let flooding = if cfg.peers.is_empty() {
-        Flooding::Multicast
-    } else {
-        let own = nl.addresses(underlay.index).await?;
-        resolve_flooding(&cfg.peers, &cfg.underlay, &own)?
+    let flooding = match cfg.mode() {
+        FabricMode::Multicast => Flooding::Multicast,
+        FabricMode::Unicast => {
+            let own = nl.addresses(underlay.index).await?;
+            resolve_flooding(&cfg.peers, &cfg.underlay, &own)?
+        }
     };
     Ok(Target {
         underlay: underlay.index,
@@ -136,6 +140,31 @@ pub async fn remove_fabric(
     };
     let seen = observe(nl, vlans, reads).await?;
     let actions = plan_removal(vlans, force, &seen)?;
+    run_all(nl, &actions, &seen).await?;
+    Ok(actions)
+}
+
+/// Makes the flood entries of each listed VLAN's `vxlanV` equal to its peers (cluster mode:
+/// the members serving that VLAN), adding and removing only what differs; a VLAN whose device
+/// does not exist (yet) is skipped. Returns what it changed.
+///
+/// # Errors
+/// [`FabricError::Sys`] when the kernel refuses a read or a change.
+pub async fn set_flood_peers(
+    nl: &dyn Netlink,
+    peers: &BTreeMap<VlanId, Vec<Ipv4Addr>>,
+) -> Result<Vec<Action>, FabricError> {
+    let mut seen = Observed::default();
+    let mut actions = Vec::new();
+    for (vlan, want) in peers {
+        let name = vlan.vxlan_name();
+        let Some(link) = nl.link(&name).await? else {
+            continue;
+        };
+        let have = nl.fdb_entries(link.index).await?;
+        plan_flood_entries(&name, want, Some(&have), &mut actions);
+        seen.links.push(link);
+    }
     run_all(nl, &actions, &seen).await?;
     Ok(actions)
 }

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use crate::model::{HostId, VlanId};
 use crate::sys::SysError;
 
-pub use apply::{ensure_fabric, remove_fabric, Ensured};
+pub use apply::{ensure_fabric, remove_fabric, set_flood_peers, Ensured};
 pub use peers::{FabricMode, Flooding};
 pub use plan::{plan_removal, plan_setup, Action};
 
@@ -45,12 +45,16 @@ pub struct FabricConfig {
     /// The other servers' underlay addresses (checked: [`peers::check_peers`]); empty means
     /// multicast flooding. This server's own address may be among them: it is skipped.
     pub peers: Vec<Ipv4Addr>,
+    /// Cluster mode: the peers come from the cluster's members (`crate::cluster::peers`), so
+    /// the VXLAN devices flood by unicast even while no peer is known, and their flood entries
+    /// are left to the cluster's sync ([`apply::set_flood_peers`]) rather than planned here.
+    pub cluster_peers: bool,
 }
 
 impl FabricConfig {
     /// How the VXLAN devices flood, as configured.
     pub fn mode(&self) -> FabricMode {
-        if self.peers.is_empty() {
+        if self.peers.is_empty() && !self.cluster_peers {
             FabricMode::Multicast
         } else {
             FabricMode::Unicast

@@ -162,23 +162,20 @@ pub fn parse_peer_list(s: &str) -> Result<Vec<Ipv4Addr>, InvalidValue> {
     check_peers(&s.split(',').collect::<Vec<_>>())
 }
 
-/// The flooding for `peers` on a server whose underlay `underlay` carries `own`: multicast
-/// without peers; otherwise unicast from the underlay's first (primary) IPv4 address to every
+/// The unicast flooding to `peers` (none yet, in cluster mode) on a server whose underlay
+/// `underlay` carries `own`: from the underlay's first (primary) IPv4 address to every
 /// listed peer that is not one of `own`.
 ///
 /// # Errors
-/// [`FabricError::Invalid`] when peers are given and the underlay has no IPv4 address.
+/// [`FabricError::Invalid`] when the underlay has no IPv4 address.
 pub fn resolve_flooding(
     peers: &[Ipv4Addr],
     underlay: &str,
     own: &[Ipv4Cidr],
 ) -> Result<Flooding, FabricError> {
-    if peers.is_empty() {
-        return Ok(Flooding::Multicast);
-    }
     let Some(local) = own.first().map(|a| a.addr) else {
         return Err(FabricError::Invalid(format!(
-            "unicast flooding sends from the underlay's IPv4 address, and {underlay} has none; give {underlay} an address or leave out the peers"
+            "unicast flooding sends from the underlay's IPv4 address, and {underlay} has none; give {underlay} an address, or leave out the peers and --etcd"
         )));
     };
     let is_own = |p: &Ipv4Addr| own.iter().any(|a| a.addr == *p);

@@ -62,9 +62,14 @@ fn own_addresses_are_skipped_and_the_first_is_the_source() {
         f.to_string(),
         "unicast from 10.0.0.1 to 2 peers (10.0.0.2, 10.0.0.3); 10.9.0.1 is this server's own: skipped"
     );
+    // Cluster mode: unicast before any peer is known.
     assert_eq!(
         resolve_flooding(&[], "eth1", &own).unwrap(),
-        Flooding::Multicast
+        Flooding::Unicast {
+            local: ip("10.0.0.1"),
+            peers: vec![],
+            skipped: vec![],
+        }
     );
     let err = resolve_flooding(&ips("10.0.0.2"), "eth1", &[]).unwrap_err();
     assert!(err.is_usage());
@@ -82,6 +87,7 @@ fn cfg() -> FabricConfig {
         vlans: parse_vlan_list("2").unwrap(),
         mtu: None,
         peers: Vec::new(),
+        cluster_peers: false,
     }
 }
 

@@ -194,7 +194,8 @@ fn plan_vlan(
     }
 
     plan_addresses(cfg, vlan, kept_vx.is_some(), br.is_some(), seen, out);
-    if let Flooding::Unicast { peers, .. } = &target.flooding {
+    // In cluster mode the flood entries follow the members (`set_flood_peers`), not a list.
+    if let (Flooding::Unicast { peers, .. }, false) = (&target.flooding, cfg.cluster_peers) {
         let kept = kept_vx.map(|_| seen.fdb(&vx_name));
         plan_flood_entries(&vx_name, peers, kept, out);
     }

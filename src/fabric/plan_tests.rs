@@ -9,6 +9,7 @@ fn cfg(vlans: &str) -> FabricConfig {
         vlans: parse_vlan_list(vlans).unwrap(),
         mtu: None,
         peers: Vec::new(),
+        cluster_peers: false,
     }
 }
 

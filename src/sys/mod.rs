@@ -8,6 +8,8 @@
 //!   which reads another namespace's addresses through [`ns_addresses`];
 //! - [`lean_links`]: the bridge-port dump of a reconcile pass and `info`'s link reads, on a
 //!   netlink connection whose messages are parsed lean;
+//! - [`kv`]: the [`Kv`] trait, the cluster's key-value store (cluster mode), with its real
+//!   implementation over etcd in [`etcd`] and a fake in `fake_kv`;
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
 //!   [`lxc_files`]: what those tools leave on disk that is read without one (an image's
 //!   clones, a directory's size);
@@ -29,8 +31,11 @@
 //! - [`limits`]: the open-files limit raised to its hard limit, also first thing in `main`.
 
 pub mod error;
+pub mod etcd;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake_kv;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake_lxc;
 #[cfg(any(test, feature = "test-util"))]
@@ -38,6 +43,7 @@ mod fake_world;
 pub mod fdb;
 pub mod host;
 pub mod inventory;
+pub mod kv;
 pub mod lean_links;
 pub mod limits;
 pub mod lxc;
@@ -55,6 +61,7 @@ pub mod rtnl;
 
 pub use error::{IdempotentResult, SysError, SysResult};
 pub use host::Host;
+pub use kv::{Kv, KvCond, KvEntry, KvError, KvListing, KvOp, KvResult};
 pub use lxc::{ContainerStatus, Lxc};
 pub use netlink::{
     FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec,

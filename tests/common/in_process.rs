@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use creepy_meow::cli::LogFormat;
+use creepy_meow::cluster::ClusterConfig;
 use creepy_meow::config::DaemonConfig;
 use creepy_meow::fabric::FabricConfig;
 use creepy_meow::model::{parse_vlan_list, HostId};
 use creepy_meow::queue::StoreOptions;
 use creepy_meow::sys::fake::FakeNetlink;
+use creepy_meow::sys::fake_kv::FakeKv;
 use creepy_meow::sys::fake_lxc::FakeLxc;
 use creepy_meow::sys::Host;
 use reqwest::header::HeaderMap;
@@ -63,6 +65,10 @@ pub struct Opts {
     pub clone: bool,
     /// HTTPS with this certificate and key; plain HTTP without.
     pub tls: Option<creepy_meow::tls::ServerTls>,
+    /// Cluster mode on this fake store (shared by the daemons given clones of it).
+    pub cluster: Option<FakeKv>,
+    /// The host ID (and the last byte of the fake underlay's address, 10.0.0.N).
+    pub host_id: u8,
 }
 
 /// No token, worker running, room for 10,000 queued jobs.
@@ -72,6 +78,8 @@ pub const DEFAULT: Opts = Opts {
     max_queued: 10_000,
     clone: true,
     tls: None,
+    cluster: None,
+    host_id: 1,
 };
 
 /// Starts a daemon with `opts` on a fresh fake host and a fresh directory; returns once it
@@ -90,11 +98,25 @@ async fn start_in(dir: PathBuf, opts: Opts) -> Daemon {
     let cfg = config(&dir, &opts);
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let (host, net, lxc) = Host::fake();
+    if opts.cluster.is_some() {
+        // Cluster mode floods by unicast from the underlay's address.
+        let underlay = host.net.index_of("eth1").await.expect("fake eth1");
+        let addr = format!("10.0.0.{}/24", opts.host_id).parse().unwrap();
+        host.net
+            .add_address(underlay, addr)
+            .await
+            .expect("underlay address");
+        net.clear_calls();
+    }
+    let kv = opts
+        .cluster
+        .clone()
+        .map(|kv| std::sync::Arc::new(kv) as std::sync::Arc<dyn creepy_meow::sys::Kv>);
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let sd = shutdown.clone();
     let task = tokio::spawn(async move {
-        creepy_meow::daemon::run(cfg, host, sd, Some(tx))
+        creepy_meow::daemon::run_with(cfg, host, kv, sd, Some(tx))
             .await
             .expect("daemon runs");
     });
@@ -114,11 +136,12 @@ async fn start_in(dir: PathBuf, opts: Opts) -> Daemon {
 pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
     DaemonConfig {
         fabric: FabricConfig {
-            host_id: HostId::new(1).unwrap(),
+            host_id: HostId::new(u64::from(opts.host_id)).unwrap(),
             underlay: "eth1".into(),
             vlans: parse_vlan_list("2,3,4").unwrap(),
             mtu: None,
             peers: Vec::new(),
+            cluster_peers: opts.cluster.is_some(),
         },
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_path(dir),
@@ -136,6 +159,11 @@ pub fn config(dir: &Path, opts: &Opts) -> DaemonConfig {
             max_queued: opts.max_queued,
             ..StoreOptions::default()
         },
+        cluster: opts.cluster.as_ref().map(|_| ClusterConfig {
+            endpoints: vec!["http://fake-etcd:2379".into()],
+            name: "test".into(),
+            api_url: format!("http://host-{}.test:8080", opts.host_id),
+        }),
     }
 }
 

@@ -1,0 +1,144 @@
+//! `/api/cluster/*`: the members (`hosts`) and every reserved container, read from etcd; and
+//! the reservation a create makes in cluster mode before its enqueue.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::{json_reply, AppState};
+use crate::cluster::reserve::Hold;
+use crate::cluster::{Cluster, ClusterError, Member, Reservation, Standing};
+use crate::model::HostId;
+use crate::spec::CreateSpec;
+
+/// Reserves `spec` in the cluster, counting refusals; a server refused membership reserves
+/// nothing.
+///
+/// # Errors
+/// 409 when another server holds the ID or address; 503 `cluster_unavailable` when etcd does
+/// not answer in time or this server is not a member.
+pub async fn reserve(
+    state: &AppState,
+    cluster: &Arc<Cluster>,
+    spec: &CreateSpec,
+) -> Result<Hold, ApiError> {
+    let result = match cluster.standing() {
+        Standing::Refused(why) => Err(ClusterError::Refused(why)),
+        _ => cluster.reserve(spec).await,
+    };
+    result.map_err(|e| {
+        let reason = match &e {
+            ClusterError::Held(_) => "held",
+            ClusterError::Unavailable(why) => {
+                // Until the next keep-alive gets through: /healthz says so at once.
+                cluster.mark_unavailable(why);
+                "unavailable"
+            }
+            ClusterError::Refused(_) => "unavailable",
+        };
+        state.metrics.observe_cluster_refusal(reason);
+        tracing::info!(container_id = %spec.id, error = %e, "create refused by the cluster");
+        ApiError::from(e)
+    })
+}
+
+fn cluster_of(state: &AppState) -> Result<&Arc<Cluster>, ApiError> {
+    state.cluster.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this server runs alone: cluster views need serve --etcd",
+        )
+    })
+}
+
+/// The standing as JSON, for `/healthz` and the views.
+pub fn standing_json(cluster: &Cluster) -> serde_json::Value {
+    let (state, detail) = match cluster.standing() {
+        Standing::Connected => ("connected", None),
+        Standing::Joining => ("joining", None),
+        Standing::Unavailable(why) => ("unavailable", Some(why)),
+        Standing::Refused(why) => ("refused", Some(why)),
+    };
+    json!({
+        "name": cluster.keys().name(),
+        "host_id": cluster.host_id(),
+        "node": cluster.node(),
+        "state": state,
+        "detail": detail,
+    })
+}
+
+/// `GET /api/cluster/hosts`: the live members (lease alive), and the servers that hold
+/// reservations but whose lease has expired (down or cut off: they keep their containers).
+pub async fn hosts(state: &AppState) -> Result<Response, ApiError> {
+    let cluster = cluster_of(state)?;
+    let (members, _) = cluster.read_members().await?;
+    let listing = cluster
+        .kv()
+        .list(&cluster.keys().containers())
+        .await
+        .map_err(ClusterError::from)?;
+    let mut holding: BTreeMap<HostId, usize> = BTreeMap::new();
+    for e in &listing.entries {
+        if let Some(r) = Reservation::from_value(&e.value) {
+            *holding.entry(r.host_id).or_default() += 1;
+        }
+    }
+    let mut hosts: Vec<serde_json::Value> = members
+        .values()
+        .map(|m| member_json(m, holding.get(&m.host_id).copied().unwrap_or(0)))
+        .collect();
+    for (host, n) in holding.iter().filter(|(h, _)| !members.contains_key(h)) {
+        hosts.push(json!({ "host_id": host, "lease": "expired", "containers": n }));
+    }
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "cluster": standing_json(cluster), "hosts": hosts }),
+    ))
+}
+
+fn member_json(m: &Member, containers: usize) -> serde_json::Value {
+    let at = m
+        .registered_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok();
+    json!({
+        "host_id": m.host_id,
+        "node": m.node,
+        "underlay": m.underlay,
+        "vlans": m.vlans,
+        "api_url": m.api_url,
+        "registered_at": at,
+        "lease": "alive",
+        "containers": containers,
+    })
+}
+
+/// `GET /api/cluster/containers`: every container reserved in the cluster, by ID.
+pub async fn containers(state: &AppState) -> Result<Response, ApiError> {
+    let cluster = cluster_of(state)?;
+    let listing = cluster
+        .kv()
+        .list(&cluster.keys().containers())
+        .await
+        .map_err(ClusterError::from)?;
+    let mut out: Vec<Reservation> = listing
+        .entries
+        .iter()
+        .filter_map(|e| Reservation::from_value(&e.value))
+        .collect();
+    out.sort_by_key(|r| r.id);
+    let containers: Vec<serde_json::Value> = out
+        .iter()
+        .map(|r| json!({ "id": r.id, "vlan": r.vlan, "ip": r.ip, "host_id": r.host_id }))
+        .collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "count": containers.len(), "containers": containers }),
+    ))
+}
