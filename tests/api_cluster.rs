@@ -142,6 +142,17 @@ async fn the_members_and_their_standing_are_listed() {
         "creepy_meow_cluster_peers 1",
     ])
     .await;
+    let (code, out, err) = a.client(&["cluster", "hosts"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "cluster test: this server is host 1, connected",
+        "{out}"
+    );
+    assert!(
+        lines[3].contains("10.0.0.2") && lines[3].contains("2,3,4"),
+        "{out}"
+    );
 
     let alone = start(DEFAULT).await;
     let (s, err) = alone.get("/api/cluster/hosts").await;
