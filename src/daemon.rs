@@ -114,15 +114,16 @@ fn announce(cfg: &DaemonConfig, addr: SocketAddr) {
     tracing::info!(%addr, scheme, cert = cert.as_deref(), paused = cfg.paused, %templates, clone = cfg.clone, %fabric, "serving");
 }
 
-/// Joins the cluster of `cfg.cluster` through `kv` (etcd when `None`): this server's node
-/// UUID, its underlay address (the unicast flooding's source), a first registration. etcd
-/// being away is no reason not to start (the membership task keeps trying); another live
-/// server with this host ID is.
-async fn join_cluster(
+/// Cluster mode's side of this server from `cfg.cluster` through `kv` (etcd when `None`):
+/// its node UUID, its underlay address (the unicast flooding's source), and the check that no
+/// other live server holds its host ID — made before the host is touched. etcd being away is
+/// no reason not to start (the membership task keeps trying); another server with this host
+/// ID is.
+async fn cluster_of(
     cfg: &DaemonConfig,
     flooding: &crate::fabric::Flooding,
     kv: Option<Arc<dyn Kv>>,
-) -> Result<Option<(Arc<Cluster>, Option<i64>)>, DaemonError> {
+) -> Result<Option<Arc<Cluster>>, DaemonError> {
     let Some(cc) = &cfg.cluster else {
         return Ok(None);
     };
@@ -154,16 +155,28 @@ async fn join_cluster(
         cfg.fabric.vlans.clone(),
         cc.api_url.clone(),
     ));
-    let lease = match cluster.register().await {
-        Ok(lease) => Some(lease),
+    match cluster.check_host_id().await {
         Err(ClusterError::Refused(why)) => return Err(DaemonError::ClusterRefused(why)),
         Err(e) => {
-            tracing::warn!(error = %e, endpoints = ?cc.endpoints, "etcd does not answer: serving without the cluster until it does (creates answer 503)");
-            None
+            tracing::warn!(error = %e, endpoints = ?cc.endpoints, "etcd does not answer: serving without the cluster until it does (creates answer 503)")
         }
-    };
-    tracing::info!(cluster = %cc.name, %node, %underlay, registered = lease.is_some(), "cluster mode");
-    Ok(Some((cluster, lease)))
+        Ok(()) => {}
+    }
+    tracing::info!(cluster = %cc.name, %node, %underlay, "cluster mode");
+    Ok(Some(cluster))
+}
+
+/// Registers `cluster`'s server once its fabric exists (so the others flood to a server that
+/// can answer); `None` when etcd does not answer (the membership task keeps trying).
+async fn first_registration(cluster: &Cluster) -> Result<Option<i64>, DaemonError> {
+    match cluster.register().await {
+        Ok(lease) => Ok(Some(lease)),
+        Err(ClusterError::Refused(why)) => Err(DaemonError::ClusterRefused(why)),
+        Err(e) => {
+            tracing::debug!(error = %e, "first registration failed; retrying");
+            Ok(None)
+        }
+    }
 }
 
 /// Runs the daemon on `host` until `shutdown` fires. `ready` receives the bound address once
@@ -198,7 +211,7 @@ pub async fn run_with(
     let cluster = match &cfg.cluster {
         Some(_) => {
             let flooding = resolve_flooding_of(host.net.as_ref(), &cfg.fabric).await?;
-            join_cluster(&cfg, &flooding, kv).await?
+            cluster_of(&cfg, &flooding, kv).await?
         }
         None => None,
     };
@@ -208,6 +221,10 @@ pub async fn run_with(
     }
     let flooding = &ensured.flooding;
     tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
+    let cluster = match cluster {
+        Some(c) => Some((c.clone(), first_registration(&c).await?)),
+        None => None,
+    };
     let mut engine =
         Engine::new(host.clone(), cfg.fabric.clone()).with_step_timeout(cfg.step_timeout);
     if cfg.clone {

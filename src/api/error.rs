@@ -112,7 +112,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Unavailable(m) | ClusterError::Refused(m) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cluster_unavailable",
-                format!("the cluster cannot be reached, so nothing can be reserved in it: {m}"),
+                format!("the cluster's etcd cannot be reached (creates are refused until it answers): {m}"),
             ),
         }
     }

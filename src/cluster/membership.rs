@@ -50,6 +50,23 @@ pub fn node_id(data_dir: &Path) -> std::io::Result<Uuid> {
 }
 
 impl Cluster {
+    /// Checks, without writing, that no other live node holds this server's host ID: run
+    /// before the host is touched, so a server given another's ID changes nothing. (The
+    /// registration checks again, atomically.)
+    ///
+    /// # Errors
+    /// [`ClusterError::Refused`] when another node holds it; [`ClusterError::Unavailable`].
+    pub async fn check_host_id(&self) -> Result<(), ClusterError> {
+        let key = self.keys.host(self.me.host_id);
+        match self.kv.get(&key).await? {
+            Some(e) => match Member::from_value(&e.value) {
+                Some(m) if m.node == self.me.node => Ok(()),
+                other => Err(ClusterError::Refused(refusal(&self.me, other.as_ref()))),
+            },
+            None => Ok(()),
+        }
+    }
+
     /// Registers this server under a new lease; returns the lease.
     ///
     /// # Errors

@@ -142,6 +142,14 @@ async fn a_host_id_is_refused_while_another_node_holds_it_and_reclaimed_by_its_o
         "{why}"
     );
     assert!(why.contains(&node.to_string()), "{why}");
+    // The read-only check made before the host is touched says the same.
+    let check = server(&kv, 1, Uuid::new_v4()).check_host_id().await;
+    assert!(matches!(check, Err(ClusterError::Refused(_))), "{check:?}");
+    server(&kv, 1, node).check_host_id().await.unwrap();
+    server(&kv, 2, Uuid::new_v4())
+        .check_host_id()
+        .await
+        .unwrap();
     // The same node after a restart takes its key over at once.
     server(&kv, 1, node).register().await.unwrap();
     assert_eq!(kv.dump().len(), 1);
