@@ -7,6 +7,7 @@
 //!    API, the reservation and the durable enqueue are measured), the same daemon without and
 //!    with `--etcd`, alternating three times each, a fresh store and cluster name each.
 //!    Targets: with etcd ≥ 1,000 creates/s, and its p50 at most 3 ms over the p50 without.
+//!    Floor, same run: the reservation's etcd transaction alone, from 32 tasks in the bench.
 //! 2. **Listing**: 10,000 reservations put in etcd, then `GET /api/cluster/containers` 20 times
 //!    against etcd's own range read of the same keys from the bench (the floor), same run.
 //!    Target: ≤ 200 ms (median).
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use creepy_meow::cluster::{Keys, Reservation};
 use creepy_meow::sys::rtnl::RtNetlink;
-use creepy_meow::sys::{Kv, KvOp, Netlink};
+use creepy_meow::sys::{Kv, KvCond, KvOp, Netlink};
 use futures::future::join_all;
 
 use common::daemon::Daemon;
@@ -117,6 +118,14 @@ async fn accept(lab: &Lab, etcd: &Etcd, secs: Duration) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let floor = etcd_alone(etcd, secs).await;
+    out += &format!(
+        "\nfloor, etcd alone (the reservation's transaction from 32 tasks in the bench, no \
+         daemon): {:.0}/s, p50 {} ms, p99 {} ms\n",
+        floor.rate,
+        ms(floor.lat.p50),
+        ms(floor.lat.p99)
+    );
     let rate = median(&clustered, &|l| l.rate);
     let p50 = |ls: &[Level]| median(ls, &|l| l.lat.p50.as_secs_f64() * 1e3);
     let over = p50(&clustered) - p50(&alone);
@@ -130,6 +139,51 @@ async fn accept(lab: &Lab, etcd: &Etcd, secs: Duration) {
         verdict(over <= 3.0),
     );
     common::emit(BENCH, &out);
+}
+
+/// 32 tasks each running a create's reservation transaction (two keys, both absent, put)
+/// against etcd for `secs`, closed loop: what etcd alone can take.
+async fn etcd_alone(etcd: &Etcd, secs: Duration) -> Level {
+    let kv = etcd.client().await;
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let deadline = Instant::now() + secs;
+    let start = Instant::now();
+    let tasks = (0..32).map(|_| {
+        let (kv, next) = (kv.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let keys = [
+                    format!("floor/containers/{n}"),
+                    format!("floor/addresses/2/{n}"),
+                ];
+                let when = keys.iter().cloned().map(KvCond::Absent).collect();
+                let then = keys
+                    .iter()
+                    .map(|k| KvOp::Put {
+                        key: k.clone(),
+                        value: b"x".to_vec(),
+                        lease: 0,
+                    })
+                    .collect();
+                let t0 = Instant::now();
+                assert!(kv.txn(when, then).await.expect("txn"), "fresh keys");
+                lat.push(t0.elapsed());
+            }
+            lat
+        })
+    });
+    let lat: Vec<Duration> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(|r| r.expect("task"))
+        .collect();
+    Level {
+        rate: lat.len() as f64 / start.elapsed().as_secs_f64(),
+        lat: Summary::of(&lat),
+        errors: 0,
+    }
 }
 
 /// Puts `n` reservations under cluster `name` (64 keys a transaction, 16 at a time).
