@@ -50,7 +50,9 @@ impl DaemonError {
     pub fn is_usage(&self) -> bool {
         match self {
             Self::Fabric(f) => f.is_usage(),
-            Self::Store(QueueError::InUse(_)) | Self::Listen { .. } => true,
+            Self::Store(QueueError::InUse(_) | QueueError::ReadOnly(_)) | Self::Listen { .. } => {
+                true
+            }
             _ => false,
         }
     }

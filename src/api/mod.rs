@@ -35,7 +35,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::queue::{JobStore, Lifecycle, QueueError};
 use crate::worker::QueueControl;
-use error::ApiError;
+use error::{with_retry_after, ApiError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -197,10 +197,15 @@ async fn dispatch(
     let endpoint = Endpoint::of(&segs);
     if (m, &endpoint) == (&Method::GET, &Some(Endpoint::Healthz)) {
         let fabric = state.engine.fabric().mode();
-        return Ok(json_reply(
-            StatusCode::OK,
-            &json!({"status": "ok", "fabric": fabric}),
-        ));
+        // While the store cannot write, nothing can be accepted: a load balancer should look
+        // elsewhere (issue 17).
+        return Ok(match state.store.unavailable() {
+            None => json_reply(StatusCode::OK, &json!({"status": "ok", "fabric": fabric})),
+            Some(reason) => with_retry_after(json_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "storage_unavailable", "fabric": fabric, "error": reason}),
+            )),
+        });
     }
     auth::check(state.token.as_deref(), &req.headers)?;
     let Some(endpoint) = endpoint else {

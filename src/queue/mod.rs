@@ -17,6 +17,11 @@
 //!   flush and `fdatasync`, and runs every enqueue waiting at that moment in one
 //!   transaction, so many concurrent requests share one disk sync;
 //! - a lock file in the data directory keeps a second daemon out;
+//! - storage faults (issue 17): once a write cannot be made durable (a full disk), sled keeps
+//!   failing for the life of its handle, so the store refuses changes
+//!   ([`QueueError::Unavailable`]), drops what sled held in memory by reopening it, and probes
+//!   the disk until a write succeeds (`current.rs` holds the open instance and the health;
+//!   `reopen.rs` probes and reopens);
 //! - pruning drops old finished jobs, never a queued or running one, and the events older than
 //!   the oldest job kept;
 //! - events (`event.rs`): every job, step and container change is also written as a numbered
@@ -28,6 +33,7 @@
 //! gives it back as `active`.
 
 mod committer;
+mod current;
 mod db;
 mod enqueue;
 mod event;
@@ -38,6 +44,7 @@ mod listed;
 mod lock;
 mod open;
 mod prune;
+mod reopen;
 mod store;
 mod write;
 
@@ -151,6 +158,13 @@ pub enum QueueError {
     /// sled or the file system failed.
     #[error("{0}")]
     Storage(String),
+    /// The store cannot make changes durable now (a full disk, an I/O error): nothing was
+    /// accepted; it accepts again by itself once a probe write succeeds (`reopen.rs`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The data directory cannot be written at all (a read-only mount, no permission).
+    #[error("{0}")]
+    ReadOnly(String),
     /// Another process (or another store in this one) holds the data directory.
     #[error("{0}")]
     InUse(String),

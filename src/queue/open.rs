@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::committer::{Committer, LogSync};
+use super::current::Current;
 use super::db::Trees;
 use super::listed::ListCache;
 use super::lock::DirLock;
@@ -18,8 +19,9 @@ impl JobStore {
     /// # Errors
     /// [`QueueError::InUse`] when another store holds `dir`; [`QueueError::Corrupt`] when sled
     /// or a record does not read back, or the database came back without its format marker
-    /// (nothing is reset); [`QueueError::Storage`] when the directory cannot be created or
-    /// opened.
+    /// (nothing is reset); [`QueueError::ReadOnly`] when the directory cannot be written (a
+    /// read-only mount, no permission); [`QueueError::Storage`] when it cannot be created or
+    /// opened for another reason.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self, QueueError> {
         Self::open_syncing(dir, opts, |log| Box::new(log))
     }
@@ -28,21 +30,23 @@ impl JobStore {
     pub(super) fn open_syncing(
         dir: &Path,
         opts: StoreOptions,
-        sync: impl FnOnce(File) -> Box<dyn LogSync>,
+        sync: impl Fn(File) -> Box<dyn LogSync> + Send + 'static,
     ) -> Result<Self, QueueError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            QueueError::Storage(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
+            super::lock::dir_error(
+                format!("cannot create data directory {}", dir.display()),
+                &e,
+            )
         })?;
         let lock = DirLock::acquire(dir)?;
-        let (trees, log) = Trees::open(dir)?;
-        let committer = Committer::spawn(trees.clone(), sync(log))?;
+        let (trees, log) = Trees::open(dir, None)?;
+        let current = Arc::new(Current::new(trees));
+        let committer =
+            Committer::spawn(Arc::clone(&current), dir.to_owned(), log, Box::new(sync))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 committer,
-                trees,
+                current,
                 opts,
                 listed: ListCache::default(),
                 _lock: lock,
