@@ -1,5 +1,6 @@
 //! Faults of the machine under a real daemon (issue 17) on a simulated server: an `lxc-*` tool
-//! that never returns, and LXC tools missing from `PATH` at start.
+//! that never returns, LXC tools missing from `PATH` at start, a full disk under the data
+//! directory (a small tmpfs), and a read-only data directory.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::daemon::{serve_on, Daemon};
+use common::daemon::{serve_on, Daemon, API};
 use common::lab::bin;
 use common::layout::{data_path, lxc_path};
 use common::serve::BIN;
@@ -150,4 +151,207 @@ fn without_the_lxc_tools_serve_says_so_and_exits_2_before_touching_the_host() {
     assert_eq!(our_links(s), Vec::<String>::new(), "a fabric was made");
     assert!(!lxc_path(&s.dir).exists(), "the LXC path was made");
     assert!(!data_path(&s.dir).exists(), "the store was opened");
+}
+
+/// A tmpfs mounted over `dir` (in this namespace's mounts: the daemon, entered into the
+/// server's network namespace only, sees it); lazily unmounted on drop, even after a failed
+/// assert, so the lab can remove its directory.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, options: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new(bin("mount"))
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(bin("umount"))
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// An answer: status, headers (lower-cased names), JSON body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: serde_json::Value,
+}
+
+/// `curl -i` with `args` against `path` of `d`.
+fn ask(d: &Daemon<'_>, path: &str, args: &[&str]) -> Answer {
+    let url = format!("{API}{path}");
+    let mut all = vec!["-s", "-i"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = d.curl(&all);
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = text
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("no answer to {path}: {out:?}"));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Answer {
+        status,
+        headers: head.to_lowercase(),
+        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// `POST` a create of container `id` (VLAN 2, at `192.168.2.<id>`: 2 to 254).
+fn create(d: &Daemon<'_>, id: u32) -> Answer {
+    let body = format!("id={id}&vlan=2&ip=192.168.2.{id}/24");
+    ask(d, "/api/container/create", &["--data", &body])
+}
+
+/// Fills the file system of `dir` with `dir/filler` until it is full.
+fn fill(dir: &Path) {
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![1u8; 64 << 10];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    // What the last chunk could not take, in smaller pieces.
+    while std::io::Write::write_all(&mut file, &[1u8; 512]).is_ok() {}
+}
+
+/// Waits (30 s at most) until `/healthz` answers `status`.
+fn wait_health(d: &Daemon<'_>, status: u16) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = ask(d, "/healthz", &[]);
+        if health.status == status {
+            return health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never answered {status}: {}",
+            d.own_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_full_disk_gets_503_with_the_reason_and_the_daemon_accepts_again_once_space_returns() {
+    let lab = Lab::new(1);
+    let s = lab.server(1);
+    let data = data_path(&s.dir);
+    let _tmpfs = Tmpfs::mount(&data, "size=3m");
+    let mut d = Daemon::start_with(s, None, &["--paused", "--clone", "off"]);
+    let mut accepted = Vec::new();
+    for id in 10..=11 {
+        let a = create(&d, id);
+        assert_eq!(a.status, 202, "{}", a.body);
+        accepted.push(a.body["job_id"].as_str().unwrap().to_owned());
+    }
+
+    fill(&data);
+    // Until sled's buffers meet the full disk, creates may still be accepted (each on disk).
+    let mut refused = None;
+    for id in 12..=240 {
+        let a = create(&d, id);
+        match a.status {
+            202 => accepted.push(a.body["job_id"].as_str().unwrap().to_owned()),
+            503 => {
+                refused = Some(a);
+                break;
+            }
+            other => panic!("create {id} on a full disk answered {other}: {}", a.body),
+        }
+    }
+    let refused = refused.expect("no create was refused on a full disk");
+    assert_eq!(
+        refused.body["code"], "storage_unavailable",
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.headers.contains("\nretry-after: 5"),
+        "{}",
+        refused.headers
+    );
+    let health = wait_health(&d, 503);
+    assert_eq!(
+        health.body["status"], "storage_unavailable",
+        "{}",
+        health.body
+    );
+    assert!(
+        health.headers.contains("\nretry-after: 5"),
+        "{}",
+        health.headers
+    );
+    let reason = health.body["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("No space left on device"),
+        "{}",
+        health.body
+    );
+    // Still refused. sled cannot even be reopened on a full disk, so reads are refused too
+    // rather than answered from what sled held in memory (the failed batch among it).
+    assert_eq!(create(&d, 241).status, 503);
+    let queue = ask(&d, "/api/queue", &[]);
+    assert_eq!(queue.status, 503, "{}", queue.body);
+    assert_eq!(queue.body["code"], "storage_unavailable", "{}", queue.body);
+
+    std::fs::remove_file(data.join("filler")).unwrap();
+    wait_health(&d, 200);
+    let a = create(&d, 242);
+    assert_eq!(a.status, 202, "{}", a.body);
+    accepted.push(a.body["job_id"].as_str().unwrap().to_owned());
+    let queue = ask(&d, "/api/queue", &[]);
+    assert_eq!(queue.body["queued"], accepted.len(), "{}", queue.body);
+
+    // A restart finds exactly what the daemon counted, and every accepted job.
+    assert!(d.sigterm().success());
+    drop(d);
+    let d = Daemon::start_with(s, None, &["--paused", "--clone", "off"]);
+    let queue = ask(&d, "/api/queue", &[]);
+    assert_eq!(queue.body["queued"], accepted.len(), "{}", queue.body);
+    for job in &accepted {
+        assert_eq!(d.job(job)["state"], "queued");
+    }
+}
+
+#[test]
+fn a_read_only_data_directory_stops_serve_with_one_sentence_and_exit_2() {
+    let lab = Lab::new(1);
+    let s = lab.server(1);
+    let data = data_path(&s.dir);
+    let _tmpfs = Tmpfs::mount(&data, "size=1m,ro");
+    let mut cmd = s.cmd(BIN, serve_on(s, &["--clone", "off"]).args());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = s.spawn_cmd(cmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "serve ran on a read-only data directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let refusals: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("creepy-meow: "))
+        .collect();
+    assert_eq!(
+        refusals,
+        [format!(
+            "creepy-meow: cannot open {}/LOCK: Read-only file system (os error 30); the job store must write there: make it writable (a read-write mount, owned by the daemon's user) or choose another data directory (--data-dir)",
+            data.display()
+        )],
+        "{stderr}"
+    );
+    assert_eq!(our_links(s), Vec::<String>::new(), "a fabric was made");
 }

@@ -119,9 +119,12 @@ impl JobStore {
     }
 
     /// How many jobs are queued.
-    pub fn queued_count(&self) -> usize {
-        // While the database is being reopened, nothing can be said to be queued.
-        self.trees().map_or(0, |t| t.queued_count())
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] while the database is being reopened (after a storage
+    /// fault): no count is better than a wrong one.
+    pub fn queued_count(&self) -> Result<usize, QueueError> {
+        Ok(self.trees()?.queued_count())
     }
 
     /// How many jobs are in each state (states with none are absent). Scans every job.

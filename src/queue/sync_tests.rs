@@ -170,7 +170,7 @@ async fn an_event_is_not_read_before_its_sync() {
 fn state(store: &JobStore) -> (usize, Vec<uuid::Uuid>, u64) {
     let jobs = store.list(None, usize::MAX).unwrap();
     (
-        store.queued_count(),
+        store.queued_count().unwrap(),
         jobs.iter().map(|j| j.id).collect(),
         store.last_event(),
     )
