@@ -7,7 +7,9 @@
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
 //!    `order`, `containers`, `addrs`, `meta`, `images`, `events`), their keys and the encoding; its transaction
 //!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
-//! 3. `committer.rs`: the commit thread (group commit, below);
+//! 3. `committer.rs`: the commit thread (group commit, below), with `current.rs` (the open
+//!    database, replaced after a storage fault, and the store's health) and `reopen.rs` (the
+//!    probe and the reopen after a fault);
 //! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,
 //!    `write.rs`, `prune.rs`). Every change is one sled transaction over the trees it
 //!    touches, so a job and the reservations it holds (container ID, `(vlan, address)`) never

@@ -23,7 +23,18 @@ impl JobStore {
     /// read-only mount, no permission); [`QueueError::Storage`] when it cannot be created or
     /// opened for another reason.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self, QueueError> {
-        Self::open_syncing(dir, opts, |log| Box::new(log))
+        #[cfg(not(feature = "test-util"))]
+        return Self::open_syncing(dir, opts, |log| Box::new(log));
+        #[cfg(feature = "test-util")]
+        {
+            let dir_owned = dir.to_owned();
+            Self::open_syncing(dir, opts, move |log| {
+                Box::new(FailWhenTold {
+                    log,
+                    dir: dir_owned.clone(),
+                })
+            })
+        }
     }
 
     /// [`Self::open`], with sled's log synced through what `sync` makes of the open file.
@@ -52,5 +63,25 @@ impl JobStore {
                 _lock: lock,
             }),
         })
+    }
+}
+
+/// The API tests' full disk (`testhook::sync_fails`): the log's sync fails with `ENOSPC` while
+/// the test says so. Only in builds with `test-util`.
+#[cfg(feature = "test-util")]
+struct FailWhenTold {
+    /// sled's log.
+    log: File,
+    /// The data directory, where the test's file appears.
+    dir: std::path::PathBuf,
+}
+
+#[cfg(feature = "test-util")]
+impl LogSync for FailWhenTold {
+    fn sync(&mut self) -> std::io::Result<()> {
+        if crate::testhook::sync_fails(&self.dir) {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        }
+        self.log.sync_data()
     }
 }

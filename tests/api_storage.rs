@@ -1,0 +1,127 @@
+//! A disk that stops taking writes (issue 17) under the whole daemon on a fake host, over real
+//! HTTP: every change is refused with 503 `storage_unavailable` and `Retry-After`, never a 500
+//! nor a 202; `/healthz` says why; once the disk writes again the daemon accepts without a
+//! restart, and what it counts is what its store holds. The fault is the store's log sync
+//! failing with `ENOSPC` (`creepy_meow::testhook::FAIL_SYNC_FILE`); the real full disk is
+//! `faults_root.rs`'s. Every answer is checked against docs/openapi.json.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::in_process::{start, Daemon, Opts, DEFAULT};
+use common::layout::data_path;
+use creepy_meow::testhook::FAIL_SYNC_FILE;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// A create of container `id` on VLAN 2 with `key`: (status, `Retry-After`, body).
+async fn create(d: &Daemon, id: u32, key: &str) -> (StatusCode, Option<String>, Value) {
+    let req = d
+        .http
+        .post(d.url("/api/container/create"))
+        .header("Idempotency-Key", key)
+        .form(&[
+            ("id", id.to_string()),
+            ("vlan", "2".into()),
+            ("ip", format!("192.168.2.{id}/24")),
+        ]);
+    let (s, headers, body) = d.send_full(req).await;
+    let retry = headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (s, retry, body)
+}
+
+/// Waits (30 s at most) until `/healthz` answers `status`; returns its body.
+async fn health_becomes(d: &Daemon, status: StatusCode) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, body) = d.get("/healthz").await;
+        if s == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/healthz stayed {s}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The queued count the daemon answers (`GET /api/queue`).
+async fn queued(d: &Daemon) -> u64 {
+    let (s, q) = d.get("/api/queue").await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    q["queued"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_disk_that_fails_writes_gets_503_and_the_daemon_accepts_again_without_a_restart() {
+    let d = start(Opts {
+        paused: true,
+        ..DEFAULT
+    })
+    .await;
+    let (s, _, first) = create(&d, 5, "a").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    let marker = data_path(&d.dir).join(FAIL_SYNC_FILE);
+    std::fs::write(&marker, "").unwrap();
+
+    let (s, retry, body) = create(&d, 6, "b").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "storage_unavailable", "{body}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    let (s, body) = d.send(d.http.delete(d.url("/api/container/5"))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let health = health_becomes(&d, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(health["status"], "storage_unavailable");
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{health}"
+    );
+    // The worker meets the fault too: its start of the job cannot be recorded, so nothing is
+    // done; it waits for the store, and the job is still queued.
+    let (s, _) = d.post("/api/queue/resume").await;
+    assert_eq!(s, StatusCode::OK);
+    let job = format!("/api/jobs/{}", first["job_id"].as_str().unwrap());
+    let (s, body) = d.get(&job).await;
+    assert_eq!(
+        (s, &body["state"]),
+        (StatusCode::OK, &"queued".into()),
+        "{body}"
+    );
+
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(health_becomes(&d, StatusCode::OK).await["status"], "ok");
+    let c5 = d.wait(&first).await;
+    assert_eq!(c5["state"], "succeeded", "{c5}");
+    // The refused create's retry, with its key: accepted now, or (if the failed batch reached
+    // sled's log after all) that same job; never two jobs.
+    let (s, _, retried) = create(&d, 6, "b").await;
+    assert!(
+        [StatusCode::ACCEPTED, StatusCode::OK].contains(&s),
+        "{s} {retried}"
+    );
+    let (s, jobs) = d.get("/api/jobs").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2, "{jobs}");
+    let counted = queued(&d).await;
+
+    // What it counted is what the store holds: a restart counts the same.
+    let d = d
+        .restart(Opts {
+            paused: true,
+            ..DEFAULT
+        })
+        .await;
+    assert_eq!(queued(&d).await, counted);
+    let (s, _) = d.post("/api/queue/resume").await;
+    assert_eq!(s, StatusCode::OK);
+    let c6 = d.wait(&retried).await;
+    assert_eq!(c6["state"], "succeeded", "{c6}");
+    let (s, list) = d.get("/api/container/list").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["containers_id"], serde_json::json!([5, 6]), "{list}");
+    d.stop().await;
+}
