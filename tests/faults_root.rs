@@ -355,3 +355,43 @@ fn a_read_only_data_directory_stops_serve_with_one_sentence_and_exit_2() {
     );
     assert_eq!(our_links(s), Vec::<String>::new(), "a fabric was made");
 }
+
+#[test]
+fn a_disk_full_under_a_running_create_rolls_it_back_and_it_runs_again_once_space_returns() {
+    let lab = Lab::new(1);
+    let s = lab.server(1);
+    let data = data_path(&s.dir);
+    let _tmpfs = Tmpfs::mount(&data, "size=3m");
+    let flags = ["--clone", "off"];
+    let d = Daemon::start_with(s, Some("before_action:start_container"), &flags);
+    let job = d.create(7);
+    // The step's start is on disk; the disk fills before the next record.
+    d.wait_barrier("before_action:start_container");
+    fill(&data);
+    d.release_barrier();
+    let health = wait_health(&d, 503);
+    assert!(
+        health.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left on device"),
+        "{}",
+        health.body
+    );
+    std::fs::remove_file(data.join("filler")).unwrap();
+    wait_health(&d, 200);
+    // Reconciled as after a crash (rolled back, queued again), then run to the end.
+    let done = d.wait(&job);
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", d.own_log());
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
+    assert_eq!(d.info(7)["state"], "RUNNING");
+    let links = our_links(s);
+    assert_eq!(
+        links
+            .iter()
+            .filter_map(|l| l.split('@').next().filter(|n| n.starts_with("vethc")))
+            .collect::<Vec<_>>(),
+        ["vethc_br7"],
+        "{links:?}"
+    );
+}
