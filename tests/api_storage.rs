@@ -17,16 +17,7 @@ use serde_json::Value;
 
 /// A create of container `id` on VLAN 2 with `key`: (status, `Retry-After`, body).
 async fn create(d: &Daemon, id: u32, key: &str) -> (StatusCode, Option<String>, Value) {
-    let req = d
-        .http
-        .post(d.url("/api/container/create"))
-        .header("Idempotency-Key", key)
-        .form(&[
-            ("id", id.to_string()),
-            ("vlan", "2".into()),
-            ("ip", format!("192.168.2.{id}/24")),
-        ]);
-    let (s, headers, body) = d.send_full(req).await;
+    let (s, headers, body) = d.keyed_create(key, id).await;
     let retry = headers
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
@@ -96,6 +87,8 @@ async fn a_disk_that_fails_writes_gets_503_and_the_daemon_accepts_again_without_
     assert_eq!(health_becomes(&d, StatusCode::OK).await["status"], "ok");
     let c5 = d.wait(&first).await;
     assert_eq!(c5["state"], "succeeded", "{c5}");
+    // Paused again, so what is queued holds still while it is counted.
+    assert_eq!(d.post("/api/queue/pause").await.0, StatusCode::OK);
     // The refused create's retry, with its key: accepted now, or (if the failed batch reached
     // sled's log after all) that same job; never two jobs.
     let (s, _, retried) = create(&d, 6, "b").await;
@@ -107,6 +100,7 @@ async fn a_disk_that_fails_writes_gets_503_and_the_daemon_accepts_again_without_
     assert_eq!(s, StatusCode::OK);
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2, "{jobs}");
     let counted = queued(&d).await;
+    assert_eq!(counted, 1, "only the retried create waits");
 
     // What it counted is what the store holds: a restart counts the same.
     let d = d
