@@ -315,7 +315,7 @@ fn answer_all(round: Round, refusal: &QueueError) {
 /// The refusal of a change made on an instance that was replaced before its flush.
 fn replaced() -> QueueError {
     QueueError::Unavailable(
-        "the job store was reopened after a failed write, and this change was not on disk: nothing was changed; retry it".into(),
+        "the job store was reopened after a failed write before this change was synced: it was not accepted; retry it (with the same Idempotency-Key, if one was sent)".into(),
     )
 }
 

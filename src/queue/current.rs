@@ -129,7 +129,7 @@ impl Current {
             .unavailable()
             .unwrap_or_else(|| "the job store is being reopened".to_owned());
         QueueError::Unavailable(format!(
-            "{why}; nothing was changed: retry later (with the same Idempotency-Key, if one was sent)"
+            "{why}; not accepted: retry later (with the same Idempotency-Key, if one was sent)"
         ))
     }
 }

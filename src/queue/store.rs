@@ -244,7 +244,8 @@ impl JobStore {
     ///
     /// # Errors
     /// `f`'s own abort; [`QueueError::Unavailable`] when the change could not be made durable
-    /// (nothing of it is kept: the store reopens sled before answering).
+    /// (it is not acknowledged; whether it reached the disk anyway is what a retry with the
+    /// same idempotency key finds out).
     pub(super) async fn commit<A>(
         &self,
         f: impl Fn(&Tx<'_>) -> TxResult<A>,
