@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::daemon::{serve_on, Daemon, API};
+use common::daemon::{serve_on, Answer, Daemon};
+use common::disk::{fill, Tmpfs, FILLER};
 use common::lab::bin;
 use common::layout::{data_path, lxc_path};
 use common::serve::BIN;
@@ -153,80 +154,11 @@ fn without_the_lxc_tools_serve_says_so_and_exits_2_before_touching_the_host() {
     assert!(!data_path(&s.dir).exists(), "the store was opened");
 }
 
-/// A tmpfs mounted over `dir` (in this namespace's mounts: the daemon, entered into the
-/// server's network namespace only, sees it); lazily unmounted on drop, even after a failed
-/// assert, so the lab can remove its directory.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, options: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = std::process::Command::new(bin("mount"))
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Self(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(bin("umount"))
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// An answer: status, headers (lower-cased names), JSON body.
-struct Answer {
-    status: u16,
-    headers: String,
-    body: serde_json::Value,
-}
-
-/// `curl -i` with `args` against `path` of `d`.
-fn ask(d: &Daemon<'_>, path: &str, args: &[&str]) -> Answer {
-    let url = format!("{API}{path}");
-    let mut all = vec!["-s", "-i"];
-    all.extend_from_slice(args);
-    all.push(&url);
-    let out = d.curl(&all);
-    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
-    let (head, body) = text
-        .split_once("\n\n")
-        .unwrap_or_else(|| panic!("no answer to {path}: {out:?}"));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Answer {
-        status,
-        headers: head.to_lowercase(),
-        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    }
-}
-
-/// `POST` a create of container `id` (VLAN 2, at `192.168.2.<id>`: 2 to 254).
-fn create(d: &Daemon<'_>, id: u32) -> Answer {
-    let body = format!("id={id}&vlan=2&ip=192.168.2.{id}/24");
-    ask(d, "/api/container/create", &["--data", &body])
-}
-
-/// Fills the file system of `dir` with `dir/filler` until it is full.
-fn fill(dir: &Path) {
-    let filler = dir.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![1u8; 64 << 10];
-    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
-    // What the last chunk could not take, in smaller pieces.
-    while std::io::Write::write_all(&mut file, &[1u8; 512]).is_ok() {}
-}
-
 /// Waits (30 s at most) until `/healthz` answers `status`.
 fn wait_health(d: &Daemon<'_>, status: u16) -> Answer {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let health = ask(d, "/healthz", &[]);
+        let health = d.ask("/healthz", &[]);
         if health.status == status {
             return health;
         }
@@ -248,7 +180,7 @@ fn a_full_disk_gets_503_with_the_reason_and_the_daemon_accepts_again_once_space_
     let mut d = Daemon::start_with(s, None, &["--paused", "--clone", "off"]);
     let mut accepted = Vec::new();
     for id in 10..=11 {
-        let a = create(&d, id);
+        let a = d.ask_create(id);
         assert_eq!(a.status, 202, "{}", a.body);
         accepted.push(a.body["job_id"].as_str().unwrap().to_owned());
     }
@@ -257,7 +189,7 @@ fn a_full_disk_gets_503_with_the_reason_and_the_daemon_accepts_again_once_space_
     // Until sled's buffers meet the full disk, creates may still be accepted (each on disk).
     let mut refused = None;
     for id in 12..=240 {
-        let a = create(&d, id);
+        let a = d.ask_create(id);
         match a.status {
             202 => accepted.push(a.body["job_id"].as_str().unwrap().to_owned()),
             503 => {
@@ -297,24 +229,24 @@ fn a_full_disk_gets_503_with_the_reason_and_the_daemon_accepts_again_once_space_
     );
     // Still refused. sled cannot even be reopened on a full disk, so reads are refused too
     // rather than answered from what sled held in memory (the failed batch among it).
-    assert_eq!(create(&d, 241).status, 503);
-    let queue = ask(&d, "/api/queue", &[]);
+    assert_eq!(d.ask_create(241).status, 503);
+    let queue = d.ask("/api/queue", &[]);
     assert_eq!(queue.status, 503, "{}", queue.body);
     assert_eq!(queue.body["code"], "storage_unavailable", "{}", queue.body);
 
-    std::fs::remove_file(data.join("filler")).unwrap();
+    std::fs::remove_file(data.join(FILLER)).unwrap();
     wait_health(&d, 200);
-    let a = create(&d, 242);
+    let a = d.ask_create(242);
     assert_eq!(a.status, 202, "{}", a.body);
     accepted.push(a.body["job_id"].as_str().unwrap().to_owned());
-    let queue = ask(&d, "/api/queue", &[]);
+    let queue = d.ask("/api/queue", &[]);
     assert_eq!(queue.body["queued"], accepted.len(), "{}", queue.body);
 
     // A restart finds exactly what the daemon counted, and every accepted job.
     assert!(d.sigterm().success());
     drop(d);
     let d = Daemon::start_with(s, None, &["--paused", "--clone", "off"]);
-    let queue = ask(&d, "/api/queue", &[]);
+    let queue = d.ask("/api/queue", &[]);
     assert_eq!(queue.body["queued"], accepted.len(), "{}", queue.body);
     for job in &accepted {
         assert_eq!(d.job(job)["state"], "queued");
@@ -378,7 +310,7 @@ fn a_disk_full_under_a_running_create_rolls_it_back_and_it_runs_again_once_space
         "{}",
         health.body
     );
-    std::fs::remove_file(data.join("filler")).unwrap();
+    std::fs::remove_file(data.join(FILLER)).unwrap();
     wait_health(&d, 200);
     // Reconciled as after a crash (rolled back, queued again), then run to the end.
     let done = d.wait(&job);

@@ -10,7 +10,7 @@
 //! cache (an accepted job must survive a power cut, not only a crash of the daemon).
 //!
 //! A failed write or flush (a full disk) makes the store refuse changes until a probe write
-//! succeeds; the thread reopens sled at once, before it answers, and probes every
+//! succeeds; the thread closes sled at once, before it answers, and probes every
 //! [`PROBE_EVERY`] meanwhile (`reopen.rs`).
 //!
 //! Why a thread of our own: sled 0.34.7's `flush_async` deadlocks when several tasks call it at
@@ -73,7 +73,7 @@ enum Work {
     Flush(u64, oneshot::Sender<FlushResult>),
     /// Run this write with the others waiting, and answer once it is on disk.
     Write(BatchedWrite, oneshot::Sender<WriteResult>),
-    /// A write outside the thread failed: reopen now.
+    /// A write outside the thread failed: close sled now.
     Failed(String),
 }
 
@@ -167,7 +167,7 @@ impl Committer {
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Tells the thread that a write outside it failed with `cause`, so it reopens sled now.
+    /// Tells the thread that a write outside it failed with `cause`, so it closes sled now.
     pub(super) fn failed(&self, cause: String) {
         // A stopped thread has nothing left to reopen.
         let _ = self.send(Work::Failed(cause));

@@ -4,13 +4,14 @@
 //! error" and fails every later write of that handle; only a new open clears it (measured, and
 //! read in sled's `PageCache::start`). A failed batch also leaves its changes in sled's memory,
 //! where reads would show jobs that are not on disk. So after a failure the commit thread
-//! reopens the database (`reopen.rs`): what is read afterwards is what the disk holds, and the
-//! counters derived from the trees (the queued count, the list) agree with it again.
+//! closes the database at once and opens it again once the disk takes writes (`reopen.rs`):
+//! what is read afterwards is what the disk holds, and the counters derived from the trees
+//! (the queued count, the list) agree with it.
 //!
 //! [`Current`] holds the instance open now, numbered: a change committed on one instance must
 //! be synced by that same instance, so a flush names the generation its change was made on and
 //! is refused when the instance was replaced meanwhile (the change went with the old one).
-//! While the slot is empty (a reopen is under way, or failed) reads fail as writes do.
+//! While the slot is empty (from a failure until the reopen) reads fail as writes do.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -30,7 +31,7 @@ pub(super) struct Opened {
 
 /// The instance open now, the store's health, and the clock readers watch.
 pub(super) struct Current {
-    /// `None` while a reopen is under way or has failed.
+    /// `None` from a failure until the reopen.
     open: RwLock<Option<Opened>>,
     /// `None` while the store can write; else why it cannot, as a sentence.
     health: watch::Sender<Option<String>>,
@@ -127,7 +128,7 @@ impl Current {
     fn refusal(&self) -> QueueError {
         let why = self
             .unavailable()
-            .unwrap_or_else(|| "the job store is being reopened".to_owned());
+            .unwrap_or_else(|| "the job store is closed until it can write again".to_owned());
         QueueError::Unavailable(format!(
             "{why}; not accepted: retry later (with the same Idempotency-Key, if one was sent)"
         ))

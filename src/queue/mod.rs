@@ -21,9 +21,9 @@
 //! - a lock file in the data directory keeps a second daemon out;
 //! - storage faults (issue 17): once a write cannot be made durable (a full disk), sled keeps
 //!   failing for the life of its handle, so the store refuses changes
-//!   ([`QueueError::Unavailable`]), drops what sled held in memory by reopening it, and probes
-//!   the disk until a write succeeds (`current.rs` holds the open instance and the health;
-//!   `reopen.rs` probes and reopens);
+//!   ([`QueueError::Unavailable`]), closes sled (dropping what it held in memory only), probes
+//!   the disk until a write succeeds, then opens it again (`current.rs` holds the open
+//!   instance and the health; `reopen.rs` probes and reopens);
 //! - pruning drops old finished jobs, never a queued or running one, and the events older than
 //!   the oldest job kept;
 //! - events (`event.rs`): every job, step and container change is also written as a numbered

@@ -10,10 +10,12 @@
 //! syncs reopens, and only once every handle of the old instance is gone (sled's own file lock
 //! says so: `lock.rs`), so two instances never write one log.
 //!
-//! The probe first writes and syncs [`PROBE_BYTES`] to a file of its own in the data directory
-//! (then removes it): that fails cleanly on a full disk without touching sled, so sled is
-//! reopened only when it can write; then the reopened instance's own flush (a reopen always
-//! writes: the queued counter, `db/open.rs`) must succeed before changes are accepted.
+//! On the failure the thread closes sled at once (so nothing only in its memory is read again;
+//! reads are refused meanwhile). The probe then writes and syncs [`PROBE_BYTES`] to a file of
+//! its own in the data directory (then removes it): that fails cleanly on a full disk without
+//! touching sled, so sled is reopened only when it can write (its open writes a snapshot);
+//! then the reopened instance's own flush (a reopen always writes: the queued counter,
+//! `db/open.rs`) must succeed before changes are accepted.
 
 use std::io::Write;
 use std::path::Path;
@@ -33,15 +35,16 @@ const PROBE_BYTES: usize = 1 << 20;
 const PROBE_FILE: &str = "space-probe";
 
 impl Shared {
-    /// A write or flush failed with `cause`: refuses changes from now on, and reopens sled at
-    /// once, so that what was committed in memory but not on disk is dropped before anyone is
-    /// answered. Returns the refusal.
+    /// A write or flush failed with `cause`: refuses changes from now on, and closes sled at
+    /// once, so that what was committed in memory but not on disk is never read (reads are
+    /// refused too until the reopen). Returns the refusal.
+    ///
+    /// Not reopened here: the disk is likely still full, and sled writes when it opens (a
+    /// snapshot among other things), which is better not tried on a full disk.
     pub(super) fn failed(&mut self, cause: &str) -> QueueError {
         let refusal = self.current.fail(cause);
         self.poisoned = true;
-        if let Err(e) = self.reopen() {
-            tracing::warn!(error = %e, "cannot reopen the job store yet; retrying");
-        }
+        drop(self.current.take());
         refusal
     }
 
@@ -55,7 +58,7 @@ impl Shared {
             self.current.fail(&cause);
             return;
         }
-        if self.poisoned {
+        if self.poisoned || self.current.opened().is_err() {
             if let Err(e) = self.reopen() {
                 self.current.fail(&e.to_string());
                 return;
@@ -69,8 +72,7 @@ impl Shared {
         match synced {
             Ok(()) => self.current.recovered(),
             Err(cause) => {
-                self.poisoned = true;
-                self.current.fail(&cause);
+                self.failed(&cause);
             }
         }
     }

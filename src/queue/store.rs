@@ -201,7 +201,7 @@ impl JobStore {
     ///
     /// # Errors
     /// `f`'s own abort; [`QueueError::Unavailable`] when the store cannot write, or this
-    /// write failed (the commit thread is told, and reopens sled).
+    /// write failed (the commit thread is told, and closes sled until a probe succeeds).
     pub(super) fn transact_at<A>(
         &self,
         f: impl Fn(&Tx<'_>) -> TxResult<A>,

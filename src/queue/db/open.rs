@@ -51,6 +51,7 @@ impl Trees {
         let log_path = dir.join(SLED_LOG);
         wait_until_unlocked(&log_path, SLED_LOCK_WAIT)?;
         let existed = std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 0);
+        remove_unfinished_snapshots(dir)?;
         let failed = |e: sled::Error| open_error(dir, e);
         let db = sled::Config::new()
             .path(dir)
@@ -126,6 +127,36 @@ impl Trees {
             containers_gen: Arc::clone(&self.containers_gen),
         }
     }
+}
+
+/// Removes the snapshot files sled began and never finished (`snap.<lsn>.generating`).
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it, then renames it to
+/// `snap.<lsn>`; a write that fails (a full disk) leaves the `.generating` file behind. Its
+/// open takes every `snap.*` but `.in___motion` files as a candidate and reads the last in
+/// order, which is the unfinished one, so it refuses the database as corrupt ("empty/corrupt
+/// snapshot file found"), on every later start too (measured: a soak run that filled the disk
+/// while sled reopened). The file never held anything the log does not: without it sled uses
+/// the last finished snapshot and replays its log from there.
+///
+/// # Errors
+/// [`QueueError::Storage`] when the directory cannot be read or a file removed.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), QueueError> {
+    let failed = |e: std::io::Error| {
+        QueueError::Storage(format!(
+            "cannot remove sled's unfinished snapshots in {}: {e}",
+            dir.display()
+        ))
+    };
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let path = entry.map_err(failed)?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %path.display(), "removing a snapshot sled never finished");
+            std::fs::remove_file(&path).map_err(failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks the format marker, writing it (durably) into a new store.
