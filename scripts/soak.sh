@@ -18,5 +18,6 @@ seed="${2:-$(date +%s)}"
 case "$seconds$seed" in
   *[!0-9]*) echo "scripts/soak.sh: SECONDS and SEED are whole numbers" >&2; exit 2 ;;
 esac
+bash scripts/install-deps.sh
 export SOAK_SECONDS="$seconds" SOAK_SEED="$seed"
 exec cargo test --locked --test soak_root -- --ignored --nocapture
