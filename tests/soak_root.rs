@@ -320,11 +320,21 @@ fn soak() {
     let mut nodes: Vec<Node<'_>> = lab.servers().iter().map(Node::start).collect();
     let mut tally: BTreeMap<&str, u32> = BTreeMap::new();
     let mut disk_done = false;
-    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let (half, until) = (
+        started + Duration::from_secs(seconds / 2),
+        started + Duration::from_secs(seconds),
+    );
     while Instant::now() < until {
         let n = rng.below(nodes.len() as u64) as usize;
-        let base = 10 + 20 * n as u32;
-        let name = step(&mut nodes[n], &mut rng, base, &mut disk_done);
+        // The full disk happens once whatever the dice say: at half time if not before.
+        let name = if !disk_done && Instant::now() >= half {
+            disk_done = true;
+            full_disk(&mut nodes[n]);
+            "full disk"
+        } else {
+            step(&mut nodes[n], &mut rng, 10 + 20 * n as u32, &mut disk_done)
+        };
         *tally.entry(name).or_default() += 1;
     }
     for node in &mut nodes {
