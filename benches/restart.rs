@@ -52,7 +52,11 @@ async fn run(lab: &Lab, finished: u32, queued: u32, restarts: usize) {
         let t0 = Instant::now();
         let store = JobStore::open(&full, StoreOptions::default()).expect("open");
         open.push(t0.elapsed());
-        assert_eq!(store.queued_count(), queued as usize, "queued jobs lost");
+        assert_eq!(
+            store.queued_count().unwrap(),
+            queued as usize,
+            "queued jobs lost"
+        );
     }
     report(
         (finished, queued),

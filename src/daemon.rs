@@ -59,7 +59,7 @@ impl DaemonError {
     pub fn is_usage(&self) -> bool {
         match self {
             Self::Fabric(f) => f.is_usage(),
-            Self::Store(QueueError::InUse(_))
+            Self::Store(QueueError::InUse(_) | QueueError::ReadOnly(_))
             | Self::Listen { .. }
             | Self::Cluster(_)
             | Self::ClusterRefused(_) => true,

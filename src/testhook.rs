@@ -14,6 +14,10 @@
 //! | `before_finish` | job kind (`create`, `destroy`) | every step done, the job's end not recorded |
 //! | `recovery_undo` | step | recovery is about to undo this step of an interrupted job |
 //!
+//! One more fault for the API tests (issue 17), a disk that stops taking writes: while the file
+//! `FAIL_SYNC_FILE` exists in a store's data directory, the `fdatasync` of its log fails with
+//! `ENOSPC` (see `sync_fails`).
+//!
 //! Only built with the `test-util` feature (the tests and benches turn it on): in a release
 //! build [`install`] and [`barrier`] do nothing and the variable is ignored. With the feature,
 //! the daemon warns at start when it is set.
@@ -28,6 +32,16 @@ pub const RELEASE_ENV: &str = "CREEPY_MEOW_TEST_BARRIER_RELEASE";
 
 /// The line printed on stderr when the barrier is reached, before the point's name.
 pub const REACHED: &str = "creepy-meow test barrier reached: ";
+
+/// The file in a data directory whose presence makes the store's log syncs fail.
+#[cfg(feature = "test-util")]
+pub const FAIL_SYNC_FILE: &str = "test-fail-sync";
+
+/// Whether the store in `data_dir` must fail its log sync now: [`FAIL_SYNC_FILE`] is there.
+#[cfg(feature = "test-util")]
+pub fn sync_fails(data_dir: &std::path::Path) -> bool {
+    data_dir.join(FAIL_SYNC_FILE).exists()
+}
 
 /// Reads [`BARRIER_ENV`] once; a barrier reached later is released when `shutdown` fires.
 pub fn install(shutdown: &CancellationToken) {

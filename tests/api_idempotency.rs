@@ -11,16 +11,7 @@ use serde_json::{json, Value};
 
 /// A create of container `id` with idempotency key `key`; (status, replayed header, body).
 async fn keyed_create(d: &Daemon, key: &str, id: u32) -> (StatusCode, bool, Value) {
-    let req = d
-        .http
-        .post(d.url("/api/container/create"))
-        .header("Idempotency-Key", key)
-        .form(&[
-            ("id", id.to_string()),
-            ("vlan", "2".into()),
-            ("ip", format!("192.168.2.{id}/24")),
-        ]);
-    let (s, headers, body) = d.send_full(req).await;
+    let (s, headers, body) = d.keyed_create(key, id).await;
     let replayed = headers
         .get("idempotent-replayed")
         .is_some_and(|v| v == "true");

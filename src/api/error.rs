@@ -52,6 +52,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 503 `storage_unavailable`: the job store cannot write now; logged.
+    pub fn storage_unavailable(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::warn!(error = %message, "answered 503: the job store cannot write");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            message,
+        )
+    }
+
     /// 500 for our own faults (storage, host), logged.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
@@ -69,8 +80,7 @@ impl Reply for ApiError {
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            resp = with_retry_after(resp);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
@@ -80,6 +90,14 @@ impl Reply for ApiError {
         }
         resp
     }
+}
+
+/// `resp` with `Retry-After: 5`, the pause every 503 asks for (the store probes its disk every
+/// second, a full queue drains in seconds).
+pub fn with_retry_after(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    resp
 }
 
 impl From<QueueError> for ApiError {
@@ -99,6 +117,11 @@ impl From<QueueError> for ApiError {
             ),
             e @ QueueError::NotCancellable { .. } => {
                 Self::new(StatusCode::CONFLICT, "not_cancellable", e.to_string())
+            }
+            // A storage fault is the machine's, not a bug: the request may succeed once the
+            // disk takes writes again (issue 17), and nothing of it was kept.
+            QueueError::Unavailable(m) | QueueError::Storage(m) | QueueError::ReadOnly(m) => {
+                Self::storage_unavailable(m)
             }
             other => Self::internal(other.to_string()),
         }

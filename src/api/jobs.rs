@@ -127,7 +127,7 @@ pub async fn queue_status(state: &AppState) -> Result<Response, ApiError> {
     let running = off_reactor(state, |store| store.running()).await?.len();
     let body = json!({
         "paused": state.control.is_paused(),
-        "queued": state.store.queued_count(),
+        "queued": state.store.queued_count()?,
         "running": running,
     });
     Ok(json_reply(StatusCode::OK, &body))
@@ -137,7 +137,7 @@ pub async fn queue_status(state: &AppState) -> Result<Response, ApiError> {
 pub async fn metrics(state: &AppState) -> Result<Response, ApiError> {
     let snap = Snapshot {
         jobs: off_reactor(state, |store| store.counts_by_state()).await?,
-        queued: state.store.queued_count(),
+        queued: state.store.queued_count()?,
         paused: state.control.is_paused(),
         cluster: state.cluster.as_ref().map(|c| {
             let others = c.members().keys().filter(|&&h| h != c.host_id()).count();

@@ -36,7 +36,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::queue::{JobStore, Lifecycle, QueueError};
 use crate::worker::QueueControl;
-use error::ApiError;
+use error::{with_retry_after, ApiError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -253,6 +253,9 @@ async fn dispatch(
 
 /// `GET /healthz`: `ok`, or `degraded` while a cluster member cannot reach etcd (or was
 /// refused membership): it still serves everything but creates.
+///
+/// While the store cannot write it answers 503 `storage_unavailable` with the reason: nothing
+/// can be accepted, and a load balancer should look elsewhere (issue 17).
 fn healthz(state: &AppState) -> Response {
     let fabric = state.engine.fabric().mode();
     let mut body = json!({"status": "ok", "fabric": fabric});
@@ -262,7 +265,14 @@ fn healthz(state: &AppState) -> Response {
         }
         body["cluster"] = cluster::standing_json(c);
     }
-    json_reply(StatusCode::OK, &body)
+    match state.store.unavailable() {
+        None => json_reply(StatusCode::OK, &body),
+        Some(reason) => {
+            body["status"] = json!("storage_unavailable");
+            body["error"] = json!(reason);
+            with_retry_after(json_reply(StatusCode::SERVICE_UNAVAILABLE, &body))
+        }
+    }
 }
 
 /// Every path the API serves: the one list of routes. [`dispatch`] matches a method with

@@ -6,7 +6,7 @@ use warp::Reply;
 
 use super::error::ApiError;
 use super::{json_reply, AppState};
-use crate::reconcile::Report;
+use crate::reconcile::{ReconcileError, Report};
 
 /// `GET /api/reconcile`: the last pass (when, what drifted, the jobs that repair it, what is
 /// foreign).
@@ -20,11 +20,11 @@ pub fn last(state: &AppState) -> Result<Response, ApiError> {
 /// `POST /api/reconcile`: runs a pass now (after the one under way, if any) and answers its
 /// report; repairs it queues show in `/api/jobs`.
 pub async fn run(state: &AppState) -> Result<Response, ApiError> {
-    let report = state
-        .reconciler
-        .pass()
-        .await
-        .map_err(|e| ApiError::internal(format!("the reconcile pass failed: {e}")))?;
+    let report = state.reconciler.pass().await.map_err(|e| match e {
+        // A store that cannot write is the same 503 here as anywhere.
+        ReconcileError::Store(e) => ApiError::from(e),
+        e => ApiError::internal(format!("the reconcile pass failed: {e}")),
+    })?;
     Ok(report_reply(&report))
 }
 

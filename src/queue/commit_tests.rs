@@ -27,7 +27,7 @@ async fn a_batch_checks_each_write_against_the_ones_before_it() {
         spec(4, 2, 4), // the queue holds three
     ];
     let writes: Vec<_> = specs.into_iter().map(|s| create_write(3, s)).collect();
-    let results = commit_batch(&store.inner.trees, &writes).unwrap();
+    let results = commit_batch(&store.trees().unwrap(), &writes).unwrap();
     let outcome: Vec<&str> = results
         .iter()
         .map(|r| match r {
@@ -44,7 +44,7 @@ async fn a_batch_checks_each_write_against_the_ones_before_it() {
     store.flush().await.unwrap();
     drop(store);
     let store = open(&dir);
-    assert_eq!(store.queued_count(), 3);
+    assert_eq!(store.queued_count().unwrap(), 3);
     assert_eq!(record_ids(&store), [1, 2, 3]);
 }
 
@@ -62,14 +62,14 @@ async fn a_batch_mixes_creates_and_destroys() {
         destroy_write(max, cid(9)),       // no such container
         create_write(max, spec(1, 2, 7)), // the ID is still held by the destroy
     ];
-    let results = commit_batch(&store.inner.trees, &writes).unwrap();
+    let results = commit_batch(&store.trees().unwrap(), &writes).unwrap();
     assert!(results[0].is_ok());
     assert!(
         matches!(&results[1], Err(QueueError::Conflict(Conflict::Busy { doing, .. })) if *doing == "being destroyed already")
     );
     assert!(matches!(&results[2], Err(QueueError::NotFound(_))));
     assert!(matches!(&results[3], Err(QueueError::Conflict(_))));
-    assert_eq!(store.queued_count(), 1);
+    assert_eq!(store.queued_count().unwrap(), 1);
 }
 
 #[tokio::test]

@@ -9,10 +9,15 @@
 //! stable with `sync_file_range`, which flushes neither the file's size nor the disk's write
 //! cache (an accepted job must survive a power cut, not only a crash of the daemon).
 //!
+//! A failed write or flush (a full disk) makes the store refuse changes until a probe write
+//! succeeds; the thread closes sled at once, before it answers, and probes every
+//! [`PROBE_EVERY`] meanwhile (`reopen.rs`).
+//!
 //! Why a thread of our own: sled 0.34.7's `flush_async` deadlocks when several tasks call it at
 //! once (spacejam/sled#1308), and the blocking `Db::flush` must not run on the reactor.
 
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -20,8 +25,10 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::db::{Trees, Tx, TxResult};
+use super::current::{Current, Opened};
+use super::db::{Carried, Trees, Tx, TxResult};
 use super::enqueue::Enqueued;
+use super::reopen::PROBE_EVERY;
 use super::QueueError;
 
 /// Most pieces of work one round takes, so one transaction stays small.
@@ -54,22 +61,38 @@ impl LogSync for File {
     }
 }
 
+/// Makes the [`LogSync`] of a newly opened log file (at open, and after every reopen).
+pub(super) type MakeLogSync = Box<dyn Fn(File) -> Box<dyn LogSync> + Send>;
+
 /// What a batched write answers: its job, or why not.
 type WriteResult = Result<Enqueued, QueueError>;
 
 /// What the thread is asked to do.
 enum Work {
-    /// Answer once everything committed before is on disk.
-    Flush(oneshot::Sender<FlushResult>),
+    /// Answer once everything committed on instance `generation` before is on disk.
+    Flush(u64, oneshot::Sender<FlushResult>),
     /// Run this write with the others waiting, and answer once it is on disk.
     Write(BatchedWrite, oneshot::Sender<WriteResult>),
+    /// A write outside the thread failed: close sled now.
+    Failed(String),
 }
 
 /// What the thread works on.
-struct Shared {
-    trees: Trees,
+pub(super) struct Shared {
+    /// The instance open now, and the store's health.
+    pub(super) current: Arc<Current>,
     /// Syncs sled's log file after every flush.
-    log: Box<dyn LogSync>,
+    pub(super) log: Box<dyn LogSync>,
+    /// Makes `log` for a reopened instance.
+    pub(super) make_log: MakeLogSync,
+    /// What every reopen carries over (the event readers, the list cache's counter).
+    pub(super) carried: Carried,
+    /// The data directory.
+    pub(super) dir: PathBuf,
+    /// Whether the open instance failed a write since it was opened (sled keeps the error).
+    pub(super) poisoned: bool,
+    /// The open instance's generation.
+    pub(super) generation: u64,
     flushes: Arc<AtomicU64>,
 }
 
@@ -84,19 +107,31 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread `creepy-meow-commit` for the store of `trees`, whose sled log `log`
-    /// syncs.
+    /// Starts the thread `creepy-meow-commit` for the store `current` (in `dir`), whose sled
+    /// log `log` syncs; `make_log` makes the sync of a reopened log.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
-    pub(super) fn spawn(trees: Trees, log: Box<dyn LogSync>) -> Result<Self, QueueError> {
+    pub(super) fn spawn(
+        current: Arc<Current>,
+        dir: PathBuf,
+        log: File,
+        make_log: MakeLogSync,
+    ) -> Result<Self, QueueError> {
         let (tx, rx) = mpsc::channel();
         let flushes = Arc::new(AtomicU64::new(0));
+        let opened = current.opened()?;
         let mut shared = Shared {
-            trees,
-            log,
+            carried: opened.trees.carried(),
+            log: make_log(log),
+            make_log,
+            current,
+            dir,
+            poisoned: false,
+            generation: opened.generation,
             flushes: Arc::clone(&flushes),
         };
+        drop(opened);
         let thread = std::thread::Builder::new()
             .name("creepy-meow-commit".into())
             .spawn(move || run(&mut shared, &rx))
@@ -110,24 +145,32 @@ impl Committer {
         })
     }
 
-    /// Waits until everything committed before the call is on disk.
+    /// Waits until everything committed on instance `generation` before the call is on disk.
     ///
     /// # Errors
-    /// [`QueueError::Storage`] when the flush fails or the thread has stopped.
-    pub(super) async fn flush(&self) -> Result<(), QueueError> {
+    /// [`QueueError::Unavailable`] when the flush fails, the store cannot write, or the
+    /// instance was replaced (the change went with it); [`QueueError::Storage`] when the
+    /// thread has stopped.
+    pub(super) async fn flush(&self, generation: u64) -> Result<(), QueueError> {
         let (done_tx, done_rx) = oneshot::channel();
-        self.send(Work::Flush(done_tx))?;
+        self.send(Work::Flush(generation, done_tx))?;
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Runs `write` with whatever other writes are waiting, and answers once it is on disk.
     ///
     /// # Errors
-    /// The write's own refusal, or [`QueueError::Storage`].
+    /// The write's own refusal, [`QueueError::Unavailable`], or [`QueueError::Storage`].
     pub(super) async fn write(&self, write: BatchedWrite) -> WriteResult {
         let (done_tx, done_rx) = oneshot::channel();
         self.send(Work::Write(write, done_tx))?;
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Tells the thread that a write outside it failed with `cause`, so it closes sled now.
+    pub(super) fn failed(&self, cause: String) {
+        // A stopped thread has nothing left to reopen.
+        let _ = self.send(Work::Failed(cause));
     }
 
     /// How many flushes the thread has done.
@@ -159,53 +202,121 @@ fn stopped() -> QueueError {
     QueueError::Storage("the job store's commit thread has stopped".into())
 }
 
+/// One round's work, sorted.
+#[derive(Default)]
+struct Round {
+    /// Flush waiters, with the generation each change was made on.
+    flushes: Vec<(u64, oneshot::Sender<FlushResult>)>,
+    /// The writes to run.
+    writes: Vec<BatchedWrite>,
+    /// Their waiters, in the same order.
+    write_waiters: Vec<oneshot::Sender<WriteResult>>,
+    /// Failures reported from outside the thread.
+    failures: Vec<String>,
+}
+
 /// The thread's loop: wait for one piece of work, take the others already queued, run the
-/// writes among them in one transaction, flush once, answer them all. Ends when every sender
-/// is gone.
+/// writes among them in one transaction, flush once, answer them all; while the store cannot
+/// write, probe every [`PROBE_EVERY`]. Ends when every sender is gone.
 fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
-    while let Ok(first) = rx.recv() {
-        let mut flush_waiters = Vec::new();
-        let (mut writes, mut write_waiters) = (Vec::new(), Vec::new());
+    loop {
+        let first = match rx.recv_timeout(PROBE_EVERY) {
+            Ok(work) => work,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                shared.probe();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut round = Round::default();
         for work in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
             match work {
-                Work::Flush(w) => flush_waiters.push(w),
+                Work::Flush(generation, w) => round.flushes.push((generation, w)),
                 Work::Write(write, w) => {
-                    writes.push(write);
-                    write_waiters.push(w);
+                    round.writes.push(write);
+                    round.write_waiters.push(w);
                 }
+                Work::Failed(cause) => round.failures.push(cause),
             }
         }
-        let written = if writes.is_empty() {
-            Vec::new()
-        } else {
-            commit_batch(&shared.trees, &writes).unwrap_or_else(|e| vec![Err(e); writes.len()])
-        };
-        let started = Instant::now();
-        // A batch of refusals only wrote nothing: no disk sync for it.
-        let flushed = if flush_waiters.is_empty() && !written.iter().any(Result::is_ok) {
-            Ok(())
-        } else {
-            flush(shared)
-        };
-        tracing::trace!(
-            flush_waiters = flush_waiters.len(),
-            writes = writes.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "job store flushed"
-        );
-        for waiter in flush_waiters {
-            // A waiter that went away (its request was dropped) needs no answer.
-            let _ = waiter.send(flushed.clone());
+        if let Some(cause) = round.failures.first() {
+            shared.failed(cause);
         }
-        for (waiter, result) in write_waiters.into_iter().zip(written) {
-            // A refused write wrote nothing: its refusal stands whatever the flush did.
-            let answer = match (result, &flushed) {
-                (Ok(_), Err(e)) => Err(e.clone()),
-                (result, _) => result,
-            };
-            let _ = waiter.send(answer);
-        }
+        commit_round(shared, round);
     }
+}
+
+/// Runs one round's writes, flushes, and answers every waiter.
+fn commit_round(shared: &mut Shared, round: Round) {
+    let opened = match shared
+        .current
+        .check()
+        .and_then(|()| shared.current.opened())
+    {
+        Ok(opened) => opened,
+        Err(refusal) => return answer_all(round, &refusal),
+    };
+    let started = Instant::now();
+    let (writes, waiters) = (round.writes, round.write_waiters);
+    let mut written = if writes.is_empty() {
+        Vec::new()
+    } else {
+        commit_batch(&opened.trees, &writes).unwrap_or_else(|e| vec![Err(e); writes.len()])
+    };
+    let batch_failed = written.iter().find_map(|r| match r {
+        Err(QueueError::Storage(e)) => Some(e.clone()),
+        _ => None,
+    });
+    // A batch of refusals only wrote nothing: no disk sync for it.
+    let flushed = match batch_failed {
+        Some(cause) => Err(cause),
+        None if round.flushes.is_empty() && !written.iter().any(Result::is_ok) => Ok(()),
+        None => flush(shared, &opened),
+    };
+    drop(opened);
+    tracing::trace!(
+        flush_waiters = round.flushes.len(),
+        writes = writes.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "job store flushed"
+    );
+    // Reopened before anyone is answered: a client told 503 reads the disk's state at once.
+    let flushed = flushed.map_err(|cause| shared.failed(&cause));
+    for (generation, waiter) in round.flushes {
+        // A change made on a replaced instance went with it.
+        let answer = match &flushed {
+            Ok(()) if generation != shared.generation => Err(replaced()),
+            other => other.clone(),
+        };
+        // A waiter that went away (its request was dropped) needs no answer.
+        let _ = waiter.send(answer);
+    }
+    for (i, waiter) in waiters.into_iter().enumerate() {
+        let result = std::mem::replace(&mut written[i], Err(replaced()));
+        // A refused write wrote nothing: its refusal stands whatever the flush did.
+        let answer = match (result, &flushed) {
+            (Ok(_) | Err(QueueError::Storage(_)), Err(e)) => Err(e.clone()),
+            (result, _) => result,
+        };
+        let _ = waiter.send(answer);
+    }
+}
+
+/// Answers every waiter of `round` with `refusal`.
+fn answer_all(round: Round, refusal: &QueueError) {
+    for (_, waiter) in round.flushes {
+        let _ = waiter.send(Err(refusal.clone()));
+    }
+    for waiter in round.write_waiters {
+        let _ = waiter.send(Err(refusal.clone()));
+    }
+}
+
+/// The refusal of a change made on an instance that was replaced before its flush.
+fn replaced() -> QueueError {
+    QueueError::Unavailable(
+        "the job store was reopened after a failed write before this change was synced: it was not accepted; retry it (with the same Idempotency-Key, if one was sent)".into(),
+    )
 }
 
 /// Runs `writes` in order in one transaction; each gets its own outcome, the outer error is
@@ -217,23 +328,32 @@ pub(super) fn commit_batch(
     trees.transact(|tx| writes.iter().map(|write| write(tx)).collect())
 }
 
-/// Makes every committed write durable: sled's flush, then an `fdatasync` of its log.
-fn flush(shared: &mut Shared) -> FlushResult {
+/// Makes every write committed on `opened` durable: sled's flush, then an `fdatasync` of its
+/// log; the error is a sentence naming the directory.
+pub(super) fn flush(shared: &mut Shared, opened: &Opened) -> Result<(), String> {
     // Every event committed before the flush starts is on disk once it ends.
-    let events = shared.trees.clock().committed();
-    let result = shared
+    let events = opened.trees.clock().committed();
+    let result = opened
         .trees
         .flush()
         .and_then(|()| shared.log.sync().map_err(|e| e.to_string()));
     shared.flushes.fetch_add(1, Ordering::Relaxed);
     if result.is_ok() {
-        shared.trees.clock().synced(events);
+        opened.trees.clock().synced(events);
     }
     result.map_err(|e| {
         tracing::error!(error = %e, "cannot flush the job store");
-        QueueError::Storage(format!(
+        format!(
             "cannot flush the job store in {} to disk: {e}",
-            shared.trees.dir().display()
-        ))
+            opened.trees.dir().display()
+        )
     })
+}
+
+/// Opens the database in `shared.dir` again, with what every reopen carries over.
+///
+/// # Errors
+/// As [`Trees::open`].
+pub(super) fn open_again(shared: &Shared) -> Result<(Trees, File), QueueError> {
+    Trees::open(&shared.dir, Some(shared.carried.clone()))
 }

@@ -13,31 +13,31 @@ impl JobStore {
     /// # Errors
     /// When sled fails or a record is damaged.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, QueueError> {
-        let trees = &self.inner.trees;
-        trees.events_between(after, trees.clock().durable(), limit)
+        let durable = self.inner.current.clock().durable();
+        self.trees()?.events_between(after, durable, limit)
     }
 
     /// The number of the newest event on disk (0 when there is none).
     pub fn last_event(&self) -> u64 {
-        self.inner.trees.clock().durable()
+        self.inner.current.clock().durable()
     }
 
     /// A receiver whose value is [`Self::last_event`], woken when it moves.
     pub fn watch_events(&self) -> watch::Receiver<u64> {
-        self.inner.trees.clock().subscribe()
+        self.inner.current.clock().subscribe()
     }
 
     /// Stores `events` (what a reconcile pass observed: no job's change), each under its
     /// number, in one transaction; returns once they are on disk.
     ///
     /// # Errors
-    /// [`QueueError::Storage`].
+    /// [`QueueError::Unavailable`] when the store cannot write.
     pub async fn record_observations(&self, events: Vec<Event>) -> Result<(), QueueError> {
         if events.is_empty() {
             return Ok(());
         }
-        self.transact(|tx| events.iter().try_for_each(|e| tx.emit(e.clone()).map(drop)))?;
-        self.flush().await
+        self.commit(|tx| events.iter().try_for_each(|e| tx.emit(e.clone()).map(drop)))
+            .await
     }
 
     /// When events numbered above `after` were pruned: the number of the oldest event kept
@@ -53,7 +53,7 @@ impl JobStore {
         }
         // Event numbers have no holes (each is taken in the transaction that writes it), so
         // a first kept above `after + 1` means the ones before it were pruned.
-        match self.inner.trees.oldest_event()? {
+        match self.trees()?.oldest_event()? {
             Some(oldest) if oldest <= after + 1 => Ok(None),
             Some(oldest) => Ok(Some(oldest)),
             None => Ok(Some(last + 1)),

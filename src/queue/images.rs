@@ -9,22 +9,20 @@ use crate::images::{ImageBook, ImageError, ImageRecord};
 #[async_trait]
 impl ImageBook for JobStore {
     fn image(&self, template: &str) -> Result<Option<ImageRecord>, ImageError> {
-        self.inner
-            .trees
-            .image(template)
+        self.trees()
+            .and_then(|t| t.image(template))
             .map_err(|e| ImageError::Store(e.to_string()))
     }
 
     fn images(&self) -> Result<Vec<ImageRecord>, ImageError> {
-        self.inner
-            .trees
-            .images()
+        self.trees()
+            .and_then(|t| t.images())
             .map_err(|e| ImageError::Store(e.to_string()))
     }
 
     async fn put_image(&self, record: &ImageRecord) -> Result<(), ImageError> {
         let store = |e: super::QueueError| ImageError::Store(e.to_string());
-        self.inner.trees.put_image(record).map_err(store)?;
-        self.flush().await.map_err(store)
+        let generation = self.write_outside(|t| t.put_image(record)).map_err(store)?;
+        self.flush_at(generation).await.map_err(store)
     }
 }

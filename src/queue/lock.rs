@@ -41,7 +41,7 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| io_error("open", &e))?;
+            .map_err(|e| dir_error(format!("cannot open {}", path.display()), &e))?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((file, Errno::EWOULDBLOCK)) => return Err(in_use(dir, file)),
@@ -52,6 +52,22 @@ impl DirLock {
             .write_all(format!("{}\n", std::process::id()).as_bytes())
             .map_err(|e| io_error("write", &e))?;
         Ok(Self { _file: lock })
+    }
+}
+
+/// The error for `e` met while doing `what` in the data directory: [`QueueError::ReadOnly`]
+/// when the directory cannot be written at all (`EROFS`, `EACCES`, `EPERM`), a sentence that
+/// says what to do; else [`QueueError::Storage`].
+pub(super) fn dir_error(what: String, e: &std::io::Error) -> QueueError {
+    let read_only = [Errno::EROFS, Errno::EACCES, Errno::EPERM]
+        .iter()
+        .any(|&errno| e.raw_os_error() == Some(errno as i32));
+    if read_only {
+        QueueError::ReadOnly(format!(
+            "{what}: {e}; the job store must write there: make it writable (a read-write mount, owned by the daemon's user) or choose another data directory (--data-dir)"
+        ))
+    } else {
+        QueueError::Storage(format!("{what}: {e}"))
     }
 }
 

@@ -7,7 +7,9 @@
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
 //!    `order`, `containers`, `addrs`, `meta`, `images`, `events`), their keys and the encoding; its transaction
 //!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
-//! 3. `committer.rs`: the commit thread (group commit, below);
+//! 3. `committer.rs`: the commit thread (group commit, below), with `current.rs` (the open
+//!    database, replaced after a storage fault, and the store's health) and `reopen.rs` (the
+//!    probe and the reopen after a fault);
 //! 4. [`JobStore`] (`store.rs`, `open.rs`, `listed.rs`) and its operations (`enqueue.rs`,
 //!    `write.rs`, `prune.rs`). Every change is one sled transaction over the trees it
 //!    touches, so a job and the reservations it holds (container ID, `(vlan, address)`) never
@@ -17,6 +19,11 @@
 //!   flush and `fdatasync`, and runs every enqueue waiting at that moment in one
 //!   transaction, so many concurrent requests share one disk sync;
 //! - a lock file in the data directory keeps a second daemon out;
+//! - storage faults (issue 17): once a write cannot be made durable (a full disk), sled keeps
+//!   failing for the life of its handle, so the store refuses changes
+//!   ([`QueueError::Unavailable`]), closes sled (dropping what it held in memory only), probes
+//!   the disk until a write succeeds, then opens it again (`current.rs` holds the open
+//!   instance and the health; `reopen.rs` probes and reopens);
 //! - pruning drops old finished jobs, never a queued or running one, and the events older than
 //!   the oldest job kept;
 //! - events (`event.rs`): every job, step and container change is also written as a numbered
@@ -28,6 +35,7 @@
 //! gives it back as `active`.
 
 mod committer;
+mod current;
 mod db;
 mod enqueue;
 mod event;
@@ -38,6 +46,7 @@ mod listed;
 mod lock;
 mod open;
 mod prune;
+mod reopen;
 mod store;
 mod write;
 
@@ -151,6 +160,13 @@ pub enum QueueError {
     /// sled or the file system failed.
     #[error("{0}")]
     Storage(String),
+    /// The store cannot make changes durable now (a full disk, an I/O error): nothing was
+    /// accepted; it accepts again by itself once a probe write succeeds (`reopen.rs`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The data directory cannot be written at all (a read-only mount, no permission).
+    #[error("{0}")]
+    ReadOnly(String),
     /// Another process (or another store in this one) holds the data directory.
     #[error("{0}")]
     InUse(String),

@@ -106,3 +106,17 @@ async fn a_database_sled_recovers_empty_is_refused() {
         .unwrap();
     assert!(matches!(again, QueueError::Corrupt(_)), "{again:?}");
 }
+
+#[tokio::test]
+async fn a_snapshot_sled_never_finished_is_removed_not_taken_for_damage() {
+    let dir = TempDir::new("unfinished-snapshot");
+    let store = open(&dir);
+    let job = store.enqueue_create(spec(1, 2, 1)).await.unwrap();
+    drop(store);
+    // What a snapshot write that met a full disk leaves: sled would read it as the newest.
+    let unfinished = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&unfinished, b"").unwrap();
+    let store = open(&dir);
+    assert_eq!(store.get(job.id).unwrap().map(|j| j.id), Some(job.id));
+    assert!(!unfinished.exists());
+}

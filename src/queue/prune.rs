@@ -39,7 +39,7 @@ impl JobStore {
             .and_then(|d| now.checked_sub(d));
         // Finished jobs, oldest first, with when they ended.
         let mut finished: Vec<(Uuid, OffsetDateTime)> = Vec::new();
-        for stored in self.inner.trees.jobs_in_order(false) {
+        for stored in self.trees()?.jobs_in_order(false) {
             let stored = stored?;
             let head = stored.head()?;
             if head.state.is_terminal() {
@@ -78,7 +78,7 @@ impl JobStore {
     /// Deletes the events older than the oldest job kept, or, when no job is kept, those
     /// committed before `cutoff`.
     fn prune_events(&self, cutoff: Option<OffsetDateTime>) -> Result<(), QueueError> {
-        let trees = &self.inner.trees;
+        let trees = self.trees()?;
         let mut oldest_job_event = None;
         for stored in trees.jobs_in_order(false) {
             if let Some(first) = stored?.job()?.first_event {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::committer::Committer;
+use super::current::Current;
 use super::db::{Trees, Tx, TxResult};
 use super::job::{ContainerRecord, Job, JobState};
 use super::listed::ListCache;
@@ -44,8 +45,8 @@ impl Default for StoreOptions {
 pub(super) struct Inner {
     /// The group committer.
     pub(super) committer: Committer,
-    /// The trees.
-    pub(super) trees: Trees,
+    /// The open database (replaced after a storage fault) and the store's health.
+    pub(super) current: Arc<Current>,
     /// The limits.
     pub(super) opts: StoreOptions,
     /// The container list, cached between writes.
@@ -73,7 +74,7 @@ impl JobStore {
     /// # Errors
     /// When sled fails or the record does not decode.
     pub fn get(&self, id: Uuid) -> Result<Option<Job>, QueueError> {
-        self.inner.trees.job(id)
+        self.trees()?.job(id)
     }
 
     /// The oldest queued job, if any.
@@ -81,7 +82,7 @@ impl JobStore {
     /// # Errors
     /// When sled fails or a record does not decode.
     pub fn next_queued(&self) -> Result<Option<Job>, QueueError> {
-        self.inner.trees.first_pending()
+        self.trees()?.first_pending()
     }
 
     /// Up to `limit` jobs, newest first, only those in `state` if given.
@@ -90,7 +91,7 @@ impl JobStore {
     /// When sled fails or a record does not decode.
     pub fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, QueueError> {
         let mut out = Vec::new();
-        for stored in self.inner.trees.jobs_in_order(true) {
+        for stored in self.trees()?.jobs_in_order(true) {
             if out.len() >= limit {
                 break;
             }
@@ -108,7 +109,7 @@ impl JobStore {
     /// When sled fails or a record does not decode.
     pub fn running(&self) -> Result<Vec<Job>, QueueError> {
         let mut out = Vec::new();
-        for stored in self.inner.trees.jobs_in_order(false) {
+        for stored in self.trees()?.jobs_in_order(false) {
             let stored = stored?;
             if stored.head()?.state == JobState::Running {
                 out.push(stored.job()?);
@@ -118,8 +119,12 @@ impl JobStore {
     }
 
     /// How many jobs are queued.
-    pub fn queued_count(&self) -> usize {
-        self.inner.trees.queued_count()
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] while the database is being reopened (after a storage
+    /// fault): no count is better than a wrong one.
+    pub fn queued_count(&self) -> Result<usize, QueueError> {
+        Ok(self.trees()?.queued_count())
     }
 
     /// How many jobs are in each state (states with none are absent). Scans every job.
@@ -128,7 +133,7 @@ impl JobStore {
     /// When sled fails or a record does not decode.
     pub fn counts_by_state(&self) -> Result<BTreeMap<JobState, usize>, QueueError> {
         let mut counts = BTreeMap::new();
-        for stored in self.inner.trees.jobs_in_order(false) {
+        for stored in self.trees()?.jobs_in_order(false) {
             *counts.entry(stored?.head()?.state).or_insert(0) += 1;
         }
         Ok(counts)
@@ -139,7 +144,7 @@ impl JobStore {
     /// # Errors
     /// When sled fails or the record does not decode.
     pub fn container(&self, id: ContainerId) -> Result<Option<ContainerRecord>, QueueError> {
-        self.inner.trees.record(id)
+        self.trees()?.record(id)
     }
 
     /// The IDs of the containers that exist (created and not destroyed: every record not
@@ -149,13 +154,14 @@ impl JobStore {
     /// # Errors
     /// When sled fails or a record does not decode.
     pub fn listed(&self) -> Result<Arc<[ContainerId]>, QueueError> {
-        self.inner.listed.get(&self.inner.trees)
+        self.inner.listed.get(&self.trees()?)
     }
 
     /// The cached list if it is current, without reading the trees: cheap enough for the
     /// reactor.
     pub fn cached_listed(&self) -> Option<Arc<[ContainerId]>> {
-        self.inner.listed.at(self.inner.trees.containers_gen())
+        let trees = self.trees().ok()?;
+        self.inner.listed.at(trees.containers_gen())
     }
 
     /// Every container record, by ID (a scan: call it off the reactor).
@@ -163,20 +169,108 @@ impl JobStore {
     /// # Errors
     /// When sled fails or a record does not decode.
     pub fn records(&self) -> Result<Vec<ContainerRecord>, QueueError> {
-        self.inner.trees.records().collect()
+        self.trees()?.records().collect()
     }
 
-    /// Runs `f` as one transaction over every tree; sled retries it on a conflict.
-    pub(super) fn transact<A>(&self, f: impl Fn(&Tx<'_>) -> TxResult<A>) -> Result<A, QueueError> {
-        self.inner.trees.transact(f)
+    /// Why the store cannot write now (a full disk, an I/O error), or `None` when it can.
+    pub fn unavailable(&self) -> Option<String> {
+        self.inner.current.unavailable()
     }
 
-    /// Waits until every committed change is on disk.
+    /// Waits until the store can write (at once when it can).
+    pub async fn writable(&self) {
+        self.inner.current.writable().await;
+    }
+
+    /// The database open now.
     ///
     /// # Errors
-    /// [`QueueError::Storage`] when the flush fails: the change is applied but may not survive
-    /// a crash.
+    /// [`QueueError::Unavailable`] while it is being reopened.
+    pub(super) fn trees(&self) -> Result<Trees, QueueError> {
+        self.inner.current.opened().map(|o| o.trees)
+    }
+
+    /// Runs `f` as one transaction over every tree; sled retries it on a conflict. On disk
+    /// with the next flush.
+    pub(super) fn transact<A>(&self, f: impl Fn(&Tx<'_>) -> TxResult<A>) -> Result<A, QueueError> {
+        self.transact_at(f).map(|(a, _)| a)
+    }
+
+    /// [`Self::transact`], returning also the generation of the instance it committed on, for
+    /// [`Self::flush_at`].
+    ///
+    /// # Errors
+    /// `f`'s own abort; [`QueueError::Unavailable`] when the store cannot write, or this
+    /// write failed (the commit thread is told, and closes sled until a probe succeeds).
+    pub(super) fn transact_at<A>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> TxResult<A>,
+    ) -> Result<(A, u64), QueueError> {
+        self.write_outside_at(|trees| trees.transact(&f))
+    }
+
+    /// Runs `write` on the open instance outside the commit thread (a transaction, or the
+    /// images' own write); returns the instance's generation.
+    ///
+    /// # Errors
+    /// `write`'s own error; [`QueueError::Unavailable`] as [`Self::transact_at`].
+    pub(super) fn write_outside<A>(
+        &self,
+        write: impl FnOnce(&Trees) -> Result<A, QueueError>,
+    ) -> Result<u64, QueueError> {
+        self.write_outside_at(write)
+            .map(|(_, generation)| generation)
+    }
+
+    fn write_outside_at<A>(
+        &self,
+        write: impl FnOnce(&Trees) -> Result<A, QueueError>,
+    ) -> Result<(A, u64), QueueError> {
+        let current = &self.inner.current;
+        current.check()?;
+        let opened = current.opened()?;
+        match write(&opened.trees) {
+            Ok(a) => Ok((a, opened.generation)),
+            Err(QueueError::Storage(cause)) => {
+                let refusal = current.fail(&cause);
+                self.inner.committer.failed(cause);
+                Err(refusal)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `f` as one transaction, and returns once it is on disk.
+    ///
+    /// # Errors
+    /// `f`'s own abort; [`QueueError::Unavailable`] when the change could not be made durable
+    /// (it is not acknowledged; whether it reached the disk anyway is what a retry with the
+    /// same idempotency key finds out).
+    pub(super) async fn commit<A>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> TxResult<A>,
+    ) -> Result<A, QueueError> {
+        let (a, generation) = self.transact_at(f)?;
+        self.flush_at(generation).await?;
+        Ok(a)
+    }
+
+    /// Waits until every change committed on the instance open now is on disk.
+    ///
+    /// # Errors
+    /// As [`Self::flush_at`].
+    #[cfg(test)]
     pub(super) async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.committer.flush().await
+        let generation = self.inner.current.opened()?.generation;
+        self.flush_at(generation).await
+    }
+
+    /// Waits until every change committed on instance `generation` is on disk.
+    ///
+    /// # Errors
+    /// [`QueueError::Unavailable`] when the flush fails or that instance was replaced: the
+    /// change is not kept.
+    pub(super) async fn flush_at(&self, generation: u64) -> Result<(), QueueError> {
+        self.inner.committer.flush(generation).await
     }
 }

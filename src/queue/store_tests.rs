@@ -31,7 +31,7 @@ async fn accepted_jobs_survive_a_reopen() {
     let store = open(&dir);
     assert_eq!(store.get(job.id).unwrap(), Some(job.clone()));
     assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(job.id));
-    assert_eq!(store.queued_count(), 1);
+    assert_eq!(store.queued_count().unwrap(), 1);
     let rec = store.container(cid(5)).unwrap().unwrap();
     assert_eq!(rec.state, ContainerRecordState::Creating);
     assert_eq!(rec.job_id, Some(job.id));
@@ -60,7 +60,7 @@ async fn creates_conflict_on_id_and_on_address_per_vlan() {
     store.finish(first.id, Ok(())).await.unwrap();
     let m = conflict(store.enqueue_create(spec(5, 4, 4)).await);
     assert_eq!(m, "container 5 already exists");
-    assert_eq!(store.queued_count(), 1);
+    assert_eq!(store.queued_count().unwrap(), 1);
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn the_store_enforces_the_lifecycle() {
     let running = store.start(job.id).await.unwrap();
     assert_eq!((running.state, running.attempts), (JobState::Running, 1));
     assert!(running.started_at.is_some());
-    assert_eq!(store.queued_count(), 0);
+    assert_eq!(store.queued_count().unwrap(), 0);
     assert!(store.next_queued().unwrap().is_none());
     assert!(matches!(
         store.start(job.id).await,
@@ -204,7 +204,7 @@ async fn cancel_only_queued_jobs_and_release_like_a_failure() {
     let cancelled = store.cancel(create.id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(store.container(cid(5)).unwrap(), None);
-    assert_eq!(store.queued_count(), 0);
+    assert_eq!(store.queued_count().unwrap(), 0);
     assert!(matches!(
         store.cancel(create.id).await,
         Err(QueueError::NotCancellable {
@@ -264,7 +264,7 @@ async fn requeued_jobs_keep_their_place() {
         .all(|s| s.state == StepState::Pending && s.error.is_none()));
     assert_eq!(again.started_at, None);
     assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(first.id));
-    assert_eq!(store.queued_count(), 2);
+    assert_eq!(store.queued_count().unwrap(), 2);
     // The reservation is still held by the job.
     assert_eq!(
         store.container(cid(1)).unwrap().unwrap().job_id,

@@ -71,7 +71,7 @@ fn gated_store(dir: &TempDir) -> (JobStore, Arc<Control>, mpsc::Receiver<()>) {
     let store = JobStore::open_syncing(dir.path(), StoreOptions::default(), move |log| {
         Box::new(Recorder {
             log,
-            ctl: for_store,
+            ctl: Arc::clone(&for_store),
         })
     })
     .unwrap();
@@ -115,7 +115,7 @@ async fn a_failed_sync_gives_no_202_to_anyone_in_the_batch() {
     ctl.open();
     for a in accepts {
         match a.await {
-            Err(QueueError::Storage(e)) => assert!(e.contains("injected"), "{e}"),
+            Err(QueueError::Unavailable(e)) => assert!(e.contains("injected"), "{e}"),
             other => panic!("a create whose sync failed was answered {other:?}"),
         }
     }
@@ -164,4 +164,55 @@ async fn an_event_is_not_read_before_its_sync() {
     accept.await.unwrap();
     assert_eq!(store.events_after(0, 10).unwrap().len(), 1);
     assert_eq!(store.last_event(), 1);
+}
+
+/// The store's state as the disk has it: the queued count, every job, the newest event.
+fn state(store: &JobStore) -> (usize, Vec<uuid::Uuid>, u64) {
+    let jobs = store.list(None, usize::MAX).unwrap();
+    (
+        store.queued_count().unwrap(),
+        jobs.iter().map(|j| j.id).collect(),
+        store.last_event(),
+    )
+}
+
+#[tokio::test]
+async fn a_failed_sync_refuses_changes_until_a_probe_succeeds_and_counters_follow_the_disk() {
+    let dir = TempDir::new("sync-unavailable");
+    let (store, ctl, _entered) = gated_store(&dir);
+    ctl.open();
+    store.enqueue_create(spec(1, 2, 1)).await.unwrap();
+    // Two failures: the batch's flush, then the flush right after the reopen.
+    ctl.fail.store(2, Ordering::SeqCst);
+    let refused = store.enqueue_create(spec(2, 2, 2)).await;
+    assert!(
+        matches!(refused, Err(QueueError::Unavailable(_))),
+        "a create whose sync failed was answered {refused:?}"
+    );
+    let reason = store.unavailable().expect("the store says it cannot write");
+    assert!(reason.contains("injected"), "{reason}");
+    // Refused at once while unavailable, without a sync.
+    let synced = ctl.synced.load(Ordering::SeqCst);
+    assert!(matches!(
+        store.enqueue_create(spec(3, 2, 3)).await,
+        Err(QueueError::Unavailable(_))
+    ));
+    assert_eq!(ctl.synced.load(Ordering::SeqCst), synced);
+    // Without a restart: the probe reopens and syncs, then changes are accepted again.
+    tokio::time::timeout(Duration::from_secs(30), store.writable())
+        .await
+        .expect("the store never wrote again");
+    let accepted = store.enqueue_create(spec(4, 2, 4)).await.unwrap();
+    // What the running store counts is what a fresh open of its directory finds.
+    let live = state(&store);
+    assert!(live.1.contains(&accepted.id));
+    // Every job is queued (none ran): the queued counter counts exactly the jobs stored.
+    assert_eq!(live.0, live.1.len());
+    drop(store);
+    let reopened = JobStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(state(&reopened), live);
+    // Event numbers are never used twice: one per job change, no gaps.
+    let events = reopened.events_after(0, 1000).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=live.2).collect::<Vec<_>>());
 }

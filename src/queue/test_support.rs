@@ -35,8 +35,8 @@ pub(super) fn spec(id: u64, vlan: u8, host: u8) -> CreateSpec {
 /// The IDs of every container record (any state), in order.
 pub(super) fn record_ids(store: &JobStore) -> Vec<u32> {
     store
-        .inner
-        .trees
+        .trees()
+        .unwrap()
         .records::<super::ContainerRecord>()
         .map(|r| r.unwrap().id.get())
         .collect()

@@ -21,16 +21,17 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::BadTransition`] unless it is queued;
     /// [`QueueError::Storage`].
     pub async fn start(&self, id: Uuid) -> Result<Job, QueueError> {
-        let job = self.transact(|tx| {
-            let mut job = tx.job(id)?;
-            advance(&mut job, JobState::Running)?;
-            tx.remove_pending(&job)?;
-            job.started_at = Some(OffsetDateTime::now_utc());
-            job.attempts += 1;
-            put_moved(tx, &job)?;
-            Ok(job)
-        })?;
-        self.flush().await?;
+        let job = self
+            .commit(|tx| {
+                let mut job = tx.job(id)?;
+                advance(&mut job, JobState::Running)?;
+                tx.remove_pending(&job)?;
+                job.started_at = Some(OffsetDateTime::now_utc());
+                job.attempts += 1;
+                put_moved(tx, &job)?;
+                Ok(job)
+            })
+            .await?;
         Ok(job)
     }
 
@@ -47,7 +48,7 @@ impl JobStore {
         step: StepName,
         event: StepEvent<'_>,
     ) -> Result<(), QueueError> {
-        self.transact(|tx| {
+        let ((), generation) = self.transact_at(|tx| {
             let mut job = tx.job(id)?;
             if job.state != JobState::Running {
                 return abort(
@@ -65,7 +66,7 @@ impl JobStore {
             Ok(())
         })?;
         if event.must_be_durable_at_once() {
-            self.flush().await?;
+            self.flush_at(generation).await?;
         }
         Ok(())
     }
@@ -96,22 +97,23 @@ impl JobStore {
     }
 
     async fn end(&self, id: Uuid, ending: Ending) -> Result<Job, QueueError> {
-        let job = self.transact(|tx| {
-            let mut job = tx.job(id)?;
-            let (next, error) = match &ending {
-                Ending::Succeeded => (JobState::Succeeded, None),
-                Ending::Failed(e) | Ending::FailedLeavingHost(e) => {
-                    (JobState::Failed, Some(e.clone()))
-                }
-            };
-            advance(&mut job, next)?;
-            job.error = error;
-            job.finished_at = Some(OffsetDateTime::now_utc());
-            settle(tx, &job, &ending)?;
-            put_moved(tx, &job)?;
-            Ok(job)
-        })?;
-        self.flush().await?;
+        let job = self
+            .commit(|tx| {
+                let mut job = tx.job(id)?;
+                let (next, error) = match &ending {
+                    Ending::Succeeded => (JobState::Succeeded, None),
+                    Ending::Failed(e) | Ending::FailedLeavingHost(e) => {
+                        (JobState::Failed, Some(e.clone()))
+                    }
+                };
+                advance(&mut job, next)?;
+                job.error = error;
+                job.finished_at = Some(OffsetDateTime::now_utc());
+                settle(tx, &job, &ending)?;
+                put_moved(tx, &job)?;
+                Ok(job)
+            })
+            .await?;
         tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), state = %job.state, "job finished");
         Ok(job)
     }
@@ -124,15 +126,16 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::BadTransition`] unless it is running;
     /// [`QueueError::Storage`].
     pub async fn requeue_interrupted(&self, id: Uuid) -> Result<Job, QueueError> {
-        let job = self.transact(|tx| {
-            let mut job = tx.job(id)?;
-            advance(&mut job, JobState::Queued)?;
-            job.reset_for_retry();
-            tx.push_pending(&job)?;
-            put_moved(tx, &job)?;
-            Ok(job)
-        })?;
-        self.flush().await?;
+        let job = self
+            .commit(|tx| {
+                let mut job = tx.job(id)?;
+                advance(&mut job, JobState::Queued)?;
+                job.reset_for_retry();
+                tx.push_pending(&job)?;
+                put_moved(tx, &job)?;
+                Ok(job)
+            })
+            .await?;
         tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), "job queued again");
         Ok(job)
     }
@@ -143,7 +146,7 @@ impl JobStore {
     /// # Errors
     /// [`QueueError::Storage`].
     pub async fn mark_missing(&self, id: ContainerId) -> Result<bool, QueueError> {
-        let marked = self.transact(|tx| {
+        let (marked, generation) = self.transact_at(|tx| {
             let Some(mut rec) = tx.record(id)? else {
                 return Ok(false);
             };
@@ -156,7 +159,7 @@ impl JobStore {
             Ok(true)
         })?;
         if marked {
-            self.flush().await?;
+            self.flush_at(generation).await?;
         }
         Ok(marked)
     }
@@ -167,19 +170,20 @@ impl JobStore {
     /// [`QueueError::NotFound`]; [`QueueError::NotCancellable`] unless it is queued;
     /// [`QueueError::Storage`].
     pub async fn cancel(&self, id: Uuid) -> Result<Job, QueueError> {
-        let job = self.transact(|tx| {
-            let mut job = tx.job(id)?;
-            if job.state != JobState::Queued {
-                return abort(QueueError::NotCancellable { state: job.state });
-            }
-            advance(&mut job, JobState::Cancelled)?;
-            tx.remove_pending(&job)?;
-            job.finished_at = Some(OffsetDateTime::now_utc());
-            settle(tx, &job, &Ending::Failed(String::new()))?;
-            put_moved(tx, &job)?;
-            Ok(job)
-        })?;
-        self.flush().await?;
+        let job = self
+            .commit(|tx| {
+                let mut job = tx.job(id)?;
+                if job.state != JobState::Queued {
+                    return abort(QueueError::NotCancellable { state: job.state });
+                }
+                advance(&mut job, JobState::Cancelled)?;
+                tx.remove_pending(&job)?;
+                job.finished_at = Some(OffsetDateTime::now_utc());
+                settle(tx, &job, &Ending::Failed(String::new()))?;
+                put_moved(tx, &job)?;
+                Ok(job)
+            })
+            .await?;
         tracing::info!(job_id = %id, container_id = job.container_id.map(tracing::field::display), "job cancelled");
         Ok(job)
     }

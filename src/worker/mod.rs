@@ -7,7 +7,8 @@
 //! - Recovery ([`Worker::recover`]): a job found `running` at start was interrupted by a crash.
 //!   A create is rolled back (every step's undo, which is safe on what was never done) and
 //!   queued again at its old place; a destroy, idempotent, is simply queued again. A rollback
-//!   that fails marks the job `failed` with what was left behind.
+//!   that fails marks the job `failed` with what was left behind. The same runs when the store
+//!   failed under a job (a full disk), once it writes again.
 
 mod control;
 mod progress;
@@ -128,9 +129,9 @@ impl Worker {
             match self.store.next_queued() {
                 Ok(Some(job)) => {
                     let span = tracing::info_span!("job", job_id = %job.id, container_id = job.container_id.map(tracing::field::display), kind = ?job.kind);
-                    if let Err(e) = self.run_job(job).instrument(span).await {
+                    if let Err(e) = self.run_job(job).instrument(span.clone()).await {
                         tracing::error!(error = %e, "the store failed while running a job");
-                        self.idle(STORE_RETRY).await;
+                        self.recover_after_store_failure().instrument(span).await;
                     }
                 }
                 Ok(None) => {
@@ -147,6 +148,24 @@ impl Worker {
             }
         }
         tracing::info!("worker stopped");
+    }
+
+    /// After the store failed under a running job: the job's records may be older than what
+    /// was done on the host (the store reopened sled, dropping what was not on disk), exactly
+    /// as after a crash. So once the store writes again, the job is reconciled as recovery at
+    /// start would: rolled back and queued again, or failed with what was left behind.
+    async fn recover_after_store_failure(&self) {
+        tokio::select! {
+            () = self.store.writable() => {}
+            _ = self.shutdown.cancelled() => return,
+        }
+        match self.recover().await {
+            Ok(n) => tracing::warn!(jobs = n, "reconciled the jobs a storage fault interrupted"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reconcile after a storage fault; retrying");
+                self.idle(STORE_RETRY).await;
+            }
+        }
     }
 
     async fn idle(&self, d: Duration) {

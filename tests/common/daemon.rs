@@ -27,6 +27,16 @@ const BARRIER_REACHED: &str = creepy_meow::testhook::REACHED;
 /// The environment variable naming the file whose creation releases the barrier.
 const RELEASE_ENV: &str = creepy_meow::testhook::RELEASE_ENV;
 
+/// An answer, as [`Daemon::ask`] read it.
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The status line and headers, lower-cased.
+    pub headers: String,
+    /// The body as JSON (`null` if it is not).
+    pub body: Value,
+}
+
 /// A daemon on a simulated server, with its data and LXC paths under the server's dir.
 pub struct Daemon<'a> {
     /// Where it runs, for curl.
@@ -133,6 +143,32 @@ impl<'a> Daemon<'a> {
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.curl(args);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"))
+    }
+
+    /// `curl -i` with `args` against `path`: the status, headers and body, whatever they are.
+    pub fn ask(&self, path: &str, args: &[&str]) -> Answer {
+        let url = format!("{API}{path}");
+        let mut all = vec!["-s", "-i"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        let out = self.curl(&all);
+        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        let (head, body) = text
+            .split_once("\n\n")
+            .unwrap_or_else(|| panic!("no answer to {path}: {out:?}"));
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        Answer {
+            status,
+            headers: head.to_lowercase(),
+            body: serde_json::from_str(body).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Asks for container `id` on VLAN 2 at `192.168.2.<id>/24` (`id` 2 to 254), whatever the
+    /// answer.
+    pub fn ask_create(&self, id: u32) -> Answer {
+        let body = format!("id={id}&vlan=2&ip=192.168.2.{id}/24");
+        self.ask("/api/container/create", &["--data", &body])
     }
 
     /// Asks for container `id` on VLAN 2 at `192.168.2.<id>/24`; returns the job's ID.

@@ -243,6 +243,21 @@ impl Daemon {
         (status, body)
     }
 
+    /// A create of container `id` on VLAN 2 (`192.168.2.<id>/24`) with `Idempotency-Key: key`;
+    /// its status, headers and body.
+    pub async fn keyed_create(&self, key: &str, id: u32) -> (StatusCode, HeaderMap, Value) {
+        let req = self
+            .http
+            .post(self.url("/api/container/create"))
+            .header("Idempotency-Key", key)
+            .form(&[
+                ("id", id.to_string()),
+                ("vlan", "2".into()),
+                ("ip", format!("192.168.2.{id}/24")),
+            ]);
+        self.send_full(req).await
+    }
+
     /// `POST path` without a body.
     pub async fn post(&self, path: &str) -> (StatusCode, Value) {
         self.send(self.http.post(self.url(path))).await

@@ -13,6 +13,7 @@
 //!   LXC config;
 //! - [`serve`]: a real `creepy-meow serve` process: command line, log, readiness wait, SIGTERM;
 //! - [`daemon`]: the root tests' daemon on a server, driven with curl;
+//! - [`disk`]: a small tmpfs over a data directory, and filling it (storage faults);
 //! - [`in_process`]: the API tests' daemon in a tokio task on a fake host (no root);
 //! - [`events`]: reading `GET /api/events` (a stream, and a client that reads nothing);
 //! - [`openapi`]: checks answers against docs/openapi.json;
@@ -27,6 +28,7 @@
 pub mod certs;
 pub mod containers;
 pub mod daemon;
+pub mod disk;
 pub mod events;
 pub mod in_process;
 pub mod lab;

@@ -8,6 +8,7 @@
 //! never have seen it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
@@ -17,11 +18,17 @@ use crate::queue::event::{Event, EventType, StoredEvent};
 use crate::queue::QueueError;
 
 /// How far events go: the newest committed, and the newest on disk (which readers watch).
+///
+/// Each open of the database has a clock of its own, but every clock of one store shares the
+/// `durable` watch, so a reader keeps its receiver across a reopen (`queue/reopen.rs`). The
+/// committed mark is the instance's own: a transaction that still ran on a discarded instance
+/// can move only that instance's mark, never let the new one publish numbers it has not
+/// written.
 pub(in crate::queue) struct EventClock {
-    /// The newest event whose transaction has committed.
+    /// The newest event whose transaction has committed on this instance.
     committed: AtomicU64,
-    /// The newest event known to be on disk.
-    durable: watch::Sender<u64>,
+    /// The newest event known to be on disk, shared by every instance of the store.
+    durable: Arc<watch::Sender<u64>>,
 }
 
 impl EventClock {
@@ -30,8 +37,23 @@ impl EventClock {
     pub(super) fn opened_at(latest: u64) -> Self {
         Self {
             committed: AtomicU64::new(latest),
-            durable: watch::Sender::new(latest),
+            durable: Arc::new(watch::Sender::new(latest)),
         }
+    }
+
+    /// The clock of a reopened instance whose newest event (on disk) is `latest`, sharing
+    /// `self`'s readers. Numbers above `latest` that a failed batch took were never published
+    /// (only a successful sync publishes), so they are handed out again, and no reader can have
+    /// seen them; numbers up to `latest` that the failed batch got to the disk after all are
+    /// published now, with the changes they describe (a transaction reaches sled's log whole
+    /// or not at all).
+    pub(super) fn reopened_at(&self, latest: u64) -> Self {
+        let clock = Self {
+            committed: AtomicU64::new(latest),
+            durable: Arc::clone(&self.durable),
+        };
+        clock.synced(latest);
+        clock
     }
 
     /// The newest event committed so far.
@@ -126,6 +148,11 @@ impl Trees {
     /// The event clock.
     pub(in crate::queue) fn clock(&self) -> &EventClock {
         &self.clock
+    }
+
+    /// The event clock, shared.
+    pub(in crate::queue) fn clock_arc(&self) -> Arc<EventClock> {
+        Arc::clone(&self.clock)
     }
 
     /// Up to `limit` events numbered above `after` and at most `upto`, oldest first.

@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 pub(in crate::queue) use codec::{abort, TxResult};
 pub(in crate::queue) use events::EventClock;
+pub(in crate::queue) use open::Carried;
 pub(in crate::queue) use tx::Tx;
 
 use super::job::{ContainerRecord, Job, JobState};

@@ -36,16 +36,22 @@ const FORMAT: u64 = 1;
 
 impl Trees {
     /// Opens (or creates) the database in `dir`, whose lock file the caller holds, checks it,
-    /// and returns it with its log file (for the commit thread to sync).
+    /// and returns it with its log file (for the commit thread to sync). A reopen passes the
+    /// instance it replaces (already closed: only its shared counters are kept), so event
+    /// readers and the list cache carry over (see [`EventClock::reopened_at`]).
     ///
     /// # Errors
     /// [`QueueError::Corrupt`] when sled or a record does not read back, or the database came
     /// back without its format marker (nothing is reset); [`QueueError::Storage`] or
     /// [`QueueError::InUse`] when it cannot be opened.
-    pub(in crate::queue) fn open(dir: &Path) -> Result<(Self, File), QueueError> {
+    pub(in crate::queue) fn open(
+        dir: &Path,
+        previous: Option<Carried>,
+    ) -> Result<(Self, File), QueueError> {
         let log_path = dir.join(SLED_LOG);
         wait_until_unlocked(&log_path, SLED_LOCK_WAIT)?;
         let existed = std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 0);
+        remove_unfinished_snapshots(dir)?;
         let failed = |e: sled::Error| open_error(dir, e);
         let db = sled::Config::new()
             .path(dir)
@@ -72,7 +78,19 @@ impl Trees {
         check_format(dir, &trees.db, &trees, existed)?;
         trees.load_key_hashes()?;
         // Everything sled recovered is on disk: readers may see every event at once.
-        trees.clock = Arc::new(EventClock::opened_at(trees.last_event_seq()?));
+        let latest = trees.last_event_seq()?;
+        match previous {
+            Some(Carried {
+                clock,
+                containers_gen,
+            }) => {
+                trees.clock = Arc::new(clock.reopened_at(latest));
+                // The records may differ from what the discarded instance showed.
+                containers_gen.fetch_add(1, std::sync::atomic::Ordering::Release);
+                trees.containers_gen = containers_gen;
+            }
+            None => trees.clock = Arc::new(EventClock::opened_at(latest)),
+        }
         check_records(&trees)?;
         // The queued counter is derived; recount it so it can never drift across restarts.
         let queued = (trees.pending.len() + trees.repairs.len()) as u64;
@@ -89,6 +107,56 @@ impl Trees {
         tracing::info!(dir = %dir.display(), queued, jobs = trees.jobs.len(), "job store open");
         Ok((trees, log))
     }
+}
+
+/// What a reopened instance keeps of the one it replaces: the event clock's readers and the
+/// list cache's counter.
+#[derive(Clone)]
+pub(in crate::queue) struct Carried {
+    /// The replaced instance's clock.
+    clock: Arc<EventClock>,
+    /// The counter the list cache is keyed by.
+    containers_gen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Trees {
+    /// What a reopen of this instance carries over.
+    pub(in crate::queue) fn carried(&self) -> Carried {
+        Carried {
+            clock: Arc::clone(&self.clock),
+            containers_gen: Arc::clone(&self.containers_gen),
+        }
+    }
+}
+
+/// Removes the snapshot files sled began and never finished (`snap.<lsn>.generating`).
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it, then renames it to
+/// `snap.<lsn>`; a write that fails (a full disk) leaves the `.generating` file behind. Its
+/// open takes every `snap.*` but `.in___motion` files as a candidate and reads the last in
+/// order, which is the unfinished one, so it refuses the database as corrupt ("empty/corrupt
+/// snapshot file found"), on every later start too (measured: a soak run that filled the disk
+/// while sled reopened). The file never held anything the log does not: without it sled uses
+/// the last finished snapshot and replays its log from there.
+///
+/// # Errors
+/// [`QueueError::Storage`] when the directory cannot be read or a file removed.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), QueueError> {
+    let failed = |e: std::io::Error| {
+        QueueError::Storage(format!(
+            "cannot remove sled's unfinished snapshots in {}: {e}",
+            dir.display()
+        ))
+    };
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let path = entry.map_err(failed)?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %path.display(), "removing a snapshot sled never finished");
+            std::fs::remove_file(&path).map_err(failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks the format marker, writing it (durably) into a new store.
