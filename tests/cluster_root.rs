@@ -317,47 +317,37 @@ fn reservations(etcd: &Etcd) -> Vec<String> {
     all
 }
 
+/// Container `id`'s two reservation keys (at `192.168.2.<id>` on VLAN 2), sorted as
+/// [`reservations`] lists them.
+fn keys_of(id: u32) -> Vec<String> {
+    let keys = Keys::new(DEFAULT_CLUSTER);
+    vec![
+        format!("{}2/192.168.2.{id}", keys.addresses()),
+        format!("{}{id}", keys.containers()),
+    ]
+}
+
 #[test]
-fn no_reservation_outlives_a_crash_before_the_enqueue_and_releases_wait_for_etcd() {
+fn releases_wait_for_a_stopped_etcd_and_no_reservation_outlives_a_crash_before_the_enqueue() {
     let lab = Lab::new(2);
     let mut etcd = Etcd::start(lab.server(2));
-    let keys = Keys::new(DEFAULT_CLUSTER);
     let server = lab.server(1);
+    releases_wait_for_etcd(server, &mut etcd);
+    no_reservation_outlives_a_crash(server, &etcd);
+}
 
-    // Killed at the barrier: etcd holds both keys, the store has no job.
-    let held = start(server, &etcd, Some(RESERVED));
-    let mut request = server.spawn(
-        "curl",
-        [
-            "-s",
-            "--data",
-            "id=40&vlan=2&ip=192.168.2.40/24",
-            &format!("{API}/api/container/create"),
-        ],
-    );
-    held.wait_barrier(RESERVED);
-    let both = [
-        format!("{}2/192.168.2.40", keys.addresses()),
-        format!("{}40", keys.containers()),
-    ];
-    assert_eq!(reservations(&etcd), both, "{}", held.log());
-    held.kill_at_barrier(RESERVED);
-    let _ = request.wait();
-
-    // Back: the start's sync gives the keys back, and no job appeared.
-    let d = start(server, &etcd, None);
-    eventually("the crash's reservation is gone", MEMBERS_SETTLE, || {
-        reservations(&etcd).is_empty()
-    });
-    assert!(d.jobs().is_empty(), "a job appeared: {:?}", d.jobs());
+/// etcd frozen: creates answer 503 (never hang), destroys succeed; etcd killed and started
+/// again on its data: the destroy's release lands by itself, and creates work again.
+fn releases_wait_for_etcd(server: &Server, etcd: &mut Etcd) {
+    let mut d = start(server, etcd, None);
     create_ok(&d, 40);
-    assert_eq!(reservations(&etcd), both);
+    assert_eq!(reservations(etcd), keys_of(40));
 
-    // etcd frozen: creates 503 (never hang), destroys succeed.
     etcd.freeze(true);
     let (status, body) = create(server, 41);
+    let code = &body["code"];
     assert_eq!(
-        (status, &body["code"]),
+        (status, code),
         (503, &Value::from("cluster_unavailable")),
         "{body}"
     );
@@ -365,14 +355,42 @@ fn no_reservation_outlives_a_crash_before_the_enqueue_and_releases_wait_for_etcd
     destroy_ok(&d, 40);
     assert_eq!(listed(&d), Vec::<u64>::new());
 
-    // etcd killed and started again on its data: the destroy's release lands by itself.
     etcd.kill();
     etcd.start_again();
     eventually("the destroy's release landed", MEMBERS_SETTLE, || {
-        reservations(&etcd).is_empty()
+        reservations(etcd).is_empty()
     });
     eventually("the daemon is connected again", MEMBERS_SETTLE, || {
         standing(&d) == "connected"
     });
     create_ok(&d, 41);
+    assert!(d.sigterm().success(), "{}", d.log());
+}
+
+/// A daemon SIGKILLed at the barrier between its etcd reservation and its local enqueue:
+/// etcd held both keys and the store no job; once the daemon is back, the keys are gone and
+/// still no job exists (never a reservation without a job); the ID is free again.
+fn no_reservation_outlives_a_crash(server: &Server, etcd: &Etcd) {
+    let held = start(server, etcd, Some(RESERVED));
+    let body = "id=42&vlan=2&ip=192.168.2.42/24";
+    let url = format!("{API}/api/container/create");
+    let mut request = server.spawn("curl", ["-s", "--data", body, &url]);
+    held.wait_barrier(RESERVED);
+    let with_42: Vec<String> = {
+        let mut all = [keys_of(41), keys_of(42)].concat();
+        all.sort();
+        all
+    };
+    assert_eq!(reservations(etcd), with_42, "{}", held.log());
+    held.kill_at_barrier(RESERVED);
+    let _ = request.wait();
+
+    let d = start(server, etcd, None);
+    eventually("the crash's reservation is gone", MEMBERS_SETTLE, || {
+        reservations(etcd) == keys_of(41)
+    });
+    let jobs = d.jobs();
+    let of_42 = jobs.iter().filter(|j| j["container_id"] == 42).count();
+    assert_eq!(of_42, 0, "a job appeared: {jobs:?}");
+    create_ok(&d, 42);
 }
