@@ -63,6 +63,10 @@ pub enum Command {
     /// container found missing, kept as leftover, or given a new desired state. Runs until
     /// interrupted; --json prints one event's JSON per line.
     Events(EventsArgs),
+    /// Cluster mode (serve --etcd): the servers of the cluster (`hosts`: live members with
+    /// their underlay address, VLANs and API URL, and servers holding containers whose lease
+    /// expired) or every container reserved in it (`containers`: ID, VLAN, address, server).
+    Cluster(ClusterArgs),
 }
 
 /// How the client reaches its server.
@@ -138,6 +142,26 @@ pub struct ImagesArgs {
     /// The server.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Arguments of `cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// What to show.
+    #[arg(value_enum)]
+    pub view: ClusterView,
+    /// The server (any member of the cluster).
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// What `cluster` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterView {
+    /// The servers: live members, and those holding containers whose lease expired.
+    Hosts,
+    /// Every container reserved in the cluster.
+    Containers,
 }
 
 /// Arguments of `build-image`.

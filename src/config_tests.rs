@@ -336,3 +336,61 @@ fn the_config_file_names_the_tls_keys_as_the_flags() {
     let c = DaemonConfig::resolve(&serve_args(&["--config", lab.to_str().unwrap()])).unwrap();
     assert!(c.tls.is_none() && c.token.is_none());
 }
+
+#[test]
+fn cluster_mode_comes_from_etcd_and_makes_the_fabric_unicast() {
+    let alone = DaemonConfig::resolve(&serve_args(&["--host-id", "1"])).unwrap();
+    assert!(alone.cluster.is_none());
+    let (_dir, cfg) = temp_file(
+        "c.toml",
+        "host-id = 1\netcd = [\"http://10.0.0.9:2379\"]\ncluster = \"lab\"\n",
+    );
+    let path = cfg.to_str().unwrap();
+    let c = DaemonConfig::resolve(&serve_args(&["--config", path])).unwrap();
+    let cluster = c.cluster.clone().unwrap();
+    assert_eq!(cluster.endpoints, ["http://10.0.0.9:2379"]);
+    assert_eq!(
+        (cluster.name.as_str(), cluster.api_url.as_str()),
+        ("lab", "http://127.0.0.1:8080")
+    );
+    assert!(c.fabric.cluster_peers);
+    assert_eq!(c.fabric.mode().to_string(), "unicast");
+    let flags = [
+        "--config",
+        path,
+        "--etcd",
+        "http://a:2379,http://b:2379",
+        "--api-url",
+        "https://s1:8443",
+    ];
+    let c = DaemonConfig::resolve(&serve_args(&flags))
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(c.endpoints, ["http://a:2379", "http://b:2379"]);
+    assert_eq!(
+        (c.name.as_str(), c.api_url.as_str()),
+        ("lab", "https://s1:8443")
+    );
+    for (argv, want) in [
+        (&["--etcd", "10.0.0.9:2379"][..], "is not a URL"),
+        (
+            &["--etcd", "https://e:2379"][..],
+            "etcd over TLS is not supported yet",
+        ),
+        (
+            &["--etcd", "http://e:2379", "--cluster", "a/b"][..],
+            "cluster name \"a/b\"",
+        ),
+        (&["--cluster", "lab"][..], "give --etcd too"),
+        (
+            &["--etcd", "http://e:2379", "--peers", "10.0.0.2"][..],
+            "leave out --peers",
+        ),
+    ] {
+        let mut args = vec!["--host-id", "1"];
+        args.extend_from_slice(argv);
+        let err = DaemonConfig::resolve(&serve_args(&args)).unwrap_err();
+        assert!(err.contains(want), "{argv:?}: {err}");
+    }
+}

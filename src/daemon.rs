@@ -16,7 +16,7 @@ use crate::cluster::membership::node_id;
 use crate::cluster::{Cluster, ClusterError, CALL_TIMEOUT};
 use crate::config::{DaemonConfig, Exposure};
 use crate::engine::Engine;
-use crate::fabric::{ensure_fabric, FabricError};
+use crate::fabric::{ensure_fabric, resolve_flooding_of, FabricError};
 use crate::images::Images;
 use crate::metrics::Metrics;
 use crate::queue::{JobStore, QueueError};
@@ -194,13 +194,20 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     crate::testhook::install(&shutdown);
     let store = JobStore::open(&cfg.data_dir, cfg.store.clone())?;
+    // A server refused membership (its host ID is another's) must not touch the fabric.
+    let cluster = match &cfg.cluster {
+        Some(_) => {
+            let flooding = resolve_flooding_of(host.net.as_ref(), &cfg.fabric).await?;
+            join_cluster(&cfg, &flooding, kv).await?
+        }
+        None => None,
+    };
     let ensured = ensure_fabric(host.net.as_ref(), &cfg.fabric).await?;
     for action in &ensured.actions {
         tracing::info!(%action, "fabric repaired");
     }
     let flooding = &ensured.flooding;
     tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
-    let cluster = join_cluster(&cfg, flooding, kv).await?;
     let mut engine =
         Engine::new(host.clone(), cfg.fabric.clone()).with_step_timeout(cfg.step_timeout);
     if cfg.clone {

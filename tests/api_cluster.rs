@@ -142,6 +142,17 @@ async fn the_members_and_their_standing_are_listed() {
         "creepy_meow_cluster_peers 1",
     ])
     .await;
+    let (code, out, err) = a.client(&["cluster", "hosts"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "cluster test: this server is host 1, connected",
+        "{out}"
+    );
+    assert!(
+        lines[3].contains("10.0.0.2") && lines[3].contains("2,3,4"),
+        "{out}"
+    );
 
     let alone = start(DEFAULT).await;
     let (s, err) = alone.get("/api/cluster/hosts").await;
@@ -214,4 +225,46 @@ async fn a_failed_create_gives_its_reservation_back() {
     let b = member(&kv, 2).await;
     let (s, job) = b.form("id=5&vlan=2&ip=192.168.2.5/24").await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+}
+
+#[tokio::test]
+async fn a_second_server_with_a_live_members_host_id_is_refused_before_touching_the_host() {
+    let kv = FakeKv::new();
+    let a = member(&kv, 1).await;
+    let opts = Opts {
+        cluster: Some(kv.clone()),
+        ..DEFAULT
+    };
+    let dir = a.dir.with_extension("other");
+    let cfg = common::in_process::config(&dir, &opts);
+    let (host, net, _) = creepy_meow::sys::Host::fake();
+    let eth1 = host.net.index_of("eth1").await.unwrap();
+    host.net
+        .add_address(eth1, "10.0.0.7/24".parse().unwrap())
+        .await
+        .unwrap();
+    net.clear_calls();
+    let kv_dyn: std::sync::Arc<dyn creepy_meow::sys::Kv> = std::sync::Arc::new(kv.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let err = creepy_meow::daemon::run_with(cfg, host, Some(kv_dyn), shutdown, None)
+        .await
+        .expect_err("a live member holds host ID 1");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(err.is_usage());
+    let text = err.to_string();
+    assert!(
+        text.contains("host ID 1 is held by another live server"),
+        "{text}"
+    );
+    assert!(text.contains("underlay 10.0.0.1"), "{text}");
+    // Read, never changed: no link made, no address added.
+    let changes: Vec<String> = net
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("host: link ") && !c.starts_with("host: addresses "))
+        .collect();
+    assert_eq!(changes, Vec::<String>::new());
+    // The member it would have displaced is untouched.
+    let (_, health) = a.get("/healthz").await;
+    assert_eq!(health["cluster"]["state"], "connected");
 }

@@ -25,9 +25,20 @@ pub struct Lab {
 impl Lab {
     /// Builds the server; panics (after tearing down) if anything fails.
     pub fn new() -> Lab {
-        let lab = harness::Lab::new(1);
+        Self::with_servers(1)
+    }
+
+    /// Builds `n` servers on one switch; the bench runs on the first ([`Self::enter`]), the
+    /// others are reached through [`Self::server`] (the cluster bench's joining member).
+    pub fn with_servers(n: usize) -> Lab {
+        let lab = harness::Lab::new(n);
         let dir = lab.server(1).dir.clone();
         Lab { lab, dir }
+    }
+
+    /// Server `host_id` (1-based).
+    pub fn server(&self, host_id: usize) -> &harness::Server {
+        self.lab.server(host_id)
     }
 
     /// Moves the calling thread into the server's namespace (see the module doc).

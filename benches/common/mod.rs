@@ -9,6 +9,7 @@
 
 pub mod clones;
 pub mod daemon;
+pub mod etcd;
 pub mod host;
 pub mod http;
 pub mod icmp;

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 /// `v[key]` as text: a string as is, `null` or absent as `-`, anything else as JSON.
-fn text(v: &Value, key: &str) -> String {
+pub(crate) fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         None | Some(Value::Null) => "-".into(),
         Some(Value::String(s)) => s.clone(),

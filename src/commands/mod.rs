@@ -1,6 +1,7 @@
 //! One file per subcommand (the client ones share `client.rs`); each returns the exit code.
 
 pub mod client;
+pub mod cluster;
 pub mod events;
 pub mod serve;
 pub mod setup;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Jobs(a) => client::jobs(a).await,
         Command::Job(a) => client::job(a).await,
         Command::Events(a) => events::run(a).await,
+        Command::Cluster(a) => cluster::run(a).await,
     }
 }
 

@@ -99,6 +99,19 @@ async fn resolve(nl: &dyn Netlink, cfg: &FabricConfig) -> Result<Target, FabricE
     })
 }
 
+/// The flooding `cfg` resolves to on this host, read without changing anything (cluster mode
+/// registers the underlay address before the fabric is touched).
+///
+/// # Errors
+/// As [`ensure_fabric`]'s checks: a missing underlay, an impossible MTU, unicast flooding on
+/// an underlay without an IPv4 address.
+pub async fn resolve_flooding_of(
+    nl: &dyn Netlink,
+    cfg: &FabricConfig,
+) -> Result<Flooding, FabricError> {
+    Ok(resolve(nl, cfg).await?.flooding)
+}
+
 /// Makes the host fabric match `cfg`, changing only what differs.
 ///
 /// Every check happens before the first change, so a refusal leaves the host as it was.

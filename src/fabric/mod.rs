@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use crate::model::{HostId, VlanId};
 use crate::sys::SysError;
 
-pub use apply::{ensure_fabric, remove_fabric, set_flood_peers, Ensured};
+pub use apply::{ensure_fabric, remove_fabric, resolve_flooding_of, set_flood_peers, Ensured};
 pub use peers::{FabricMode, Flooding};
 pub use plan::{plan_removal, plan_setup, Action};
 

@@ -367,7 +367,7 @@ pub struct Job {
 pub struct KeyRecord {
     /// The job.
     pub job: Uuid,
-    /// [`fingerprint_digest`] of the request's fingerprint.
+    /// `fingerprint_digest` of the request's fingerprint.
     pub digest: [u8; 16],
 }
 
