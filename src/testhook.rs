@@ -13,6 +13,7 @@
 //! | `before_done` | step | the step's action is complete, its `done` not recorded |
 //! | `before_finish` | job kind (`create`, `destroy`) | every step done, the job's end not recorded |
 //! | `recovery_undo` | step | recovery is about to undo this step of an interrupted job |
+//! | `reserved` | `create` | cluster mode: the create's etcd reservation is made, its local enqueue not |
 //!
 //! Only built with the `test-util` feature (the tests and benches turn it on): in a release
 //! build [`install`] and [`barrier`] do nothing and the variable is ignored. With the feature,
