@@ -4,7 +4,8 @@
 //! `127.0.0.1` (a one-member cluster talks to nobody). Its data dir is under the server's dir;
 //! dropping it kills etcd and removes the data dir, even when the test failed.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -17,6 +18,31 @@ use super::{eventually, Server};
 const CLIENT_PORT: u16 = 2379;
 /// How long etcd may take to answer its health check after a start.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// etcd's arguments for a one-member cluster named `name` with its data in `data`, serving
+/// clients at `url` and its (unused) peer port on the namespace's own `127.0.0.1`: the one
+/// command line of the tests' etcd and the cluster bench's.
+pub fn args(name: &str, data: &Path, url: &str) -> Vec<OsString> {
+    let peer = "http://127.0.0.1:2380";
+    let mut args: Vec<OsString> = ["--name", name, "--data-dir"].map(OsString::from).to_vec();
+    args.push(data.into());
+    args.extend(
+        [
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            &format!("{name}={peer}"),
+        ]
+        .map(OsString::from),
+    );
+    args
+}
 
 /// One etcd member on `server`; killed and its data removed on drop.
 pub struct Etcd<'a> {
@@ -55,25 +81,7 @@ impl<'a> Etcd<'a> {
     /// Starts etcd on its data dir (after [`Self::kill`]) and waits until it answers.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "etcd already runs");
-        let peer = "http://127.0.0.1:2380";
-        let url = self.url();
-        let data = self.data.to_str().expect("utf-8 path").to_string();
-        let args = [
-            "--name",
-            &self.name,
-            "--data-dir",
-            &data,
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            peer,
-            "--initial-cluster",
-            &format!("{}={peer}", self.name),
-        ];
+        let args = args(&self.name, &self.data, &self.url());
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
