@@ -3,6 +3,8 @@
 # a daemon on each, containers created through the client, and proof that containers on
 # different servers reach each other on the same VLAN and not across VLANs. Server 1's daemon
 # serves HTTPS with a token on its underlay address, and is driven from server 2.
+# Then the cluster act: the switch drops multicast, three more servers share an etcd
+# (`serve --etcd`, no --peers), find each other, and their containers reach each other.
 #
 #   sudo scripts/demo.sh          # run it and clean up
 #   sudo scripts/demo.sh --keep   # leave it running and print how to explore it
@@ -16,7 +18,7 @@ KEEP=0
 case "${1:-}" in
   --keep) KEEP=1 ;;
   "") ;;
-  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--keep]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" -eq 0 ] || { echo "demo: needs root (network namespaces, LXC); run with sudo" >&2; exit 1; }
@@ -32,6 +34,9 @@ TAG="cmdemo$$"
 WORK="$(mktemp -d /tmp/creepy-meow-demo.XXXXXX)"
 SW="$TAG-sw"
 PIDS=()
+# Simulated servers (namespace $TAG-<name>, files under $WORK/<name>), and other namespaces.
+SERVERS=(s1 s2)
+OTHERS=()
 
 on() { local ns="$1"; shift; nsenter --net="/run/netns/$ns" -- "$@"; }
 
@@ -39,8 +44,8 @@ cleanup() {
   local rc=$?
   if [ "$KEEP" -eq 1 ] && [ "$rc" -eq 0 ]; then return; fi
   say "tearing down"
-  for i in 1 2; do
-    local ns="$TAG-s$i" lxc="$WORK/s$i/lxc"
+  for s in "${SERVERS[@]}"; do
+    local ns="$TAG-$s" lxc="$WORK/$s/lxc"
     [ -e "/run/netns/$ns" ] || continue
     if [ -d "$lxc" ]; then
       for c in $(on "$ns" lxc-ls -P "$lxc" 2>/dev/null); do
@@ -52,11 +57,13 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   # Anything else still living in the namespaces (nothing should be) goes too.
-  for ns in "$TAG-s1" "$TAG-s2" "$SW"; do
+  local all=("$SW")
+  for s in "${SERVERS[@]}" "${OTHERS[@]}"; do all+=("$TAG-$s"); done
+  for ns in "${all[@]}"; do
     [ -e "/run/netns/$ns" ] || continue
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
   done
-  for ns in "$TAG-s1" "$TAG-s2" "$SW"; do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in "${all[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
   echo "removed namespaces $TAG-* and $WORK"
 }
@@ -66,15 +73,19 @@ say "two simulated servers on one switch (underlay 10.77.0.0/24 inside the names
 ip netns add "$SW"
 ip -n "$SW" link add sw0 type bridge mcast_snooping 0
 ip -n "$SW" link set sw0 up
-for i in 1 2; do
-  ns="$TAG-s$i"
+# plug NAME N: namespace $TAG-NAME on the switch, its eth1 at 10.77.0.N.
+plug() {
+  local ns="$TAG-$1" n="$2"
   ip netns add "$ns"
-  ip link add eth1 netns "$ns" type veth peer name "sw-p$i" netns "$SW"
-  ip -n "$SW" link set "sw-p$i" master sw0 up
+  ip link add eth1 netns "$ns" type veth peer name "sw-p$n" netns "$SW"
+  ip -n "$SW" link set "sw-p$n" master sw0 up
   ip -n "$ns" link set lo up
-  ip -n "$ns" addr add "10.77.0.$i/24" dev eth1
+  ip -n "$ns" addr add "10.77.0.$n/24" dev eth1
   ip -n "$ns" link set eth1 up
-  echo "server $i: namespace $ns, eth1 10.77.0.$i"
+}
+for i in 1 2; do
+  plug "s$i" "$i"
+  echo "server $i: namespace $TAG-s$i, eth1 10.77.0.$i"
 done
 
 say "host fabric on each server: creepy-meow setup --host-id N"
@@ -156,6 +167,78 @@ else
   echo "OK   container5 (vlan 2) -> container8 (server 2, vlan 3, same subnet): isolated"
 fi
 
+say "cluster act: the switch drops multicast; three more servers share an etcd, no --peers"
+# As most clouds do: nft on the switch drops IPv4 multicast (counted, to show it did).
+on "$SW" nft -f - <<'EOT'
+table bridge demo {
+  chain c {
+    type filter hook forward priority 0;
+    ip daddr 224.0.0.0/4 counter drop;
+  }
+}
+EOT
+echo "switch: IPv4 multicast dropped (nft table bridge demo)"
+OTHERS+=(etcd)
+plug etcd 10
+mkdir -p "$WORK/etcd"
+ETCD=http://10.77.0.10:2379
+# One etcd member in a namespace of its own on the switch; clients reach it across the switch.
+nsenter --net="/run/netns/$TAG-etcd" -- etcd --name demo --data-dir "$WORK/etcd/data" \
+  --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster demo=http://127.0.0.1:2380 >"$WORK/etcd/etcd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do
+  on "$TAG-etcd" etcdctl --endpoints="$ETCD" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+on "$TAG-etcd" etcdctl --endpoints="$ETCD" endpoint health
+for i in 11 12 13; do
+  SERVERS+=("c$i")
+  plug "c$i" "$i"
+  mkdir -p "$WORK/c$i"
+  echo "-- server $i (namespace $TAG-c$i, eth1 10.77.0.$i): creepy-meow serve --host-id $i --etcd $ETCD"
+  nsenter --net="/run/netns/$TAG-c$i" -- "$BIN" serve --host-id "$i" --etcd "$ETCD" \
+    --data-dir "$WORK/c$i/data" --lxc-path "$WORK/c$i/lxc" >"$WORK/c$i/daemon.log" 2>&1 &
+  PIDS+=($!)
+done
+# c N ARGS...: the client on cluster server N, against its own daemon.
+c() { local i="$1"; shift; on "$TAG-c$i" "$BIN" "$@"; }
+for i in 11 12 13; do
+  for _ in $(seq 100); do
+    on "$TAG-c$i" curl -sf http://127.0.0.1:8080/healthz 2>/dev/null | grep -q '"state":"connected"' && break
+    sleep 0.2
+  done
+  on "$TAG-c$i" curl -sf http://127.0.0.1:8080/healthz | grep -q '"state":"connected"' \
+    || { cat "$WORK/c$i/daemon.log"; exit 1; }
+done
+echo "-- server 11: creepy-meow cluster hosts"
+c 11 cluster hosts
+for i in 11 12 13; do
+  c "$i" create --id "2${i: -1}" --vlan 2 --ip "192.168.2.2${i: -1}/24"
+done
+echo "-- server 11: creepy-meow cluster containers"
+c 11 cluster containers
+echo "-- server 11's vxlan2 floods by unicast to the other members (bridge fdb show dev vxlan2):"
+on "$TAG-c11" bridge fdb show dev vxlan2 | grep '^00:00:00:00:00:00'
+echo "-- server 12: the same container ID again is refused, naming the server that holds it"
+c 12 create --id 21 --vlan 2 --ip 192.168.2.99/24 || echo "(refused, exit $?)"
+
+say "reachability across the cluster, from inside each container"
+for i in 11 12 13; do
+  for j in 11 12 13; do
+    [ "$i" = "$j" ] && continue
+    from="container2${i: -1}" to="192.168.2.2${j: -1}"
+    if on "$TAG-c$i" lxc-attach -P "$WORK/c$i/lxc" -n "$from" -- ping -c 2 -W 2 "$to" >/dev/null; then
+      echo "OK   $from (server $i) -> $to (server $j): reachable without multicast"
+    else
+      echo "FAIL $from cannot reach $to"; exit 1
+    fi
+  done
+done
+echo "-- the switch's drop rule counted the multicast it dropped:"
+on "$SW" nft list table bridge demo | grep counter
+
 if [ "$KEEP" -eq 1 ]; then
   say "left running (--keep)"
   cat <<EOT
@@ -167,10 +250,13 @@ Explore (server 1 serves HTTPS on 10.77.0.1:8443, with a token):
   nsenter --net=/run/netns/$TAG-s1 lxc-attach -P $WORK/s1/lxc -n container5
   nsenter --net=/run/netns/$TAG-s2 $BIN jobs
   ip -n $TAG-s1 -d link show vxlan2
+  nsenter --net=/run/netns/$TAG-c11 $BIN cluster hosts      # the cluster act (servers 11-13, etcd $ETCD)
+  nsenter --net=/run/netns/$TAG-c12 $BIN cluster containers
 Tear down:
   kill ${PIDS[*]}; for c in container5; do nsenter --net=/run/netns/$TAG-s1 lxc-destroy -f -P $WORK/s1/lxc -n \$c; done
   for c in container6 container8; do nsenter --net=/run/netns/$TAG-s2 lxc-destroy -f -P $WORK/s2/lxc -n \$c; done
-  ip netns del $TAG-s1; ip netns del $TAG-s2; ip netns del $SW; rm -rf $WORK
+  for i in 11 12 13; do nsenter --net=/run/netns/$TAG-c\$i lxc-destroy -f -P $WORK/c\$i/lxc -n container2\${i: -1}; done
+  for n in s1 s2 c11 c12 c13 etcd; do ip netns del $TAG-\$n; done; ip netns del $SW; rm -rf $WORK
 EOT
   exit 0
 fi
@@ -179,4 +265,7 @@ say "destroying through the client"
 s1 destroy 5
 on "$TAG-s2" "$BIN" destroy 6
 on "$TAG-s2" "$BIN" destroy 8
+for i in 11 12 13; do c "$i" destroy "2${i: -1}"; done
+echo "-- server 11: creepy-meow cluster containers (the destroys gave their reservations back)"
+c 11 cluster containers
 say "demo passed"

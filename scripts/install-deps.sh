@@ -16,6 +16,11 @@ command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v openssl >/dev/null || need+=(openssl)
 # The HTTPS tests check servers against the system's CA bundle too.
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# Cluster mode: the etcd-client crate compiles etcd's protos with protoc at build time; the
+# cluster root test and the demo's cluster act start etcd and read it with etcdctl.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -11,21 +11,9 @@ use std::process::Output;
 
 use common::containers::{pid_of, ping_from};
 use common::daemon::{Daemon, API};
-use common::lab::run_checked;
-use common::netns::{named, nsenter};
 use common::serve::BIN;
+use common::switch::{drop_multicast, flood_peers, switch_nft};
 use common::{Lab, Server};
-
-/// The bridge-family rule that drops IPv4 multicast between the switch's ports (a counter, so
-/// the test can show it is what stopped the traffic). `fwd` is a reserved word in nft: the
-/// chain is `c`.
-const DROP_MULTICAST: &str = "table bridge t {
-  chain c {
-    type filter hook forward priority 0;
-    ip daddr 224.0.0.0/4 counter drop;
-  }
-}
-";
 
 /// Every server's underlay address, this one's included (it is skipped).
 const ALL: &str = "10.77.0.1,10.77.0.2,10.77.0.3";
@@ -46,11 +34,6 @@ fn name(id: u32) -> String {
     format!("container{id}")
 }
 
-/// Runs `nft` with `args` in the switch's namespace; returns its output.
-fn switch_nft(lab: &Lab, args: &[&str]) -> String {
-    run_checked(&mut nsenter(&named(lab.switch_netns()), "nft", args))
-}
-
 fn setup(server: &Server, extra: &[&str]) -> Output {
     let id = server.host_id.to_string();
     let args = ["setup", "--host-id", &id, "--vlans", "2,3"];
@@ -68,18 +51,6 @@ fn setup_ok(server: &Server, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
-}
-
-/// The flood entries (`00:00:00:00:00:00 dst X`) of `vxlan` on `server`, as `bridge` shows them.
-fn flood_peers(server: &Server, vxlan: &str) -> Vec<String> {
-    let fdb = server.run_ok("bridge", ["fdb", "show", "dev", vxlan]);
-    let mut peers: Vec<String> = fdb
-        .lines()
-        .filter_map(|l| l.strip_prefix("00:00:00:00:00:00 dst "))
-        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-        .collect();
-    peers.sort();
-    peers
 }
 
 /// Links (config lines: without timers), IPv4 addresses and the static forwarding entries of
@@ -154,9 +125,7 @@ fn identities(servers: &[&Server]) -> Vec<(String, String)> {
 #[test]
 fn peers_carry_the_overlay_where_the_switch_drops_multicast() {
     let lab = Lab::new(3);
-    let conf = lab.dir().join("drop-multicast.nft");
-    std::fs::write(&conf, DROP_MULTICAST).unwrap();
-    switch_nft(&lab, &["-f", conf.to_str().unwrap()]);
+    drop_multicast(&lab);
     let all: Vec<&Server> = lab.servers().iter().collect();
 
     multicast_is_blocked(&lab);

@@ -25,17 +25,7 @@ impl Etcd {
         let url = format!("http://{addr}:2379");
         let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
         let child = Command::new("etcd")
-            .args(["--name", "bench", "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-cluster", "bench=http://127.0.0.1:2380"])
+            .args(super::harness::etcd::args("bench", &dir.join("data"), &url))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

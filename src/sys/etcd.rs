@@ -161,7 +161,21 @@ impl Kv for EtcdKv {
     async fn keep_alive(&self, lease: i64) -> KvResult<bool> {
         let mut c = self.client.clone();
         self.timed(async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.map_err(map_err)?;
+            let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
+                Ok(kept) => kept,
+                // etcd answers an expired lease's keep-alive with a TTL of 0, which the crate
+                // turns into this error (as it does a failed send): ask etcd how the lease
+                // stands. Without this, a server whose lease expired while it was cut off
+                // never registers again.
+                Err(etcd_client::Error::LeaseKeepAliveError(why)) => {
+                    let left = c.lease_time_to_live(lease, None).await.map_err(map_err)?;
+                    return match left.ttl() {
+                        ..=0 => Ok(false),
+                        _ => Err(KvError::Unavailable(why)),
+                    };
+                }
+                Err(e) => return Err(map_err(e)),
+            };
             keeper.keep_alive().await.map_err(map_err)?;
             match stream.message().await.map_err(map_err)? {
                 Some(resp) => Ok(resp.ttl() > 0),

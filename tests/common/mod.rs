@@ -18,7 +18,10 @@
 //! - [`events`]: reading `GET /api/events` (a stream, and a client that reads nothing);
 //! - [`openapi`]: checks answers against docs/openapi.json;
 //! - [`on_server`]: library code run inside a server's namespace;
-//! - [`containers`]: reaching into a server's containers.
+//! - [`containers`]: reaching into a server's containers;
+//! - [`switch`]: the lab switch impaired (multicast dropped, a port cut) and the flood entries
+//!   of a server's VXLAN devices;
+//! - [`etcd`]: a real etcd on a simulated server, for the cluster tests.
 //!
 //! The benches keep their own HTTP client (`benches/common/http.rs`); what they share ends at how
 //! a request is sent. Each test or bench binary uses a subset, hence the blanket `dead_code`
@@ -29,6 +32,7 @@ pub mod certs;
 pub mod containers;
 pub mod daemon;
 pub mod disk;
+pub mod etcd;
 pub mod events;
 pub mod in_process;
 pub mod lab;
@@ -38,6 +42,7 @@ pub mod on_server;
 pub mod openapi;
 pub mod ping;
 pub mod serve;
+pub mod switch;
 
 #[allow(unused_imports)]
 pub use lab::{require_root, sweep_stale, Lab, Server};
@@ -52,6 +57,20 @@ pub const CREATE_5: [&str; 7] = [
     "--ip",
     "192.168.2.5/24",
 ];
+
+/// Asks `ok` every 200 ms until it says yes; panics naming `what` after `timeout`. A bound on
+/// a wait for something that happens in the background (a lease expiring, a watch firing, a
+/// sync pass), never a timing assert: `timeout` is far above what it normally takes.
+pub fn eventually(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {timeout:?}: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
 
 /// A current-thread tokio runtime: for code run on a server ([`on_server`]), for a root test's
 /// readiness wait, and for a bench, whose load generator then uses one core at most, leaving the
