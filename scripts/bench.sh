@@ -3,13 +3,13 @@
 # target/bench/report.md: the machine, then each bench's numbers next to the baselines it
 # measured in the same run. See docs/PERFORMANCE.md for what each one measures.
 #
-#   sudo scripts/bench.sh                      # all seven, about 15 minutes
-#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart restore fabric events)
+#   sudo scripts/bench.sh                      # all nine, about 17 minutes
+#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart restore fabric events memory)
 #
 # Sizes (env): CMBENCH_CREATES=30 CMBENCH_ACCEPT_SECS=3 CMBENCH_READ_SECS=3 CMBENCH_READ_BUSY=40
 #              CMBENCH_SCALE_N=500 CMBENCH_FINISHED=10000 CMBENCH_QUEUED=1000 CMBENCH_RESTARTS=7
 #              CMBENCH_RESTORE_N=100 CMBENCH_RECONCILE_RECORDS=1000 CMBENCH_RECONCILE_PASSES=20
-#              CMBENCH_PEERS=100 CMBENCH_FABRIC_ROUNDS=7
+#              CMBENCH_PEERS=100 CMBENCH_FABRIC_ROUNDS=7 CMBENCH_MEMORY_N=5000
 #
 # Every bench builds its own simulated server with the root tests' lab (tests/common/lab.rs:
 # namespaces cm<tag>-sw and cm<tag>-s1, scratch directory /tmp/creepy-meow-lab-cm<tag>) and
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(provision accept reads scale restart restore fabric events)
+ALL=(provision accept reads scale restart restore fabric events memory)
 case "${1:-}" in
   -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 esac

@@ -1,0 +1,293 @@
+//! Memory (issue 17, item 6): the daemon's resident set as containers and jobs pile up. The
+//! whole daemon runs on the fake host (`src/sys/fake.rs`), in a child process of its own
+//! (`common::fake_daemon`), so thousands of containers cost no LXC and the child's `VmRSS` is
+//! the daemon's (plus the fake kernel's few hundred bytes a container). No root needed.
+//!
+//! `CMBENCH_MEMORY_N` (default 5,000) creates are queued through the API at once, 8 clients,
+//! across VLANs 2–8; at 0, 500, 1,000, 2,500 and N containers (once the queue has drained and
+//! one `GET /api/container/list` has filled its cache) the bench reads the child's `VmRSS` and
+//! `VmHWM`, glibc's heap in use and free (`mallinfo2`) and the store's size on disk. Then N
+//! restarts, one per container, bring the retained jobs to 2 × N (10,000: the default
+//! `--keep-finished`); last, the daemon is stopped and started again on the same store, and
+//! measured after one list.
+//!
+//! Target: ≤ 40 MiB at 5,000 containers and 10,000 retained jobs. The baseline is the same
+//! bench on the code before the change, run beside it (docs/PERFORMANCE.md).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake_daemon::{self, ROLE};
+use common::http::{json, Conn, Req};
+use common::stats::rss_kib;
+use creepy_meow::sys::lxc_files::disk_usage;
+
+const BENCH: &str = "memory";
+/// Concurrent clients queueing creates.
+const CLIENTS: u32 = 8;
+/// A command line the daemon's child runs under, such as `heaptrack -o /tmp/cm` (see
+/// docs/PERFORMANCE.md: how the memory was found).
+const WRAP: &str = "CMBENCH_MEMORY_WRAP";
+/// The target, in MiB.
+const TARGET_MIB: f64 = 40.0;
+
+fn main() {
+    fake_daemon::serve_if_asked();
+    let n = common::env_usize("CMBENCH_MEMORY_N", 5_000) as u32;
+    let dir = std::env::temp_dir().join(format!("cm-memory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let rows = common::runtime().block_on(run(&dir, n));
+    let _ = std::fs::remove_dir_all(&dir);
+    report(&rows);
+}
+
+/// The daemon's child process and its stdout.
+struct FakeDaemon {
+    /// The child.
+    child: Child,
+    /// Its stdout, line by line.
+    lines: Lines<BufReader<ChildStdout>>,
+    /// The port it listens on.
+    port: u16,
+    /// The daemon's process (the child itself, or under [`WRAP`] a process of the wrapper's).
+    pid: u32,
+}
+
+impl FakeDaemon {
+    /// Spawns this executable as the daemon on `dir` and waits until it listens.
+    fn spawn(dir: &Path) -> Self {
+        let own = std::env::current_exe().expect("own path");
+        let wrap = std::env::var(WRAP).unwrap_or_default();
+        let mut argv: Vec<&std::ffi::OsStr> = wrap.split_whitespace().map(AsRef::as_ref).collect();
+        argv.push(own.as_os_str());
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .env(ROLE, dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the daemon");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut d = Self {
+            child,
+            lines,
+            port: 0,
+            pid: 0,
+        };
+        let listening = d.answer("listening ");
+        let (addr, pid) = listening.split_once(' ').expect("address and pid");
+        d.port = addr.parse::<std::net::SocketAddr>().expect("an address").port();
+        d.pid = pid.parse().expect("a pid");
+        d
+    }
+
+    /// The rest of the child's next line that starts with `prefix`; a profiler's lines between
+    /// are printed.
+    fn answer(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.lines.next().expect("a line").expect("read");
+            match line.strip_prefix(prefix) {
+                Some(rest) => return rest.to_string(),
+                None => eprintln!("memory: daemon: {line}"),
+            }
+        }
+    }
+
+    /// glibc's heap in use, free, and mmapped, in bytes.
+    fn heap(&mut self) -> [u64; 3] {
+        signal(self.pid, "USR1");
+        let v: Vec<u64> = self
+            .answer("heap ")
+            .split(' ')
+            .map(|s| s.parse().expect("a number"))
+            .collect();
+        [v[0], v[1], v[2]]
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn stop(mut self) {
+        signal(self.pid, "TERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "the daemon exited with {status}");
+    }
+}
+
+impl Drop for FakeDaemon {
+    /// Kills a daemon the bench did not stop (it panicked), so no child outlives it.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// One measurement.
+struct Row {
+    /// What had just happened.
+    what: String,
+    /// Containers listed.
+    containers: u32,
+    /// Jobs the bench made so far (all retained: fewer than `--keep-finished`).
+    jobs: u64,
+    /// `VmRSS`, KiB.
+    rss_kib: u64,
+    /// `VmHWM`, KiB: the most resident so far.
+    hwm_kib: u64,
+    /// glibc's heap in use, free and mmapped, bytes.
+    heap: [u64; 3],
+    /// The data directory's size, bytes.
+    disk: u64,
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Measures the daemon once the queue is empty, `containers` listed, `jobs` made so far.
+async fn measure(d: &mut FakeDaemon, data: &Path, what: &str, containers: u32, jobs: u64) -> Row {
+    drained(d.port).await;
+    let list = json(d.port, &Req::get("/api/container/list"), 200).await;
+    let listed = list["containers_id"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed, containers as usize, "containers listed");
+    let pid = d.pid;
+    Row {
+        what: what.into(),
+        containers,
+        jobs,
+        rss_kib: rss_kib(pid),
+        hwm_kib: status_kib(pid, "VmHWM:"),
+        heap: d.heap(),
+        disk: disk_usage(data).expect("the store's size"),
+    }
+}
+
+/// Waits until no job is queued or running.
+async fn drained(port: u16) {
+    loop {
+        let q = json(port, &Req::get("/api/queue"), 200).await;
+        if q["queued"].as_u64() == Some(0) && q["running"].as_u64() == Some(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `reqs` over [`CLIENTS`] connections, each answered `202`.
+async fn queue_all(port: u16, reqs: Vec<Req>) {
+    let mut shares: Vec<Vec<Req>> = (0..CLIENTS).map(|_| Vec::new()).collect();
+    for (i, r) in reqs.into_iter().enumerate() {
+        shares[i % CLIENTS as usize].push(r);
+    }
+    let clients = shares.into_iter().map(|share| async move {
+        let mut conn = Conn::connect(common::http::daemon_addr(port))
+            .await
+            .expect("connect");
+        for req in &share {
+            let (status, body) = conn.send(req).await.expect("send");
+            assert_eq!(status, 202, "{req:?}: {}", String::from_utf8_lossy(&body));
+        }
+    });
+    futures::future::join_all(clients).await;
+}
+
+/// Creates of containers `from..to`, spread over the VLANs of [`fake_daemon::VLANS`].
+fn creates(from: u32, to: u32) -> Vec<Req> {
+    let vlans = fake_daemon::VLANS.split(',').count() as u32;
+    (from..to)
+        .map(|id| {
+            let vlan = 2 + (id % vlans) as u8;
+            Req::post_form("/api/container/create", common::create_form(id, vlan))
+        })
+        .collect()
+}
+
+async fn run(dir: &Path, n: u32) -> Vec<Row> {
+    let data: PathBuf = common::harness::layout::data_path(dir);
+    let mut d = FakeDaemon::spawn(dir);
+    let mut rows = vec![measure(&mut d, &data, "start", 0, 0).await];
+    let t0 = Instant::now();
+    let mut made = 0;
+    for at in [500, 1_000, 2_500, n].into_iter().filter(|&at| at <= n) {
+        if at == made {
+            continue;
+        }
+        queue_all(d.port, creates(made + 1, at + 1)).await;
+        made = at;
+        let row = measure(&mut d, &data, "creates", made, u64::from(made)).await;
+        rows.push(row);
+    }
+    let restarts = (1..=n)
+        .map(|id| Req::post_form(format!("/api/container/{id}/restart"), String::new()))
+        .collect();
+    queue_all(d.port, restarts).await;
+    rows.push(measure(&mut d, &data, "+ a restart each", n, 2 * u64::from(n)).await);
+    eprintln!("memory: {n} creates and {n} restarts in {:.1?}", t0.elapsed());
+    d.stop();
+    let mut d = FakeDaemon::spawn(dir);
+    rows.push(measure(&mut d, &data, "reopened", n, 2 * u64::from(n)).await);
+    d.stop();
+    rows
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn report(rows: &[Row]) {
+    let mut out = format!(
+        "## memory: the daemon on the fake host, {} containers\n\n\
+         | after | containers | jobs | RSS MiB | HWM MiB | heap in use MiB | heap free MiB | mmapped MiB | store on disk MiB |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        rows.last().map_or(0, |r| r.containers)
+    );
+    for r in rows {
+        let [used, free, mapped] = r.heap.map(|b| b / 1024);
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.what,
+            r.containers,
+            r.jobs,
+            mib(r.rss_kib),
+            mib(r.hwm_kib),
+            mib(used),
+            mib(free),
+            mib(mapped),
+            mib(r.disk / 1024),
+        );
+    }
+    let created = rows.iter().filter(|r| r.what == "creates").last();
+    if let (Some(first), Some(last)) = (rows.first(), created) {
+        let grown = last.rss_kib.saturating_sub(first.rss_kib);
+        let per = grown as f64 / f64::from(last.containers.max(1));
+        out += &format!(
+            "\nRSS per container created (start to {}): {per:.1} KiB\n",
+            last.containers
+        );
+    }
+    let worst = rows.iter().map(|r| r.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+    out += &format!(
+        "Largest RSS: {worst:.1} MiB: target ≤ {TARGET_MIB} MiB: **{}**\n",
+        if worst <= TARGET_MIB { "met" } else { "not met" }
+    );
+    common::emit(BENCH, &out);
+}
