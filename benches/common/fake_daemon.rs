@@ -5,7 +5,8 @@
 //!
 //! The child prints `listening <address> <pid>` once it serves, and answers each `SIGUSR1` with one
 //! line `heap <in use> <free> <mmapped>` (bytes, glibc's `mallinfo2`), so the bench can tell
-//! memory the daemon holds from memory the allocator keeps. The fake's call log, which only
+//! memory the daemon holds from memory the allocator keeps, and each `SIGUSR2` with `trim
+//! <µs>`, the time one `malloc_trim` of its heap takes. The fake's call log, which only
 //! tests read, is emptied every second: it is not the daemon's memory.
 
 use std::io::Write;
@@ -58,11 +59,13 @@ async fn serve(dir: &Path) {
     let addr = rx.await.expect("the daemon is ready");
     say(&format!("listening {addr} {}", std::process::id()));
     let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1");
+    let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = usr1.recv() => say(&heap_line()),
+            _ = usr2.recv() => say(&trim_line()),
             _ = term.recv() => break,
             _ = tick.tick() => net.clear_calls(),
         }
@@ -76,7 +79,18 @@ async fn serve(dir: &Path) {
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").and_then(|()| out.flush()).expect("stdout");
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .expect("stdout");
+}
+
+/// `trim <microseconds>`: how long one `malloc_trim` of the whole heap took (the daemon's
+/// own trims skip a heap with little free, `sys::memory::release_free_memory`).
+fn trim_line() -> String {
+    let t0 = std::time::Instant::now();
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    format!("trim {}", t0.elapsed().as_micros())
 }
 
 /// `heap <in use> <free> <mmapped>`: glibc's view of its heap, in bytes.

@@ -7,6 +7,13 @@ use super::event::{Event, StoredEvent};
 use super::store::JobStore;
 use super::QueueError;
 
+/// Observations stored per transaction. sled keeps every version of a node that a
+/// transaction's writes make until the transaction ends, so one transaction of a pass that saw
+/// 2,500 new containers (one `health` event each) held ≈ 19 MiB at once and left the heap
+/// fragmented for good (docs/PERFORMANCE.md, "Memory"); 256 at a time hold a tenth of it,
+/// as the prune's chunks do.
+pub(super) const OBSERVATIONS_PER_TX: usize = 256;
+
 impl JobStore {
     /// Up to `limit` events numbered above `after`, oldest first, only those on disk.
     ///
@@ -28,15 +35,24 @@ impl JobStore {
     }
 
     /// Stores `events` (what a reconcile pass observed: no job's change), each under its
-    /// number, in one transaction; returns once they are on disk.
+    /// number, [`OBSERVATIONS_PER_TX`] to a transaction, off the reactor; returns once they are
+    /// all on disk.
     ///
     /// # Errors
-    /// [`QueueError::Storage`].
+    /// [`QueueError::Storage`]. The chunks committed before the one that failed stay (each
+    /// event is an observation on its own; the next pass observes again).
     pub async fn record_observations(&self, events: Vec<Event>) -> Result<(), QueueError> {
         if events.is_empty() {
             return Ok(());
         }
-        self.transact(|tx| events.iter().try_for_each(|e| tx.emit(e.clone()).map(drop)))?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            events.chunks(OBSERVATIONS_PER_TX).try_for_each(|chunk| {
+                store.transact(|tx| chunk.iter().try_for_each(|e| tx.emit(e.clone()).map(drop)))
+            })
+        })
+        .await
+        .map_err(|e| QueueError::Storage(format!("recording observations failed: {e}")))??;
         self.flush().await
     }
 
