@@ -1,15 +1,19 @@
 //! Memory (issue 17, item 6): the daemon's resident set as containers and jobs pile up. The
 //! whole daemon runs on the fake host (`src/sys/fake.rs`), in a child process of its own
 //! (`common::fake_daemon`), so thousands of containers cost no LXC and the child's `VmRSS` is
-//! the daemon's (plus the fake kernel's few hundred bytes a container). No root needed.
+//! the daemon's (plus the fake kernel's, ≈ 1 KiB a container: heaptrack put 5.5 MiB of its
+//! peak at 5,000 containers in `sys::fake*`). No root needed.
 //!
 //! `CMBENCH_MEMORY_N` (default 5,000) creates are queued through the API at once, 8 clients,
 //! across VLANs 2–8; at 0, 500, 1,000, 2,500 and N containers (once every job has finished and
 //! one `GET /api/container/list` has filled its cache) the bench reads the child's `VmRSS` and
 //! `VmHWM`, glibc's heap in use and free (`mallinfo2`) and the store's size on disk. Then N
 //! restarts, one per container, bring the retained jobs to 2 × N (10,000: the default
-//! `--keep-finished`); last, the daemon is stopped and started again on the same store, and
-//! measured after one list.
+//! `--keep-finished`), and 500 of them, spread evenly, are read back one by one (the cost of a
+//! smaller page cache is in these reads). Last, the daemon is stopped and started again on the
+//! same store, and measured after one list: the fake host starts empty, so the start's
+//! reconcile pass finds every container gone and marks all 5,000 records `missing`, a write
+//! heavier than a real restart's.
 //!
 //! Target: ≤ 40 MiB at 5,000 containers and 10,000 retained jobs. The baseline is the same
 //! bench on the code before the change, run beside it (docs/PERFORMANCE.md).
@@ -24,10 +28,12 @@ use std::time::Instant;
 
 use common::fake_daemon::{self, ROLE};
 use common::http::{json, Conn, Req};
-use common::stats::rss_kib;
+use common::stats::{ms, rss_kib, Summary};
 use creepy_meow::sys::lxc_files::disk_usage;
 
 const BENCH: &str = "memory";
+/// Old jobs read back at the end.
+const READS: usize = 500;
 /// Concurrent clients queueing creates.
 const CLIENTS: u32 = 8;
 /// A command line the daemon's child runs under, such as `heaptrack -o /tmp/cm` (see
@@ -42,9 +48,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("cm-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let rows = common::runtime().block_on(run(&dir, n));
+    let (rows, reads) = common::runtime().block_on(run(&dir, n));
     let _ = std::fs::remove_dir_all(&dir);
-    report(&rows);
+    report(&rows, &reads);
 }
 
 /// The daemon's child process and its stdout.
@@ -231,9 +237,9 @@ async fn drained(port: u16, last: &[String]) {
     );
 }
 
-/// Sends `reqs` over [`CLIENTS`] connections, each answered `202`; returns the job each
-/// client queued last.
-async fn queue_all(port: u16, reqs: Vec<Req>) -> Vec<String> {
+/// Sends `reqs` over [`CLIENTS`] connections, each answered `202`; returns the jobs each
+/// client queued, in order.
+async fn queue_all(port: u16, reqs: Vec<Req>) -> Vec<Vec<String>> {
     let mut shares: Vec<Vec<Req>> = (0..CLIENTS).map(|_| Vec::new()).collect();
     for (i, r) in reqs.into_iter().enumerate() {
         shares[i % CLIENTS as usize].push(r);
@@ -242,22 +248,40 @@ async fn queue_all(port: u16, reqs: Vec<Req>) -> Vec<String> {
         let mut conn = Conn::connect(common::http::daemon_addr(port))
             .await
             .expect("connect");
-        let mut last = None;
+        let mut jobs = Vec::new();
         for req in &share {
             let (status, body) = conn.send(req).await.expect("send");
             assert_eq!(status, 202, "{req:?}: {}", String::from_utf8_lossy(&body));
-            last = Some(body);
-        }
-        last.map(|body| {
             let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-            v["job_id"].as_str().expect("a job_id").to_string()
-        })
+            jobs.push(v["job_id"].as_str().expect("a job_id").to_string());
+        }
+        jobs
     });
-    futures::future::join_all(clients)
+    futures::future::join_all(clients).await
+}
+
+/// Each client's last job.
+fn lasts(queued: &[Vec<String>]) -> Vec<String> {
+    queued.iter().filter_map(|c| c.last().cloned()).collect()
+}
+
+/// `GET /api/jobs/<id>` of [`READS`] jobs spread evenly over `jobs`, one after another: most
+/// are old, so their pages come from disk unless sled's cache holds them (the cost of a
+/// smaller cache).
+async fn old_job_reads(port: u16, jobs: &[String]) -> Summary {
+    let mut conn = Conn::connect(common::http::daemon_addr(port))
         .await
-        .into_iter()
-        .flatten()
-        .collect()
+        .expect("connect");
+    let step = (jobs.len() / READS).max(1);
+    let mut lat = Vec::new();
+    for job in jobs.iter().step_by(step) {
+        let req = Req::get(format!("/api/jobs/{job}"));
+        let t0 = Instant::now();
+        let (status, _) = conn.send(&req).await.expect("read a job");
+        lat.push(t0.elapsed());
+        assert_eq!(status, 200);
+    }
+    Summary::of(&lat)
 }
 
 /// Creates of containers `from..to`, spread over the VLANs of [`fake_daemon::VLANS`].
@@ -271,42 +295,47 @@ fn creates(from: u32, to: u32) -> Vec<Req> {
         .collect()
 }
 
-async fn run(dir: &Path, n: u32) -> Vec<Row> {
+async fn run(dir: &Path, n: u32) -> (Vec<Row>, Summary) {
     let data: PathBuf = common::harness::layout::data_path(dir);
     let mut d = FakeDaemon::spawn(dir);
     let mut rows = vec![measure(&mut d, &data, "start", (0, 0), (Instant::now(), &[])).await];
+    let mut jobs = Vec::new();
     let mut made = 0;
     for at in [500, 1_000, 2_500, n].into_iter().filter(|&at| at <= n) {
         if at == made {
             continue;
         }
         let t0 = Instant::now();
-        let last = queue_all(d.port, creates(made + 1, at + 1)).await;
+        let queued = queue_all(d.port, creates(made + 1, at + 1)).await;
         made = at;
         let done = (made, u64::from(made));
-        let row = measure(&mut d, &data, "creates", done, (t0, &last)).await;
+        let row = measure(&mut d, &data, "creates", done, (t0, &lasts(&queued))).await;
         rows.push(row);
+        jobs.extend(queued.into_iter().flatten());
     }
     let t0 = Instant::now();
     let restarts = (1..=n)
         .map(|id| Req::post_form(format!("/api/container/{id}/restart"), String::new()))
         .collect();
-    let last = queue_all(d.port, restarts).await;
+    let queued = queue_all(d.port, restarts).await;
     let all = (n, 2 * u64::from(n));
+    let last = lasts(&queued);
     rows.push(measure(&mut d, &data, "+ a restart each", all, (t0, &last)).await);
+    jobs.extend(queued.into_iter().flatten());
+    let reads = old_job_reads(d.port, &jobs).await;
     d.stop();
     let t0 = Instant::now();
     let mut d = FakeDaemon::spawn(dir);
     rows.push(measure(&mut d, &data, "reopened", all, (t0, &[])).await);
     d.stop();
-    rows
+    (rows, reads)
 }
 
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-fn report(rows: &[Row]) {
+fn report(rows: &[Row], reads: &Summary) {
     let mut out = format!(
         "## memory: the daemon on the fake host, {} containers\n\n\
          | after | containers | jobs | phase s | RSS MiB | HWM MiB | heap in use MiB | heap free MiB | mmapped MiB | store on disk MiB | a trim ms | RSS after it MiB |\n\
@@ -331,7 +360,7 @@ fn report(rows: &[Row]) {
             mib(r.trimmed_kib),
         );
     }
-    let created = rows.iter().filter(|r| r.what == "creates").last();
+    let created = rows.iter().rfind(|r| r.what == "creates");
     if let (Some(first), Some(last)) = (rows.first(), created) {
         let grown = last.rss_kib.saturating_sub(first.rss_kib);
         let per = grown as f64 / f64::from(last.containers.max(1));
@@ -340,6 +369,13 @@ fn report(rows: &[Row]) {
             last.containers
         );
     }
+    out += &format!(
+        "{} reads of old jobs (`GET /api/jobs/<id>`, spread over all {}): p50 {} ms, p99 {} ms\n",
+        reads.n,
+        rows.iter().map(|r| r.jobs).max().unwrap_or(0),
+        ms(reads.p50),
+        ms(reads.p99)
+    );
     let worst = rows.iter().map(|r| r.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
     out += &format!(
         "Largest RSS: {worst:.1} MiB: target ≤ {TARGET_MIB} MiB: **{}**\n",
