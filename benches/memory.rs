@@ -9,7 +9,7 @@
 //! one `GET /api/container/list` has filled its cache) the bench reads the child's `VmRSS` and
 //! `VmHWM`, glibc's heap in use and free (`mallinfo2`) and the store's size on disk. Then N
 //! restarts, one per container, bring the retained jobs to 2 × N (10,000: the default
-//! `--keep-finished`), and 500 of them, spread evenly, are read back one by one (the cost of a
+//! `--keep-jobs`), and 500 of them, spread evenly, are read back one by one (the cost of a
 //! smaller page cache is in these reads). Last, the daemon is stopped and started again on the
 //! same store, and measured after one list: the fake host starts empty, so the start's
 //! reconcile pass finds every container gone and marks all 5,000 records `missing`, a write
@@ -157,7 +157,7 @@ struct Row {
     what: String,
     /// Containers listed.
     containers: u32,
-    /// Jobs the bench made so far (all retained: fewer than `--keep-finished`).
+    /// Jobs the bench made so far (all retained: fewer than `--keep-jobs`).
     jobs: u64,
     /// `VmRSS`, KiB.
     rss_kib: u64,
