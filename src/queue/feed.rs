@@ -10,8 +10,8 @@ use super::QueueError;
 /// Observations stored per transaction. sled keeps every version of a node that a
 /// transaction's writes make until the transaction ends, so one transaction of a pass that saw
 /// 2,500 new containers (one `health` event each) held ≈ 19 MiB at once and left the heap
-/// fragmented for good (docs/PERFORMANCE.md, "Memory"); 256 at a time hold a tenth of it,
-/// as the prune's chunks do.
+/// fragmented for good (docs/PERFORMANCE.md, section 12: up to 21.8 MiB free at 5,000
+/// containers, 2–3 MiB with chunks of 256, the size the prune's chunks have too).
 pub(super) const OBSERVATIONS_PER_TX: usize = 256;
 
 impl JobStore {
@@ -35,8 +35,8 @@ impl JobStore {
     }
 
     /// Stores `events` (what a reconcile pass observed: no job's change), each under its
-    /// number, [`OBSERVATIONS_PER_TX`] to a transaction, off the reactor; returns once they are
-    /// all on disk.
+    /// number, `OBSERVATIONS_PER_TX` (256) to a transaction, off the reactor; returns once
+    /// they are all on disk.
     ///
     /// # Errors
     /// [`QueueError::Storage`]. The chunks committed before the one that failed stay (each

@@ -35,7 +35,8 @@ const TRIM_ABOVE: usize = 1 << 20;
 /// sled's pages, rewritten about eleven times per create, and the start-up's decoding of every
 /// record leave free chunks between live ones, which glibc only returns from the heap's top on
 /// its own. `malloc_trim` also releases the whole free pages inside the heap (docs/
-/// PERFORMANCE.md, "Memory").
+/// PERFORMANCE.md, section 12). The free memory counted is the main arena's (`mallinfo2`), the
+/// only one unless `MALLOC_ARENA_MAX` allows more; a trim, once it runs, trims them all.
 /// Returns the bytes that were free, if a trim ran. A no-op on other C libraries.
 pub fn release_free_memory() -> Option<usize> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
