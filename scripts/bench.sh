@@ -4,12 +4,13 @@
 # measured in the same run. See docs/PERFORMANCE.md for what each one measures.
 #
 #   sudo scripts/bench.sh                      # all of them, about 17 minutes
-#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart restore fabric events cluster)
+#   sudo scripts/bench.sh provision accept     # only these (provision accept reads scale restart restore fabric events cluster memory)
 #
 # Sizes (env): CMBENCH_CREATES=30 CMBENCH_ACCEPT_SECS=3 CMBENCH_READ_SECS=3 CMBENCH_READ_BUSY=40
 #              CMBENCH_SCALE_N=500 CMBENCH_FINISHED=10000 CMBENCH_QUEUED=1000 CMBENCH_RESTARTS=7
 #              CMBENCH_RESTORE_N=100 CMBENCH_RECONCILE_RECORDS=1000 CMBENCH_RECONCILE_PASSES=20
 #              CMBENCH_PEERS=100 CMBENCH_FABRIC_ROUNDS=7 CMBENCH_CLUSTER_SECS=3
+#              CMBENCH_MEMORY_N=5000
 #
 # Every bench builds its own simulated server with the root tests' lab (tests/common/lab.rs:
 # namespaces cm<tag>-sw and cm<tag>-s1, scratch directory /tmp/creepy-meow-lab-cm<tag>) and
@@ -18,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(provision accept reads scale restart restore fabric events cluster)
+ALL=(provision accept reads scale restart restore fabric events cluster memory)
 case "${1:-}" in
   -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 esac

@@ -22,12 +22,16 @@ use crate::metrics::Metrics;
 use crate::queue::{JobStore, QueueError};
 use crate::reconcile::Reconciler;
 use crate::sys::etcd::EtcdKv;
-use crate::sys::{Host, Kv};
+use crate::sys::{memory, Host, Kv};
 use crate::tls::ServerTls;
 use crate::worker::{QueueControl, Worker};
 
 /// How often finished jobs are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How often free memory goes back to the kernel (`sys::memory::trim_every`): a busy worker
+/// frees a few MiB a minute, so RSS lags what the daemon holds by about that much.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +261,12 @@ pub async fn run_with(
     if let Err(e) = reconciler.pass().await {
         tracing::error!(error = %e, "the reconcile pass at start failed");
     }
+    // Opening the store decodes every record and recovery and the first pass read them all:
+    // what that left free goes back before the API opens.
+    let _ = tokio::task::spawn_blocking(memory::release_free_memory).await;
     let (listener, addr) = bind(cfg.listen).await?;
     let pruner = store.spawn_pruner(PRUNE_EVERY, shutdown.clone());
+    let trimmer = tokio::spawn(memory::trim_every(TRIM_EVERY, shutdown.clone()));
     let reconcile_loop = reconciler.spawn_loop(cfg.reconcile_every, shutdown.clone());
     let worker_task = tokio::spawn(worker.run());
     let cluster_tasks = tokio_util::task::TaskTracker::new();
@@ -295,6 +303,7 @@ pub async fn run_with(
     let _ = worker_task.await;
     cluster_tasks.wait().await;
     let _ = pruner.await;
+    let _ = trimmer.await;
     if let Some(task) = reconcile_loop {
         let _ = task.await;
     }

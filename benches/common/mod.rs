@@ -1,7 +1,7 @@
 //! What every benchmark shares: the tests' harness (`tests/common`: the lab, the daemon's command
-//! line, layout, readiness wait and stop), a one-server lab on it, the daemon started there, a
-//! small HTTP/1.1 client with a load loop, latency summaries, and a job store filled through the
-//! library; for the restore bench, the server's host side (a simulated reboot), overlay clones
+//! line, layout, readiness wait and stop), a one-server lab on it, the daemon started there, the
+//! whole daemon on the fake host in a child process (the memory bench), a small HTTP/1.1 client
+//! with a load loop, latency summaries, and a job store filled through the library; for the restore bench, the server's host side (a simulated reboot), overlay clones
 //! of one container, an ICMP prober and syscall counts through perf.
 //!
 //! Each bench binary uses a subset, hence the blanket `dead_code` allowance.
@@ -10,6 +10,7 @@
 pub mod clones;
 pub mod daemon;
 pub mod etcd;
+pub mod fake_daemon;
 pub mod host;
 pub mod http;
 pub mod icmp;

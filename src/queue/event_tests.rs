@@ -2,7 +2,7 @@
 //! pruned with their jobs.
 
 use super::test_support::{open, open_with, spec, TempDir};
-use super::{EventType, JobStore, StoreOptions};
+use super::{Event, EventType, JobStore, StoreOptions};
 use crate::spec::{StepEvent, StepName};
 
 /// `(type, step, state)` of every event readable after `after`.
@@ -124,4 +124,23 @@ async fn event_numbers_go_on_after_a_reopen() {
     assert_eq!(store.last_event(), 1);
     let job = store.enqueue_create(spec(2, 2, 2)).await.unwrap();
     assert_eq!(job.first_event, Some(2));
+}
+
+#[tokio::test]
+async fn a_pass_with_more_observations_than_a_transaction_takes_stores_them_all_in_order() {
+    let dir = TempDir::new("events-observations");
+    let store = open(&dir);
+    let n = 2 * super::feed::OBSERVATIONS_PER_TX + 1;
+    let events: Vec<Event> = (1..=n as u64)
+        .map(|id| Event::health(super::test_support::cid(id), "ok", None))
+        .collect();
+    store.record_observations(events).await.unwrap();
+    let stored = store.events_after(0, 10 * n).unwrap();
+    let ids: Vec<Option<u32>> = stored
+        .iter()
+        .map(|e| e.event().unwrap().container_id.map(|c| c.get()))
+        .collect();
+    let want: Vec<Option<u32>> = (1..=n as u32).map(Some).collect();
+    assert_eq!(ids, want);
+    assert_eq!(store.last_event(), n as u64);
 }

@@ -27,7 +27,8 @@
 //! - [`host`]: the bundle of them all that the engine is given;
 //! - [`privilege`]: the CAP_NET_ADMIN check made before touching anything; [`preflight`]:
 //!   the `lxc-*` tools and kernel features `serve` needs, checked before it too;
-//! - [`memory`]: the allocator's arena cap, set first thing in `main`;
+//! - [`memory`]: the allocator's arena cap, set first thing in `main`, and the trims that hand
+//!   free heap back to the kernel (after start-up, then every 10 s);
 //! - [`limits`]: the open-files limit raised to its hard limit, also first thing in `main`.
 
 pub mod error;
