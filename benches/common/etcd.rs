@@ -16,21 +16,50 @@ pub struct Etcd {
     child: Child,
     /// Its client URL.
     pub url: String,
+    /// A directory of its own to remove when it stops (its tmpfs data).
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl Etcd {
     /// Starts etcd listening for clients on `addr:2379` (peers on 127.0.0.1:2380), its data in
     /// `dir`; returns once it answers.
     pub async fn start(dir: &Path, addr: &str) -> Self {
+        Self::start_with(Command::new("etcd"), dir, &dir.join("data"), addr, None).await
+    }
+
+    /// [`Self::start`] in `server`'s namespace, its data in a fresh directory on tmpfs
+    /// (`/dev/shm`), removed on drop: etcd on another machine whose disk costs nothing, so a
+    /// comparison shows what the daemon itself adds.
+    pub async fn start_elsewhere(server: &super::harness::Server, dir: &Path) -> Self {
+        let shm = Path::new("/dev/shm").join(format!("cm-bench-etcd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&shm);
+        std::fs::create_dir_all(&shm).expect("tmpfs dir");
+        let addr = server.underlay_ip.to_string();
+        let cmd = server.cmd("etcd", std::iter::empty::<&str>());
+        Self::start_with(cmd, dir, &shm.join("data"), &addr, Some(shm)).await
+    }
+
+    async fn start_with(
+        mut cmd: Command,
+        dir: &Path,
+        data: &Path,
+        addr: &str,
+        scratch: Option<std::path::PathBuf>,
+    ) -> Self {
         let url = format!("http://{addr}:2379");
-        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .args(super::harness::etcd::args("bench", &dir.join("data"), &url))
+        let log_name = format!("etcd-{addr}.log");
+        let log = std::fs::File::create(dir.join(log_name)).expect("etcd log");
+        let child = cmd
+            .args(super::harness::etcd::args("bench", data, &url))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start etcd (Debian's etcd-server)");
-        let etcd = Self { child, url };
+        let etcd = Self {
+            child,
+            url,
+            scratch,
+        };
         let kv = etcd.client().await;
         let start = Instant::now();
         while kv.list("bench-ready").await.is_err() {
@@ -54,5 +83,8 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
