@@ -161,25 +161,22 @@ impl Kv for EtcdKv {
     async fn keep_alive(&self, lease: i64) -> KvResult<bool> {
         let mut c = self.client.clone();
         self.timed(async move {
-            let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
-                Ok(kept) => kept,
+            // Opening the keep-alive stream sends one keep-alive and reads its answer (a TTL
+            // above 0, or the error below): that is the refresh.
+            match c.lease_keep_alive(lease).await {
+                Ok(_) => Ok(true),
                 // etcd answers an expired lease's keep-alive with a TTL of 0, which the crate
                 // turns into this error (as it does a failed send): ask etcd how the lease
                 // stands. Without this, a server whose lease expired while it was cut off
                 // never registers again.
                 Err(etcd_client::Error::LeaseKeepAliveError(why)) => {
                     let left = c.lease_time_to_live(lease, None).await.map_err(map_err)?;
-                    return match left.ttl() {
+                    match left.ttl() {
                         ..=0 => Ok(false),
                         _ => Err(KvError::Unavailable(why)),
-                    };
+                    }
                 }
-                Err(e) => return Err(map_err(e)),
-            };
-            keeper.keep_alive().await.map_err(map_err)?;
-            match stream.message().await.map_err(map_err)? {
-                Some(resp) => Ok(resp.ttl() > 0),
-                None => Err(KvError::Unavailable("the keep-alive stream ended".into())),
+                Err(e) => Err(map_err(e)),
             }
         })
         .await
