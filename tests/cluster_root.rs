@@ -394,3 +394,56 @@ fn no_reservation_outlives_a_crash(server: &Server, etcd: &Etcd) {
     assert_eq!(of_42, 0, "a job appeared: {jobs:?}");
     create_ok(&d, 42);
 }
+
+/// The reservations' group commit (`cluster/batch.rs`) sends several claims as one request of
+/// nested transactions: on a real etcd each stands on its own — one whose keys are taken fails
+/// while the others in the same request apply.
+#[test]
+fn nested_transactions_on_etcd_each_apply_or_fail_on_their_own() {
+    use creepy_meow::sys::etcd::EtcdKv;
+    use creepy_meow::sys::{Kv, KvCond, KvOp, KvTxn};
+    common::require_root();
+    let lab = Lab::new(1);
+    let etcd = Etcd::start(lab.server(1));
+    let url = etcd.url();
+    let (applied, keys) = common::on_server::on_server(lab.server(1), move || async move {
+        let kv = EtcdKv::connect(&[url], Duration::from_secs(5))
+            .await
+            .unwrap();
+        let claim = |n: u32| KvTxn {
+            when: vec![
+                KvCond::Absent(format!("t/c/{n}")),
+                KvCond::Absent(format!("t/a/{n}")),
+            ],
+            then: [format!("t/c/{n}"), format!("t/a/{n}")]
+                .map(|key| KvOp::Put {
+                    key,
+                    value: b"v".to_vec(),
+                    lease: 0,
+                })
+                .to_vec(),
+        };
+        // Wait for etcd to answer, then take key 2 before the batch.
+        let mut ready = false;
+        for _ in 0..100 {
+            if kv.txn(vec![], claim(2).then).await.is_ok() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "etcd never answered");
+        let applied = kv.txns((1..=4).map(claim).collect()).await.unwrap();
+        let keys: Vec<String> = kv
+            .list("t/")
+            .await
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        (applied, keys)
+    });
+    assert_eq!(applied, [true, false, true, true]);
+    assert_eq!(keys.len(), 8, "{keys:?}");
+}

@@ -19,6 +19,7 @@
 //! registers and resyncs by itself when etcd is back. The calls go through [`crate::sys::Kv`],
 //! real (etcd) or fake.
 
+pub mod batch;
 pub mod keys;
 pub mod membership;
 pub mod peers;
@@ -116,11 +117,14 @@ pub struct Cluster {
     in_flight: Mutex<HashSet<String>>,
     /// The live members as last read, by host ID.
     members: Mutex<BTreeMap<HostId, Member>>,
+    /// Creates' first claims, sent to etcd in batches.
+    claims: batch::Claims,
 }
 
 impl Cluster {
     /// This server (`host_id`, node `node`, underlay `underlay`, serving `vlans`, API at
-    /// `api_url`) in cluster `name` on `kv`. Touches nothing until a task runs.
+    /// `api_url`) in cluster `name` on `kv`. Touches nothing until a task runs, but starts the
+    /// claims' batcher: call it within a tokio runtime.
     pub fn new(
         kv: Arc<dyn Kv>,
         name: &str,
@@ -131,6 +135,7 @@ impl Cluster {
         api_url: String,
     ) -> Self {
         Self {
+            claims: batch::Claims::spawn(kv.clone()),
             kv,
             keys: Keys::new(name),
             me: Member {

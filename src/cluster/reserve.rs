@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{Cluster, ClusterError, Reservation, RESERVE_TIMEOUT};
 use crate::spec::CreateSpec;
-use crate::sys::{KvCond, KvEntry, KvOp};
+use crate::sys::{KvCond, KvEntry, KvOp, KvTxn};
 
 /// A reservation between etcd and the local enqueue. [`Hold::keep`] once the job is queued,
 /// [`Hold::release`] when it was refused; dropped without either (the request went away), its
@@ -135,9 +135,13 @@ impl Cluster {
             value: value.to_vec(),
             lease: 0,
         };
-        // The common case, one round trip: nothing is held.
-        let when = keys.iter().cloned().map(KvCond::Absent).collect();
-        if self.kv.txn(when, keys.iter().map(put).collect()).await? {
+        // The common case, one round trip shared with the creates waiting at the same moment
+        // (`batch.rs`): nothing is held.
+        let first = KvTxn {
+            when: keys.iter().cloned().map(KvCond::Absent).collect(),
+            then: keys.iter().map(put).collect(),
+        };
+        if self.claims.run(first).await? {
             return Ok(keys.to_vec());
         }
         for _ in 0..3 {

@@ -312,3 +312,49 @@ async fn a_finished_job_whose_container_is_gone_gives_its_keys_back() {
         .unwrap());
     assert!(kv.dump().is_empty(), "{:?}", kv.dump());
 }
+
+#[tokio::test]
+async fn claims_made_at_the_same_moment_each_stand_on_their_own() {
+    let kv = FakeKv::new();
+    let (a, b) = (
+        server(&kv, 1, Uuid::new_v4()),
+        server(&kv, 2, Uuid::new_v4()),
+    );
+    // 16 distinct creates on each server at once, and both racing for ID 99.
+    let mut tasks = Vec::new();
+    for (n, s) in [(0u32, &a), (100, &b)] {
+        for i in 1..=16 {
+            let (s, id) = (s.clone(), n + i);
+            tasks.push(tokio::spawn(async move {
+                let ip = format!("192.168.2.{}/24", id % 250 + 1);
+                let vlan = if n == 0 { 2 } else { 3 };
+                s.reserve(&spec(id, vlan, &ip))
+                    .await
+                    .map(reserve::Hold::keep)
+            }));
+        }
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let ip = format!("192.168.4.{}/24", n / 100 + 1);
+            s.reserve(&spec(99, 4, &ip)).await.map(reserve::Hold::keep)
+        }));
+    }
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        ok, 33,
+        "32 distinct creates and one of the two for ID 99: {results:?}"
+    );
+    assert_eq!(reserved_ids(&kv).len(), 33);
+}
+
+fn reserved_ids(kv: &FakeKv) -> Vec<String> {
+    kv.dump()
+        .into_keys()
+        .filter(|k| k.starts_with("lab/containers/"))
+        .collect()
+}

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 
 use tonic::Code as tonic_code;
 
-use super::kv::{Kv, KvCond, KvEntry, KvError, KvListing, KvOp, KvResult};
+use super::kv::{Kv, KvCond, KvEntry, KvError, KvListing, KvOp, KvResult, KvTxn};
 
 /// etcd, reached at one or more endpoints.
 #[derive(Clone)]
@@ -60,6 +61,29 @@ fn entry(kv: &etcd_client::KeyValue) -> KvEntry {
         mod_revision: kv.mod_revision(),
         lease: kv.lease(),
     }
+}
+
+/// Our transaction as etcd's.
+fn etcd_txn(when: Vec<KvCond>, then: Vec<KvOp>) -> Txn {
+    let compares: Vec<Compare> = when
+        .into_iter()
+        .map(|c| match c {
+            KvCond::Absent(k) => Compare::create_revision(k, CompareOp::Equal, 0),
+            KvCond::Unchanged(k, rev) => Compare::mod_revision(k, CompareOp::Equal, rev),
+            KvCond::Equals(k, v) => Compare::value(k, CompareOp::Equal, v),
+        })
+        .collect();
+    let ops: Vec<TxnOp> = then
+        .into_iter()
+        .map(|op| match op {
+            KvOp::Put { key, value, lease } => {
+                let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+                TxnOp::put(key, value, opts)
+            }
+            KvOp::Delete(k) => TxnOp::delete(k, None),
+        })
+        .collect();
+    Txn::new().when(compares).and_then(ops)
 }
 
 impl EtcdKv {
@@ -120,31 +144,37 @@ impl Kv for EtcdKv {
     }
 
     async fn txn(&self, when: Vec<KvCond>, then: Vec<KvOp>) -> KvResult<bool> {
-        let compares: Vec<Compare> = when
+        let mut c = self.client.clone();
+        self.timed(async move {
+            let resp = c.txn(etcd_txn(when, then)).await.map_err(map_err)?;
+            Ok(resp.succeeded())
+        })
+        .await
+    }
+
+    /// One request whose success branch holds each transaction nested (etcd 3.3 and later):
+    /// one raft entry, one WAL sync for them all.
+    async fn txns(&self, txns: Vec<KvTxn>) -> KvResult<Vec<bool>> {
+        let n = txns.len();
+        let nested: Vec<TxnOp> = txns
             .into_iter()
-            .map(|c| match c {
-                KvCond::Absent(k) => Compare::create_revision(k, CompareOp::Equal, 0),
-                KvCond::Unchanged(k, rev) => Compare::mod_revision(k, CompareOp::Equal, rev),
-                KvCond::Equals(k, v) => Compare::value(k, CompareOp::Equal, v),
-            })
-            .collect();
-        let ops: Vec<TxnOp> = then
-            .into_iter()
-            .map(|op| match op {
-                KvOp::Put { key, value, lease } => {
-                    let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
-                    TxnOp::put(key, value, opts)
-                }
-                KvOp::Delete(k) => TxnOp::delete(k, None),
-            })
+            .map(|t| TxnOp::txn(etcd_txn(t.when, t.then)))
             .collect();
         let mut c = self.client.clone();
         self.timed(async move {
-            let resp = c
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await
-                .map_err(map_err)?;
-            Ok(resp.succeeded())
+            let resp = c.txn(Txn::new().and_then(nested)).await.map_err(map_err)?;
+            let out: Vec<bool> = resp
+                .op_responses()
+                .into_iter()
+                .map(|r| matches!(r, TxnOpResponse::Txn(t) if t.succeeded()))
+                .collect();
+            if out.len() != n {
+                return Err(KvError::Refused(format!(
+                    "{} answers to {n} nested transactions",
+                    out.len()
+                )));
+            }
+            Ok(out)
         })
         .await
     }

@@ -58,6 +58,15 @@ pub enum KvOp {
     Delete(String),
 }
 
+/// A transaction: its writes apply if every condition holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvTxn {
+    /// The conditions.
+    pub when: Vec<KvCond>,
+    /// The writes.
+    pub then: Vec<KvOp>,
+}
+
 /// Why the store did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
@@ -85,6 +94,17 @@ pub trait Kv: Send + Sync {
     /// Applies every op of `then` if every condition of `when` holds, else none; returns
     /// whether it applied them. Atomic: no other write comes between check and writes.
     async fn txn(&self, when: Vec<KvCond>, then: Vec<KvOp>) -> KvResult<bool>;
+
+    /// Runs several independent transactions in one request, each atomic on its own (no two
+    /// may write one key); returns whether each applied, in order. The default runs them one
+    /// after another.
+    async fn txns(&self, txns: Vec<KvTxn>) -> KvResult<Vec<bool>> {
+        let mut out = Vec::with_capacity(txns.len());
+        for t in txns {
+            out.push(self.txn(t.when, t.then).await?);
+        }
+        Ok(out)
+    }
 
     /// A new lease that expires `ttl_secs` seconds after its last keep-alive; returns its ID.
     async fn grant(&self, ttl_secs: i64) -> KvResult<i64>;

@@ -62,7 +62,7 @@ pub mod rtnl;
 
 pub use error::{IdempotentResult, SysError, SysResult};
 pub use host::Host;
-pub use kv::{Kv, KvCond, KvEntry, KvError, KvListing, KvOp, KvResult};
+pub use kv::{Kv, KvCond, KvEntry, KvError, KvListing, KvOp, KvResult, KvTxn};
 pub use lxc::{ContainerStatus, Lxc};
 pub use netlink::{
     FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanAttrs, VxlanSpec,
