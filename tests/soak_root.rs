@@ -74,14 +74,27 @@ impl<'a> Node<'a> {
         self.check();
     }
 
-    /// Waits (120 s at most) until no job is queued or running, the queue resumed.
+    /// Waits (120 s at most) until no job is queued or running, the queue resumed: the queue's
+    /// counts at 0 and the job list showing none queued or running, twice in a row (a job the
+    /// worker is taking is neither counted queued nor yet recorded running for a moment).
     fn drain(&self) {
         let d = self.d();
         answered(&d.ask("/api/queue/resume", &["-X", "POST"]));
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut idle_polls = 0;
         loop {
             let q = d.ask("/api/queue", &[]);
-            if q.status == 200 && q.body["queued"] == 0 && q.body["running"] == 0 {
+            let none = |state: &str| {
+                let l = d.ask(&format!("/api/jobs?state={state}&limit=1"), &[]);
+                l.status == 200 && l.body["jobs"].as_array().is_some_and(Vec::is_empty)
+            };
+            let idle = q.status == 200
+                && q.body["queued"] == 0
+                && q.body["running"] == 0
+                && none("queued")
+                && none("running");
+            idle_polls = if idle { idle_polls + 1 } else { 0 };
+            if idle_polls == 2 {
                 return;
             }
             assert!(

@@ -124,10 +124,14 @@ pub async fn cancel(state: &AppState, raw: &str) -> Result<Response, ApiError> {
 
 /// `GET /api/queue` (and the answer of pause/resume).
 pub async fn queue_status(state: &AppState) -> Result<Response, ApiError> {
+    // Queued first, running second: a job moves from queued to running, so one the worker
+    // takes between the two reads is counted in one of them, never in neither (a client
+    // waiting for 0 and 0 would otherwise see an idle queue while the job runs).
+    let queued = state.store.queued_count()?;
     let running = off_reactor(state, |store| store.running()).await?.len();
     let body = json!({
         "paused": state.control.is_paused(),
-        "queued": state.store.queued_count()?,
+        "queued": queued,
         "running": running,
     });
     Ok(json_reply(StatusCode::OK, &body))
