@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::model::{HostId, VlanId};
+use crate::model::{ContainerId, HostId, Ipv4Cidr, VlanId};
 use crate::sys::{Kv, KvError};
 pub use keys::{Keys, Member, Reservation, DEFAULT_CLUSTER};
 
@@ -205,6 +205,17 @@ impl Cluster {
     /// The live members as last read.
     pub fn members(&self) -> BTreeMap<HostId, Member> {
         self.members.lock().expect("members").clone()
+    }
+
+    /// This server's reservation of container `id` at `ip` on `vlan`.
+    pub fn reservation(&self, id: ContainerId, vlan: VlanId, ip: Ipv4Cidr) -> Reservation {
+        Reservation {
+            id,
+            vlan,
+            ip,
+            host_id: self.me.host_id,
+            node: self.me.node,
+        }
     }
 
     /// The store, for the views.

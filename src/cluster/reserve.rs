@@ -59,9 +59,15 @@ impl Drop for Hold {
     }
 }
 
-/// The sentence for a key another server holds.
-fn held_by(key: &str, spec: &CreateSpec, holder: Option<&Reservation>) -> ClusterError {
-    let what = if key.contains("/containers/") {
+/// The sentence for a key another server holds: `spec`'s container key (`container`), or
+/// its address key.
+fn held_by(
+    key: &str,
+    container: bool,
+    spec: &CreateSpec,
+    holder: Option<&Reservation>,
+) -> ClusterError {
+    let what = if container {
         format!("container {}", spec.id)
     } else {
         format!("address {} on VLAN {}", spec.ip.addr, spec.vlan)
@@ -84,13 +90,7 @@ impl Cluster {
     /// [`ClusterError::Held`] when another server holds either, or a create of the same is
     /// being accepted here; [`ClusterError::Unavailable`] when etcd does not answer in time.
     pub async fn reserve(self: &Arc<Self>, spec: &CreateSpec) -> Result<Hold, ClusterError> {
-        let r = Reservation {
-            id: spec.id,
-            vlan: spec.vlan,
-            ip: spec.ip,
-            host_id: self.me.host_id,
-            node: self.me.node,
-        };
+        let r = self.reservation(spec.id, spec.vlan, spec.ip);
         let keys = self.keys.of(&r).to_vec();
         {
             let mut in_flight = self.in_flight.lock().expect("in flight");
@@ -122,8 +122,9 @@ impl Cluster {
         }
     }
 
-    /// Puts `value` under every key of `keys` not held yet, if every held one is this
-    /// server's; returns the keys it created.
+    /// Puts `value` under every key of `keys` (the container's, then the address's:
+    /// [`super::Keys::of`]) not held yet, if every held one is this server's; returns the keys
+    /// it created.
     async fn claim(
         &self,
         spec: &CreateSpec,
@@ -160,7 +161,7 @@ impl Cluster {
                     Some(e) => {
                         let holder = Reservation::from_value(&e.value);
                         if holder.as_ref().map(|r| r.node) != Some(self.me.node) {
-                            return Err(held_by(k, spec, holder.as_ref()));
+                            return Err(held_by(k, k == &keys[0], spec, holder.as_ref()));
                         }
                         when.push(KvCond::Unchanged(k.clone(), e.mod_revision));
                     }

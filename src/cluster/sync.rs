@@ -76,7 +76,11 @@ impl Cluster {
         let mut report = SyncReport::default();
         let wanted: HashMap<String, &ContainerRecord> = records
             .iter()
-            .flat_map(|rec| self.keys.of(&self.reservation_of(rec)).map(|k| (k, rec)))
+            .flat_map(|rec| {
+                self.keys
+                    .of(&self.reservation(rec.id, rec.vlan, rec.ip))
+                    .map(|k| (k, rec))
+            })
             .collect();
         for (entry, _) in &held {
             if wanted.contains_key(&entry.key) || in_flight.contains(&entry.key) {
@@ -97,7 +101,7 @@ impl Cluster {
             if have.contains(key.as_str()) {
                 continue;
             }
-            let value = self.reservation_of(rec).to_value();
+            let value = self.reservation(rec.id, rec.vlan, rec.ip).to_value();
             let put = KvOp::Put {
                 key: key.clone(),
                 value,
@@ -122,17 +126,6 @@ impl Cluster {
             }
         }
         Ok(report)
-    }
-
-    /// This server's reservation for local record `rec`.
-    fn reservation_of(&self, rec: &ContainerRecord) -> Reservation {
-        Reservation {
-            id: rec.id,
-            vlan: rec.vlan,
-            ip: rec.ip,
-            host_id: self.me.host_id,
-            node: self.me.node,
-        }
     }
 
     /// Gives back container `id`'s keys if the store has no record of it.

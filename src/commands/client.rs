@@ -47,7 +47,11 @@ fn print_json(v: &impl serde::Serialize) {
 
 /// Shows an API answer: its JSON with `--json`, otherwise as `print` prints it; a failed call
 /// exits as [`api_fail`] says.
-fn show(answer: Result<Value, ClientError>, json: bool, print: impl FnOnce(Value)) -> ExitCode {
+pub(super) fn show(
+    answer: Result<Value, ClientError>,
+    json: bool,
+    print: impl FnOnce(Value),
+) -> ExitCode {
     match answer {
         Ok(v) if json => print_json(&v),
         Ok(v) => print(v),
