@@ -11,7 +11,7 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::{json_reply, AppState};
 use crate::cluster::reserve::Hold;
-use crate::cluster::{Cluster, ClusterError, Member, Reservation, Standing};
+use crate::cluster::{Cluster, ClusterError, Member, Standing};
 use crate::model::HostId;
 use crate::spec::CreateSpec;
 
@@ -78,16 +78,9 @@ pub fn standing_json(cluster: &Cluster) -> serde_json::Value {
 pub async fn hosts(state: &AppState) -> Result<Response, ApiError> {
     let cluster = cluster_of(state)?;
     let (members, _) = cluster.read_members().await?;
-    let listing = cluster
-        .kv()
-        .list(&cluster.keys().containers())
-        .await
-        .map_err(ClusterError::from)?;
     let mut holding: BTreeMap<HostId, usize> = BTreeMap::new();
-    for e in &listing.entries {
-        if let Some(r) = Reservation::from_value(&e.value) {
-            *holding.entry(r.host_id).or_default() += 1;
-        }
+    for r in cluster.reserved().await? {
+        *holding.entry(r.host_id).or_default() += 1;
     }
     let mut hosts: Vec<serde_json::Value> = members
         .values()
@@ -122,16 +115,7 @@ fn member_json(m: &Member, containers: usize) -> serde_json::Value {
 /// `GET /api/cluster/containers`: every container reserved in the cluster, by ID.
 pub async fn containers(state: &AppState) -> Result<Response, ApiError> {
     let cluster = cluster_of(state)?;
-    let listing = cluster
-        .kv()
-        .list(&cluster.keys().containers())
-        .await
-        .map_err(ClusterError::from)?;
-    let mut out: Vec<Reservation> = listing
-        .entries
-        .iter()
-        .filter_map(|e| Reservation::from_value(&e.value))
-        .collect();
+    let mut out = cluster.reserved().await?;
     out.sort_by_key(|r| r.id);
     let containers: Vec<serde_json::Value> = out
         .iter()

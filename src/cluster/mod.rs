@@ -218,8 +218,16 @@ impl Cluster {
         }
     }
 
-    /// The store, for the views.
-    pub fn kv(&self) -> &Arc<dyn Kv> {
-        &self.kv
+    /// Every container reservation in the cluster (whichever server holds it).
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`].
+    pub async fn reserved(&self) -> Result<Vec<Reservation>, ClusterError> {
+        let listing = self.kv.list(&self.keys.containers()).await?;
+        Ok(listing
+            .entries
+            .iter()
+            .filter_map(|e| Reservation::from_value(&e.value))
+            .collect())
     }
 }
