@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, ClusterError, Reservation};
 use crate::model::ContainerId;
-use crate::queue::{ContainerRecord, Event, EventType, JobStore};
+use crate::queue::{ContainerRecord, Event, EventType, JobState, JobStore};
 use crate::sys::{KvCond, KvEntry, KvOp};
 
 /// Time between full passes while all is well.
@@ -40,9 +40,12 @@ pub struct SyncReport {
     pub conflicts: Vec<String>,
 }
 
-/// The job states after which a job's container may be gone.
+/// Whether `e` is a job reaching a terminal state, after which its container may be gone.
 fn ends_a_job(e: &Event) -> bool {
-    e.kind == EventType::Job && matches!(e.state.as_str(), "succeeded" | "failed" | "cancelled")
+    e.kind == EventType::Job
+        && JobState::ALL
+            .iter()
+            .any(|s| s.is_terminal() && s.as_str() == e.state)
 }
 
 impl Cluster {
