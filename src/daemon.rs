@@ -84,6 +84,18 @@ async fn recover(worker: &Worker) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Queues the creates a run in cluster mode left gated (a crash before their reservation was
+/// settled): alone there is no reservation to check, and a gate still there was never refused
+/// to its client (a refusal removes it first), so it may have been accepted.
+fn open_gates_alone(store: &JobStore) -> Result<(), DaemonError> {
+    for job in store.gated()? {
+        if store.open_gate(job.id)?.is_some() {
+            tracing::warn!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "a create gated by cluster mode is queued: this server runs alone now");
+        }
+    }
+    Ok(())
+}
+
 /// Binds the API's listener; returns it with the address bound (a port 0 resolved).
 async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
     let failed = |source| DaemonError::Listen {
@@ -249,6 +261,9 @@ pub async fn run_with(
         shutdown: shutdown.clone(),
     };
     recover(&worker).await?;
+    if cluster.is_none() {
+        open_gates_alone(&store)?;
+    }
     let host_net = host.net.clone();
     let reconciler = Arc::new(Reconciler::new(
         store.clone(),
@@ -274,7 +289,7 @@ pub async fn run_with(
         let sd = shutdown.clone();
         cluster_tasks.spawn(cluster.clone().run_membership(lease, sd.clone()));
         cluster_tasks.spawn(cluster.clone().run_peers(host_net.clone(), sd.clone()));
-        cluster_tasks.spawn(cluster.clone().run_sync(store.clone(), sd));
+        cluster_tasks.spawn(cluster.clone().run_sync(store.clone(), control.clone(), sd));
         cluster
     });
     cluster_tasks.close();

@@ -31,7 +31,9 @@ use common::etcd::Etcd;
 use common::switch::{cut, drop_multicast, flood_peers, reconnect};
 use common::{eventually, Lab, Server};
 
-/// The barrier between a create's etcd reservation and its local enqueue.
+/// The barrier where a create is queued locally (gated) and its etcd claim not sent.
+const CLAIM: &str = "claim:create";
+/// The barrier where a create is reserved in etcd and queued gated, its gate not opened.
 const RESERVED: &str = "reserved:create";
 /// Far above a lease's TTL (10 s) plus a watch's delivery: the bound on waits for the peers.
 const MEMBERS_SETTLE: Duration = Duration::from_secs(40);
@@ -328,12 +330,13 @@ fn keys_of(id: u32) -> Vec<String> {
 }
 
 #[test]
-fn releases_wait_for_a_stopped_etcd_and_no_reservation_outlives_a_crash_before_the_enqueue() {
+fn releases_wait_for_a_stopped_etcd_and_a_crash_leaves_a_job_with_its_reservation_or_neither() {
     let lab = Lab::new(2);
     let mut etcd = Etcd::start(lab.server(2));
     let server = lab.server(1);
     releases_wait_for_etcd(server, &mut etcd);
-    no_reservation_outlives_a_crash(server, &etcd);
+    a_crash_before_the_claim_leaves_neither(server, &etcd);
+    a_crash_after_both_leaves_the_job_and_its_reservation(server, &etcd);
 }
 
 /// etcd frozen: creates answer 503 (never hang), destroys succeed; etcd killed and started
@@ -367,32 +370,69 @@ fn releases_wait_for_etcd(server: &Server, etcd: &mut Etcd) {
     assert!(d.sigterm().success(), "{}", d.log());
 }
 
-/// A daemon SIGKILLed at the barrier between its etcd reservation and its local enqueue:
-/// etcd held both keys and the store no job; once the daemon is back, the keys are gone and
-/// still no job exists (never a reservation without a job); the ID is free again.
-fn no_reservation_outlives_a_crash(server: &Server, etcd: &Etcd) {
+/// A daemon SIGKILLed while its create is queued locally (gated: the worker does not take
+/// it) and its etcd claim is not sent: once the daemon is back, no reservation and no job
+/// (never one without the other); the ID is free again.
+fn a_crash_before_the_claim_leaves_neither(server: &Server, etcd: &Etcd) {
+    let held = start(server, etcd, Some(CLAIM));
+    let mut request = server.spawn("curl", ["-s", "--data", &body(42), &create_url()]);
+    held.wait_barrier(CLAIM);
+    eventually("the gated job is stored", MEMBERS_SETTLE, || {
+        jobs_of(&held, 42) == 1
+    });
+    assert_eq!(reservations(etcd), keys_of(41), "{}", held.log());
+    held.kill_at_barrier(CLAIM);
+    let _ = request.wait();
+
+    let mut d = start(server, etcd, None);
+    eventually("the gated job is removed", MEMBERS_SETTLE, || {
+        jobs_of(&d, 42) == 0
+    });
+    assert_eq!(reservations(etcd), keys_of(41), "{}", d.log());
+    create_ok(&d, 42);
+    assert!(d.sigterm().success(), "{}", d.log());
+}
+
+/// A daemon SIGKILLed once its create is reserved in etcd and queued locally, before the gate
+/// opens (the client may have been told 202): once back, the job runs and keeps its keys.
+fn a_crash_after_both_leaves_the_job_and_its_reservation(server: &Server, etcd: &Etcd) {
     let held = start(server, etcd, Some(RESERVED));
-    let body = "id=42&vlan=2&ip=192.168.2.42/24";
-    let url = format!("{API}/api/container/create");
-    let mut request = server.spawn("curl", ["-s", "--data", body, &url]);
+    let mut request = server.spawn("curl", ["-s", "--data", &body(43), &create_url()]);
     held.wait_barrier(RESERVED);
-    let with_42: Vec<String> = {
-        let mut all = [keys_of(41), keys_of(42)].concat();
-        all.sort();
-        all
-    };
-    assert_eq!(reservations(etcd), with_42, "{}", held.log());
+    let with_43 = sorted([keys_of(41), keys_of(42), keys_of(43)].concat());
+    assert_eq!(reservations(etcd), with_43, "{}", held.log());
     held.kill_at_barrier(RESERVED);
     let _ = request.wait();
 
     let d = start(server, etcd, None);
-    eventually("the crash's reservation is gone", MEMBERS_SETTLE, || {
-        reservations(etcd) == keys_of(41)
-    });
-    let jobs = d.jobs();
-    let of_42 = jobs.iter().filter(|j| j["container_id"] == 42).count();
-    assert_eq!(of_42, 0, "a job appeared: {jobs:?}");
-    create_ok(&d, 42);
+    let job = d
+        .jobs()
+        .into_iter()
+        .find(|j| j["container_id"] == 43)
+        .unwrap_or_else(|| panic!("no job for 43: {}", d.log()));
+    let job = d.wait(job["id"].as_str().unwrap());
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", d.log());
+    assert_eq!(reservations(etcd), with_43);
+    assert_eq!(reserved(&d)[&43], 1);
+}
+
+/// The create of container `id` at `192.168.2.<id>/24` as a form.
+fn body(id: u32) -> String {
+    format!("id={id}&vlan=2&ip=192.168.2.{id}/24")
+}
+
+fn create_url() -> String {
+    format!("{API}/api/container/create")
+}
+
+/// How many jobs `d` holds for container `id`.
+fn jobs_of(d: &Daemon, id: u32) -> usize {
+    d.jobs().iter().filter(|j| j["container_id"] == id).count()
+}
+
+fn sorted(mut keys: Vec<String>) -> Vec<String> {
+    keys.sort();
+    keys
 }
 
 /// The reservations' group commit (`cluster/batch.rs`) sends several claims as one request of

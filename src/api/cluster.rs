@@ -1,5 +1,5 @@
 //! `/api/cluster/*`: the members (`hosts`) and every reserved container, read from etcd; and
-//! the reservation a create makes in cluster mode before its enqueue.
+//! a create in cluster mode: its reservation beside its local enqueue.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,40 +10,49 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::{json_reply, AppState};
-use crate::cluster::reserve::Hold;
+use crate::cluster::gate::Refusal;
 use crate::cluster::{Cluster, ClusterError, Member, Standing};
 use crate::model::HostId;
+use crate::queue::{Enqueued, IdempotencyKey};
 use crate::spec::CreateSpec;
 
-/// Reserves `spec` in the cluster, counting refusals; a server refused membership reserves
+/// Accepts a create of `spec` in cluster mode: its reservation and its local enqueue at once
+/// (`cluster/gate.rs`), counting the cluster's refusals. A server refused membership reserves
 /// nothing.
 ///
 /// # Errors
 /// 409 when another server holds the ID or address; 503 `cluster_unavailable` when etcd does
-/// not answer in time or this server is not a member.
-pub async fn reserve(
+/// not answer in time or this server is not a member; the store's own refusals.
+pub async fn create(
     state: &AppState,
     cluster: &Arc<Cluster>,
-    spec: &CreateSpec,
-) -> Result<Hold, ApiError> {
-    let result = match cluster.standing() {
-        Standing::Refused(why) => Err(ClusterError::Refused(why)),
-        _ => cluster.reserve(spec).await,
+    spec: CreateSpec,
+    key: Option<IdempotencyKey>,
+) -> Result<Enqueued, ApiError> {
+    if let Standing::Refused(why) = cluster.standing() {
+        return Err(refused(state, cluster, &spec, ClusterError::Refused(why)));
+    }
+    match cluster.accept_create(&state.store, spec.clone(), key).await {
+        Ok(done) => Ok(done),
+        Err(Refusal::Store(e)) => Err(e.into()),
+        Err(Refusal::Cluster(e)) => Err(refused(state, cluster, &spec, e)),
+    }
+}
+
+/// Counts and logs the cluster's refusal `e` of `spec`, as the API's answer.
+fn refused(state: &AppState, cluster: &Cluster, spec: &CreateSpec, e: ClusterError) -> ApiError {
+    let reason = match &e {
+        ClusterError::Held(_) => "held",
+        ClusterError::Unavailable(why) => {
+            // Until the next keep-alive gets through: /healthz says so at once.
+            cluster.mark_unavailable(why);
+            "unavailable"
+        }
+        ClusterError::Refused(_) => "unavailable",
     };
-    result.map_err(|e| {
-        let reason = match &e {
-            ClusterError::Held(_) => "held",
-            ClusterError::Unavailable(why) => {
-                // Until the next keep-alive gets through: /healthz says so at once.
-                cluster.mark_unavailable(why);
-                "unavailable"
-            }
-            ClusterError::Refused(_) => "unavailable",
-        };
-        state.metrics.observe_cluster_refusal(reason);
-        tracing::info!(container_id = %spec.id, error = %e, "create refused by the cluster");
-        ApiError::from(e)
-    })
+    state.metrics.observe_cluster_refusal(reason);
+    tracing::info!(container_id = %spec.id, error = %e, "create refused by the cluster");
+    ApiError::from(e)
 }
 
 fn cluster_of(state: &AppState) -> Result<&Arc<Cluster>, ApiError> {

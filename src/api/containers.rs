@@ -28,25 +28,12 @@ pub async fn create(
     let spec = parse_create(format, body)?;
     let key = idempotency::key(req, || serde_json::to_string(&spec).unwrap_or_default())?;
     state.engine.check_request(&spec)?;
-    // Cluster mode: the ID and address are this server's cluster-wide before the local
-    // enqueue, so no other server can accept them meanwhile (issue 16).
-    let hold = match &state.cluster {
-        Some(cluster) => Some(super::cluster::reserve(state, cluster, &spec).await?),
-        None => None,
+    // Cluster mode: the ID and address become this server's cluster-wide while the job is
+    // queued, held back until they are (issue 16, `cluster/gate.rs`).
+    let done = match &state.cluster {
+        Some(cluster) => super::cluster::create(state, cluster, spec.clone(), key).await?,
+        None => state.store.enqueue_create_keyed(spec.clone(), key).await?,
     };
-    crate::testhook::barrier("reserved", "create").await;
-    let done = match state.store.enqueue_create_keyed(spec.clone(), key).await {
-        Ok(done) => done,
-        Err(e) => {
-            if let Some(hold) = hold {
-                hold.release().await;
-            }
-            return Err(e.into());
-        }
-    };
-    if let Some(hold) = hold {
-        hold.keep();
-    }
     let job = &done.job;
     tracing::info!(job_id = %job.id, container_id = %spec.id, vlan = %spec.vlan, ip = %spec.ip, replayed = done.replayed, "create accepted");
     state.control.wake_worker();

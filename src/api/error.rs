@@ -8,7 +8,7 @@ use warp::Reply;
 
 use crate::cluster::ClusterError;
 use crate::engine::EngineError;
-use crate::queue::QueueError;
+use crate::queue::{Conflict, QueueError};
 
 /// An error answered to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +103,9 @@ pub fn with_retry_after(mut resp: Response) -> Response {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {
+            QueueError::Conflict(c @ Conflict::BeingAccepted(_)) => {
+                Self::new(StatusCode::CONFLICT, "not_cancellable", c.to_string())
+            }
             QueueError::Conflict(c) => Self::new(StatusCode::CONFLICT, "conflict", c.to_string()),
             QueueError::NotFound(m) => Self::not_found(m),
             QueueError::QueueFull { max } => Self::new(

@@ -7,7 +7,8 @@
 //! - [`peers`]: it watches the members and keeps each `vxlanV`'s unicast flood entries equal to
 //!   the live members that serve VLAN V (no multicast, no `--peers` list);
 //! - [`reserve`]: a create reserves its container ID and `(VLAN, address)` cluster-wide in one
-//!   etcd transaction before its local durable enqueue, so two servers never accept the same;
+//!   etcd transaction, so two servers never accept the same; [`gate`]: the local durable
+//!   enqueue runs at the same time, its job held back (gated) until the reservation is made;
 //! - [`sync`]: reservations follow the local store: a container that is gone (failed or
 //!   cancelled create, finished destroy) gives its keys back, and a full pass at start and
 //!   periodically removes keys with no local record (a crash between etcd and sled) and puts
@@ -20,6 +21,9 @@
 //! real (etcd) or fake.
 
 pub mod batch;
+pub mod gate;
+#[cfg(test)]
+mod gate_tests;
 pub mod keys;
 pub mod membership;
 pub mod peers;

@@ -84,12 +84,22 @@ fn held_by(
 }
 
 impl Cluster {
-    /// Reserves `spec`'s ID and address for this server, within [`RESERVE_TIMEOUT`].
+    /// Reserves `spec`'s ID and address for this server, within [`RESERVE_TIMEOUT`]:
+    /// [`Self::begin`], then [`Hold::claim`].
     ///
     /// # Errors
-    /// [`ClusterError::Held`] when another server holds either, or a create of the same is
-    /// being accepted here; [`ClusterError::Unavailable`] when etcd does not answer in time.
+    /// As those two.
     pub async fn reserve(self: &Arc<Self>, spec: &CreateSpec) -> Result<Hold, ClusterError> {
+        self.begin(spec)?.claim(spec).await
+    }
+
+    /// Marks `spec`'s keys in flight on this server, before anything else is done for its
+    /// create: from then on a second create of the same ID or address here is refused at once,
+    /// before it reaches the store or etcd (so one of two local creates wins, never neither).
+    ///
+    /// # Errors
+    /// [`ClusterError::Held`] when a create of the same is being accepted here.
+    pub fn begin(self: &Arc<Self>, spec: &CreateSpec) -> Result<Hold, ClusterError> {
         let r = self.reservation(spec.id, spec.vlan, spec.ip);
         let keys = self.keys.of(&r).to_vec();
         {
@@ -102,17 +112,28 @@ impl Cluster {
             }
             in_flight.extend(keys.iter().cloned());
         }
-        let mut hold = Hold {
+        Ok(Hold {
             cluster: self.clone(),
             keys,
             value: r.to_value(),
             created: Vec::new(),
-        };
-        let claim = self.claim(spec, &hold.keys, &hold.value);
+        })
+    }
+}
+
+impl Hold {
+    /// Claims the keys in etcd, within [`RESERVE_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`ClusterError::Held`] when another server holds either; [`ClusterError::Unavailable`]
+    /// when etcd does not answer in time.
+    pub async fn claim(mut self, spec: &CreateSpec) -> Result<Hold, ClusterError> {
+        let cluster = self.cluster.clone();
+        let claim = cluster.claim(spec, &self.keys, &self.value);
         match tokio::time::timeout(RESERVE_TIMEOUT, claim).await {
             Ok(Ok(created)) => {
-                hold.created = created;
-                Ok(hold)
+                self.created = created;
+                Ok(self)
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ClusterError::Unavailable(format!(
@@ -121,7 +142,9 @@ impl Cluster {
             ))),
         }
     }
+}
 
+impl Cluster {
     /// Puts `value` under every key of `keys` (the container's, then the address's:
     /// [`super::Keys::of`]) not held yet, if every held one is this server's; returns the keys
     /// it created.

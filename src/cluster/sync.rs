@@ -3,8 +3,8 @@
 //! - When a job ends (its event reaches the disk) and its container has no record any more — a
 //!   create that failed or was cancelled, a destroy that finished — the container's keys are
 //!   given back at once.
-//! - A full pass at start and every [`SYNC_EVERY`] compares every key this server holds with
-//!   the records: a key with no record (a crash between the etcd transaction and the enqueue,
+//! - A full pass at start and every [`SYNC_EVERY`] first settles the creates a crash left
+//!   gated (`gate.rs`), then compares every key this server holds with the records: a key with no record (a crash between the etcd transaction and the enqueue,
 //!   a release etcd could not take) is removed; a record with no key is put back, unless
 //!   another server took it meanwhile (reported, never overwritten).
 //!
@@ -19,10 +19,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Settled;
 use super::{Cluster, ClusterError, Reservation};
 use crate::model::ContainerId;
 use crate::queue::{ContainerRecord, Event, EventType, JobState, JobStore};
 use crate::sys::{KvCond, KvEntry, KvOp};
+use crate::worker::QueueControl;
 
 /// Time between full passes while all is well.
 pub const SYNC_EVERY: Duration = Duration::from_secs(30);
@@ -38,6 +40,8 @@ pub struct SyncReport {
     pub restored: usize,
     /// Records whose keys another server holds (never overwritten).
     pub conflicts: Vec<String>,
+    /// Gated creates settled (`gate.rs`).
+    pub settled: Settled,
 }
 
 /// Whether `e` is a job reaching a terminal state, after which its container may be gone.
@@ -66,6 +70,8 @@ impl Cluster {
     /// [`ClusterError::Unavailable`] when etcd does not answer (the pass stops there; what it
     /// did stays done).
     pub async fn sync_reservations(&self, store: &JobStore) -> Result<SyncReport, ClusterError> {
+        // Gates first: a removed job's keys are then released by this same pass.
+        let settled = self.settle_gates(store).await?;
         // Order matters: keys first, then the creates in flight, then the records. A key read
         // here and no longer in flight has had its enqueue done, so its record is visible.
         let mut held = self.held(&self.keys.containers()).await?;
@@ -76,7 +82,10 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Unavailable(format!("store read panicked: {e}")))?
             .map_err(|e| ClusterError::Unavailable(format!("cannot read the records: {e}")))?;
-        let mut report = SyncReport::default();
+        let mut report = SyncReport {
+            settled,
+            ..SyncReport::default()
+        };
         let wanted: HashMap<String, &ContainerRecord> = records
             .iter()
             .flat_map(|rec| {
@@ -101,7 +110,7 @@ impl Cluster {
         }
         let have: BTreeSet<&str> = held.iter().map(|(e, _)| e.key.as_str()).collect();
         for (key, rec) in &wanted {
-            if have.contains(key.as_str()) {
+            if have.contains(key.as_str()) || self.being_accepted(store, key, rec) {
                 continue;
             }
             let value = self.reservation(rec.id, rec.vlan, rec.ip).to_value();
@@ -120,6 +129,10 @@ impl Cluster {
             } else {
                 let holder = self.kv.get(key).await?;
                 let by = holder.and_then(|e| Reservation::from_value(&e.value));
+                // Made by a create accepted since the keys were read: this server's own.
+                if by.as_ref().is_some_and(|r| r.node == self.me.node) {
+                    continue;
+                }
                 let by = by.map_or("something that is not a reservation".into(), |r| {
                     format!("host {}", r.host_id)
                 });
@@ -129,6 +142,15 @@ impl Cluster {
             }
         }
         Ok(report)
+    }
+
+    /// Whether `rec` (whose `key` is missing) belongs to a create being accepted now: its keys
+    /// in flight, or its job gated (its reservation is being made, or the next pass settles it).
+    fn being_accepted(&self, store: &JobStore, key: &str, rec: &ContainerRecord) -> bool {
+        self.in_flight().contains(key)
+            || rec
+                .job_id
+                .is_some_and(|job| store.is_gated(job).unwrap_or(true))
     }
 
     /// Gives back container `id`'s keys if the store has no record of it.
@@ -176,13 +198,18 @@ impl Cluster {
     /// Follows the store's events and runs full passes until `shutdown`: releases a
     /// container's keys when a job ending leaves it without a record, a full pass every
     /// [`SYNC_EVERY`], and after any failure every [`RETRY_EVERY`] until a pass succeeds.
-    pub async fn run_sync(self: Arc<Self>, store: JobStore, shutdown: CancellationToken) {
+    pub async fn run_sync(
+        self: Arc<Self>,
+        store: JobStore,
+        control: QueueControl,
+        shutdown: CancellationToken,
+    ) {
         let mut events = store.watch_events();
         let mut cursor = store.last_event();
         let mut next_full = Instant::now();
         loop {
             if Instant::now() >= next_full {
-                next_full = Instant::now() + self.full_pass(&store).await;
+                next_full = Instant::now() + self.full_pass(&store, &control).await;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -204,15 +231,23 @@ impl Cluster {
         }
     }
 
-    /// Runs a full pass; returns the time until the next one.
-    async fn full_pass(&self, store: &JobStore) -> Duration {
+    /// Runs a full pass (waking the worker for the gates it opened); returns the time until
+    /// the next one.
+    async fn full_pass(&self, store: &JobStore, control: &QueueControl) -> Duration {
         match self.sync_reservations(store).await {
             Ok(report) => {
-                if report.released + report.restored + report.conflicts.len() > 0 {
+                if report.settled.opened > 0 {
+                    control.wake_worker();
+                    control.job_changed();
+                }
+                let settled = report.settled.opened + report.settled.removed;
+                if report.released + report.restored + report.conflicts.len() + settled > 0 {
                     tracing::info!(
                         released = report.released,
                         restored = report.restored,
                         conflicts = report.conflicts.len(),
+                        gates_opened = report.settled.opened,
+                        gates_removed = report.settled.removed,
                         "cluster reservations synced"
                     );
                 }

@@ -12,7 +12,7 @@ use crate::spec::CreateSpec;
 use crate::sys::fake_kv::FakeKv;
 use crate::test_support::TempDir;
 
-fn server(kv: &FakeKv, host: u8, node: Uuid) -> Arc<Cluster> {
+pub(super) fn server(kv: &FakeKv, host: u8, node: Uuid) -> Arc<Cluster> {
     Arc::new(Cluster::new(
         Arc::new(kv.clone()),
         "lab",
@@ -24,7 +24,7 @@ fn server(kv: &FakeKv, host: u8, node: Uuid) -> Arc<Cluster> {
     ))
 }
 
-fn spec(id: u32, vlan: u64, ip: &str) -> CreateSpec {
+pub(super) fn spec(id: u32, vlan: u64, ip: &str) -> CreateSpec {
     CreateSpec {
         id: id.to_string().parse().unwrap(),
         vlan: VlanId::new(vlan).unwrap(),

@@ -157,6 +157,15 @@ impl Committer {
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
+    /// Asks for a flush of everything committed on instance `generation` and returns at once:
+    /// for a change that need not be on disk before it is answered, but should be soon (its
+    /// events are read once they are).
+    pub(super) fn flush_soon(&self, generation: u64) {
+        let (done_tx, _) = oneshot::channel();
+        // A stopped thread flushes nothing more; the change is not lost for that (see callers).
+        let _ = self.send(Work::Flush(generation, done_tx));
+    }
+
     /// Runs `write` with whatever other writes are waiting, and answers once it is on disk.
     ///
     /// # Errors

@@ -61,11 +61,36 @@ impl JobStore {
         spec: CreateSpec,
         key: Option<IdempotencyKey>,
     ) -> Result<Enqueued, QueueError> {
+        self.enqueue_create_as(spec, key, Gate::Open).await
+    }
+
+    /// [`Self::enqueue_create_keyed`] with the job gated: stored, holding its ID and address,
+    /// but not taken by the worker and with no event until [`Self::open_gate`] (or removed by
+    /// [`Self::refuse_gate`]): the create waits for its cluster reservation (`gate.rs`).
+    ///
+    /// # Errors
+    /// As [`Self::enqueue_create_keyed`].
+    pub async fn enqueue_create_gated(
+        &self,
+        spec: CreateSpec,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, QueueError> {
+        self.enqueue_create_as(spec, key, Gate::Closed).await
+    }
+
+    async fn enqueue_create_as(
+        &self,
+        spec: CreateSpec,
+        key: Option<IdempotencyKey>,
+        gate: Gate,
+    ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
         let done = self
-            .write(keyed(key, move |tx, k| reserve_create(tx, max, &spec, k)))
+            .write(keyed(key, move |tx, k| {
+                reserve_create(tx, max, &spec, k, gate)
+            }))
             .await?;
-        tracing::info!(job_id = %done.job.id, container_id = done.job.container_id.map(tracing::field::display), replayed = done.replayed, "create queued");
+        tracing::info!(job_id = %done.job.id, container_id = done.job.container_id.map(tracing::field::display), replayed = done.replayed, gated = gate == Gate::Closed, "create queued");
         Ok(done)
     }
 
@@ -235,7 +260,9 @@ fn reserve_build(
 /// The write that queues a create of `spec` while fewer than `max_queued` jobs wait.
 #[cfg(test)]
 pub(super) fn create_write(max_queued: usize, spec: CreateSpec) -> BatchedWrite {
-    keyed(None, move |tx, k| reserve_create(tx, max_queued, &spec, k))
+    keyed(None, move |tx, k| {
+        reserve_create(tx, max_queued, &spec, k, Gate::Open)
+    })
 }
 
 /// The write that queues a destroy of container `id` while fewer than `max_queued` jobs wait.
@@ -244,12 +271,22 @@ pub(super) fn destroy_write(max_queued: usize, id: ContainerId) -> BatchedWrite 
     keyed(None, move |tx, k| reserve_destroy(tx, max_queued, id, k))
 }
 
+/// Whether a new job goes to the worker's queue at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Queued, with its event.
+    Open,
+    /// Held back until its gate opens (`gate.rs`).
+    Closed,
+}
+
 /// The create of `spec` inside a transaction: `Ok(Err(_))` when refused (nothing written).
 fn reserve_create(
     tx: &Tx<'_>,
     max_queued: usize,
     spec: &CreateSpec,
     key: Option<&str>,
+    gate: Gate,
 ) -> TxResult<Result<Job, QueueError>> {
     if let Some(rec) = tx.record(spec.id)? {
         return Ok(Err(match rec.job_id {
@@ -267,13 +304,8 @@ fn reserve_create(
         .into()));
     }
     let now = OffsetDateTime::now_utc();
-    let job = match new_job(
-        tx,
-        max_queued,
-        JobRequest::Create(spec.clone()),
-        (Origin::Operator, key),
-        now,
-    )? {
+    let request = JobRequest::Create(spec.clone());
+    let job = match new_job_gated(tx, max_queued, request, (Origin::Operator, key), now, gate)? {
         Ok(job) => job,
         Err(refused) => return Ok(Err(refused)),
     };
@@ -390,14 +422,31 @@ fn new_job(
     tx: &Tx<'_>,
     max: usize,
     request: JobRequest,
+    asker: (Origin, Option<&str>),
+    now: OffsetDateTime,
+) -> TxResult<Result<Job, QueueError>> {
+    new_job_gated(tx, max, request, asker, now, Gate::Open)
+}
+
+/// [`new_job`], held back from the queue, with no event yet, if `gate` is closed.
+fn new_job_gated(
+    tx: &Tx<'_>,
+    max: usize,
+    request: JobRequest,
     (origin, key): (Origin, Option<&str>),
     now: OffsetDateTime,
+    gate: Gate,
 ) -> TxResult<Result<Job, QueueError>> {
     if tx.queued()? >= max as u64 {
         return Ok(Err(QueueError::QueueFull { max }));
     }
     let mut job = Job::new(request, origin, tx.next_seq()?, now);
     job.idempotency_key = key.map(str::to_string);
+    if gate == Gate::Closed {
+        tx.add_job(&job)?;
+        tx.set_gate(job.id)?;
+        return Ok(Ok(job));
+    }
     job.first_event = Some(tx.emit(Event::job_state(&job))?);
     tx.add_job(&job)?;
     tx.push_pending(&job)?;

@@ -40,6 +40,7 @@ mod db;
 mod enqueue;
 mod event;
 mod feed;
+mod gate;
 mod images;
 mod job;
 mod listed;
@@ -95,6 +96,9 @@ pub enum Conflict {
         /// Its record's state.
         state: ContainerRecordState,
     },
+    /// A cancel of a create whose cluster reservation is still being made (`gate.rs`).
+    #[error("job {0} is still being accepted (its cluster reservation is not made yet); cancel it once it is queued")]
+    BeingAccepted(Uuid),
     /// A create of a container that exists.
     #[error("container {0} already exists")]
     Exists(ContainerId),
@@ -186,6 +190,8 @@ use crate::spec::StepName;
 mod commit_tests;
 #[cfg(test)]
 mod event_tests;
+#[cfg(test)]
+mod gate_tests;
 #[cfg(test)]
 mod job_tests;
 #[cfg(test)]

@@ -176,6 +176,9 @@ impl JobStore {
                 if job.state != JobState::Queued {
                     return abort(QueueError::NotCancellable { state: job.state });
                 }
+                if tx.is_gated(id)? {
+                    return abort(Conflict::BeingAccepted(id).into());
+                }
                 advance(&mut job, JobState::Cancelled)?;
                 tx.remove_pending(&job)?;
                 job.finished_at = Some(OffsetDateTime::now_utc());

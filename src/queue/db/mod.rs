@@ -6,12 +6,14 @@
 //! - [`Trees`]: the database and its trees: opening (`open.rs`), one transaction over all of
 //!   them ([`Trees::transact`]), the flush, and the reads outside a transaction;
 //! - [`Tx`] (`tx.rs`): inside a transaction, typed reads and the only writes;
-//! - `codec.rs`: keys and JSON.
+//! - `codec.rs`: keys and JSON;
+//! - `gates.rs`: the creates held back until their cluster reservation is known.
 //!
 //! Reads and transactions are synchronous and fast (sled keeps the working set in memory).
 
 mod codec;
 mod events;
+mod gates;
 mod images;
 mod keys;
 mod open;

@@ -1,0 +1,89 @@
+//! Gated creates (`gate.rs`): held back from the worker and the event stream, holding their ID
+//! and address, until opened; removed whole when refused; found again after a restart.
+
+use super::test_support::{open, record_ids, spec, TempDir};
+use super::{Conflict, IdempotencyKey, QueueError};
+
+fn key(k: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey {
+        key: k.into(),
+        fingerprint: "create 5".into(),
+    })
+}
+
+#[tokio::test]
+async fn a_gated_create_holds_its_id_and_address_unseen_by_the_worker_until_opened() {
+    let dir = TempDir::new("gate-open");
+    let store = open(&dir);
+    let gated = store
+        .enqueue_create_gated(spec(5, 2, 5), None)
+        .await
+        .unwrap();
+    let id = gated.job.id;
+    assert!(store.next_queued().unwrap().is_none(), "the worker sees it");
+    assert_eq!(store.queued_count().unwrap(), 0);
+    assert_eq!(gated.job.first_event, None);
+    store.flush().await.unwrap();
+    assert!(store.events_after(0, 10).unwrap().is_empty(), "an event");
+    // Its ID and its address are held as for any create.
+    let same_id = store.enqueue_create(spec(5, 3, 9)).await.unwrap_err();
+    assert!(matches!(
+        same_id,
+        QueueError::Conflict(Conflict::JobPending { .. })
+    ));
+    let same_addr = store.enqueue_create(spec(6, 2, 5)).await.unwrap_err();
+    assert!(matches!(
+        same_addr,
+        QueueError::Conflict(Conflict::AddressInUse { .. })
+    ));
+    let cancel = store.cancel(id).await.unwrap_err();
+    assert_eq!(cancel, QueueError::Conflict(Conflict::BeingAccepted(id)));
+    assert_eq!(store.gated().unwrap().len(), 1);
+
+    let opened = store.open_gate(id).unwrap().expect("opened");
+    assert!(opened.first_event.is_some());
+    assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(id));
+    assert_eq!(store.queued_count().unwrap(), 1);
+    assert!(store.gated().unwrap().is_empty());
+    assert!(store.open_gate(id).unwrap().is_none(), "opened twice");
+    assert!(!store.refuse_gate(id).await.unwrap(), "refused once open");
+    store.flush().await.unwrap();
+    let events = store.events_after(0, 10).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(Some(events[0].seq), opened.first_event);
+}
+
+#[tokio::test]
+async fn a_refused_gate_leaves_nothing_and_a_restart_finds_the_gates_left() {
+    let dir = TempDir::new("gate-refuse");
+    let store = open(&dir);
+    let gated = store
+        .enqueue_create_gated(spec(5, 2, 5), key("k5"))
+        .await
+        .unwrap();
+    let left = store
+        .enqueue_create_gated(spec(7, 2, 7), None)
+        .await
+        .unwrap();
+    drop(store);
+    let store = open(&dir);
+    let mut found: Vec<_> = store.gated().unwrap().iter().map(|j| j.id).collect();
+    found.sort();
+    let mut want = [gated.job.id, left.job.id];
+    want.sort();
+    assert_eq!(found, want);
+
+    assert!(store.refuse_gate(gated.job.id).await.unwrap());
+    assert!(!store.refuse_gate(gated.job.id).await.unwrap(), "twice");
+    assert_eq!(store.get(gated.job.id).unwrap(), None);
+    assert_eq!(record_ids(&store), [7]);
+    assert!(store.open_gate(gated.job.id).unwrap().is_none());
+    // The ID, the address and the idempotency key are free again.
+    let again = store
+        .enqueue_create_keyed(spec(5, 2, 5), key("k5"))
+        .await
+        .unwrap();
+    assert!(!again.replayed);
+    assert_ne!(again.job.id, gated.job.id);
+    assert_eq!(store.gated().unwrap().len(), 1);
+}
