@@ -87,9 +87,9 @@ async fn recover(worker: &Worker) -> Result<(), DaemonError> {
 /// Queues the creates a run in cluster mode left gated (a crash before their reservation was
 /// settled): alone there is no reservation to check, and a gate still there was never refused
 /// to its client (a refusal removes it first), so it may have been accepted.
-fn open_gates_alone(store: &JobStore) -> Result<(), DaemonError> {
+async fn open_gates_alone(store: &JobStore) -> Result<(), DaemonError> {
     for job in store.gated()? {
-        if store.open_gate(job.id)?.is_some() {
+        if store.open_gate(&job).await?.is_some() {
             tracing::warn!(job_id = %job.id, container_id = job.container_id.map(tracing::field::display), "a create gated by cluster mode is queued: this server runs alone now");
         }
     }
@@ -262,7 +262,7 @@ pub async fn run_with(
     };
     recover(&worker).await?;
     if cluster.is_none() {
-        open_gates_alone(&store)?;
+        open_gates_alone(&store).await?;
     }
     let host_net = host.net.clone();
     let reconciler = Arc::new(Reconciler::new(

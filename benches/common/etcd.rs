@@ -72,6 +72,11 @@ impl Etcd {
         etcd
     }
 
+    /// Its process ID (nsenter execs etcd: the same process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client of it.
     pub async fn client(&self) -> Arc<dyn Kv> {
         let kv = EtcdKv::connect(std::slice::from_ref(&self.url), Duration::from_secs(5));

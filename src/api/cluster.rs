@@ -32,7 +32,10 @@ pub async fn create(
     if let Standing::Refused(why) = cluster.standing() {
         return Err(refused(state, cluster, &spec, ClusterError::Refused(why)));
     }
-    match cluster.accept_create(&state.store, spec.clone(), key).await {
+    match cluster
+        .accept_create(&state.store, &state.control, spec.clone(), key)
+        .await
+    {
         Ok(done) => Ok(done),
         Err(Refusal::Store(e)) => Err(e.into()),
         Err(Refusal::Cluster(e)) => Err(refused(state, cluster, &spec, e)),

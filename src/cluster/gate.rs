@@ -12,9 +12,11 @@
 
 use std::sync::Arc;
 
+use super::reserve::Hold;
 use super::{Cluster, ClusterError, Reservation};
 use crate::queue::{Enqueued, IdempotencyKey, Job, JobRequest, JobStore, QueueError};
 use crate::spec::CreateSpec;
+use crate::worker::QueueControl;
 
 /// Why a create in cluster mode was not accepted.
 #[derive(Debug)]
@@ -36,7 +38,8 @@ pub struct Settled {
 
 impl Cluster {
     /// Reserves `spec` in the cluster while queueing it gated in `store`, then opens the gate
-    /// or removes the job.
+    /// (in the background, waking the worker through `control`: the answer need not wait for
+    /// it) or removes the job (before answering).
     ///
     /// # Errors
     /// [`Refusal::Store`] when the store refused the create (the keys this request created
@@ -45,6 +48,7 @@ impl Cluster {
     pub async fn accept_create(
         self: &Arc<Self>,
         store: &JobStore,
+        control: &QueueControl,
         spec: CreateSpec,
         key: Option<IdempotencyKey>,
     ) -> Result<Enqueued, Refusal> {
@@ -68,22 +72,10 @@ impl Cluster {
         match done {
             // Also a retry that found the job its idempotency key made, in case a request that
             // went away left it gated (no gate: nothing to do).
-            (Ok(hold), mut done) => match store.open_gate(done.job.id) {
-                Ok(opened) => {
-                    if let Some(job) = opened {
-                        done.job = job;
-                    }
-                    // Out of flight only now: a sync pass meanwhile leaves the gate alone.
-                    hold.keep();
-                    Ok(done)
-                }
-                Err(e) => {
-                    // The client is told "not accepted": with the keys given back, the next
-                    // settling removes the gated job instead of opening it.
-                    hold.release().await;
-                    Err(Refusal::Store(e))
-                }
-            },
+            (Ok(hold), done) => {
+                open_later(store.clone(), done.job.clone(), hold, control.clone());
+                Ok(done)
+            }
             // A retry's refusal leaves the job its key made to the request that made it.
             (Err(e), done) => {
                 if !done.replayed {
@@ -121,7 +113,7 @@ impl Cluster {
                 ours &= holder.is_some_and(|h| same(&h, &r));
             }
             if ours {
-                if store.open_gate(job.id).map_err(unavailable)?.is_some() {
+                if store.open_gate(&job).await.map_err(unavailable)?.is_some() {
                     tracing::info!(job_id = %job.id, container_id = %r.id, "gated create queued: its reservation is this server's");
                     settled.opened += 1;
                 }
@@ -139,6 +131,26 @@ impl Cluster {
             _ => None,
         }
     }
+}
+
+/// Opens job `id`'s gate in the background (not before the `202`: the answer waits only for
+/// the two commits), wakes the worker, then ends `hold`. A store that cannot write now leaves the gate to the sync's next pass,
+/// which opens it from the reservation (kept).
+fn open_later(store: JobStore, job: Job, hold: Hold, control: QueueControl) {
+    tokio::spawn(async move {
+        match store.open_gate(&job).await {
+            Ok(Some(_)) => {
+                control.wake_worker();
+                control.job_changed();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "cannot queue an accepted create now; the next cluster sync will");
+            }
+        }
+        // Out of flight only now: a sync pass meanwhile leaves the gate alone.
+        hold.keep();
+    });
 }
 
 /// Whether `held` is reservation `r` (the same node, container, VLAN and address; the host ID

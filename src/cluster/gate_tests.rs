@@ -10,6 +10,14 @@ use super::*;
 use crate::queue::{JobState, JobStore, StoreOptions};
 use crate::sys::fake_kv::FakeKv;
 use crate::test_support::TempDir;
+use crate::worker::QueueControl;
+
+/// Waits until an opened gate wakes the worker through `control` (bounded: a hang fails).
+async fn woken(control: &QueueControl) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), control.woken())
+        .await
+        .expect("no gate opened");
+}
 
 fn store(dir: &TempDir) -> JobStore {
     JobStore::open(dir.path(), StoreOptions::default()).unwrap()
@@ -29,17 +37,20 @@ async fn a_create_is_queued_once_reserved_and_leaves_nothing_when_refused() {
         server(&kv, 1, Uuid::new_v4()),
         server(&kv, 2, Uuid::new_v4()),
     );
+    let control = QueueControl::new(false);
     let done = a
-        .accept_create(&sa, spec(5, 2, "192.168.2.5/24"), None)
+        .accept_create(&sa, &control, spec(5, 2, "192.168.2.5/24"), None)
         .await
         .unwrap();
-    assert_eq!(sa.next_queued().unwrap().map(|j| j.id), Some(done.job.id));
-    assert!(done.job.first_event.is_some());
+    woken(&control).await;
+    let queued = sa.next_queued().unwrap().expect("queued");
+    assert_eq!(queued.id, done.job.id);
+    assert!(queued.first_event.is_some());
     assert!(sa.gated().unwrap().is_empty());
     assert!(kv.dump()["lab/containers/5"].contains(&a.node().to_string()));
 
     let refused = b
-        .accept_create(&sb, spec(5, 2, "192.168.2.6/24"), None)
+        .accept_create(&sb, &control, spec(5, 2, "192.168.2.6/24"), None)
         .await
         .unwrap_err();
     assert!(
@@ -48,7 +59,7 @@ async fn a_create_is_queued_once_reserved_and_leaves_nothing_when_refused() {
     );
     kv.set_down(true);
     let refused = b
-        .accept_create(&sb, spec(6, 2, "192.168.2.6/24"), None)
+        .accept_create(&sb, &control, spec(6, 2, "192.168.2.6/24"), None)
         .await
         .unwrap_err();
     assert!(
@@ -62,7 +73,7 @@ async fn a_create_is_queued_once_reserved_and_leaves_nothing_when_refused() {
         .container(spec(6, 2, "192.168.2.6/24").id)
         .unwrap()
         .is_none());
-    b.accept_create(&sb, spec(6, 2, "192.168.2.6/24"), None)
+    b.accept_create(&sb, &control, spec(6, 2, "192.168.2.6/24"), None)
         .await
         .unwrap();
 }
@@ -73,12 +84,13 @@ async fn a_create_the_store_refuses_gives_back_the_keys_it_made() {
     let s = store(&dir);
     let kv = FakeKv::new();
     let a = server(&kv, 1, Uuid::new_v4());
+    let control = QueueControl::new(false);
     // A local record etcd does not know of (a sync has not put its keys back yet).
     s.enqueue_create(spec(5, 2, "192.168.2.5/24"))
         .await
         .unwrap();
     let refused = a
-        .accept_create(&s, spec(5, 3, "192.168.3.5/24"), None)
+        .accept_create(&s, &control, spec(5, 3, "192.168.3.5/24"), None)
         .await
         .unwrap_err();
     assert!(matches!(refused, Refusal::Store(_)), "{refused:?}");
@@ -91,16 +103,18 @@ async fn of_creates_of_one_id_on_one_server_at_once_exactly_one_is_accepted() {
     let s = store(&dir);
     let kv = FakeKv::new();
     let a = server(&kv, 1, Uuid::new_v4());
+    let control = QueueControl::new(false);
     let tries = (0..20).map(|n| {
-        let (a, s) = (a.clone(), s.clone());
+        let (a, s, control) = (a.clone(), s.clone(), control.clone());
         let ip = format!("192.168.2.{}/24", n + 10);
-        tokio::spawn(async move { a.accept_create(&s, spec(5, 2, &ip), None).await })
+        tokio::spawn(async move { a.accept_create(&s, &control, spec(5, 2, &ip), None).await })
     });
     let mut accepted = 0;
     for t in tries {
         accepted += usize::from(t.await.unwrap().is_ok());
     }
     assert_eq!(accepted, 1);
+    woken(&control).await;
     assert_eq!(jobs(&s), 1);
     assert!(s.gated().unwrap().is_empty());
 }

@@ -34,6 +34,9 @@ use super::QueueError;
 /// Most pieces of work one round takes, so one transaction stays small.
 const MAX_BATCH: usize = 512;
 
+/// The longest a lazy write waits for a flush when nothing else asks for one.
+pub(super) const LAZY_FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// How a flush ended: `Ok`, or the error (shared by every waiter of that flush).
 type FlushResult = Result<(), QueueError>;
 
@@ -73,6 +76,10 @@ enum Work {
     Flush(u64, oneshot::Sender<FlushResult>),
     /// Run this write with the others waiting, and answer once it is on disk.
     Write(BatchedWrite, oneshot::Sender<WriteResult>),
+    /// Run this write with the others waiting, and answer once it is committed: it goes to
+    /// disk with the next flush, which it does not cause (within [`LAZY_FLUSH_AFTER`] if no
+    /// other comes).
+    Lazy(BatchedWrite, oneshot::Sender<WriteResult>),
     /// A write outside the thread failed: close sled now.
     Failed(String),
 }
@@ -93,6 +100,8 @@ pub(super) struct Shared {
     pub(super) poisoned: bool,
     /// The open instance's generation.
     pub(super) generation: u64,
+    /// Whether lazy writes were committed since the last flush.
+    pub(super) unflushed: bool,
     flushes: Arc<AtomicU64>,
 }
 
@@ -129,6 +138,7 @@ impl Committer {
             dir,
             poisoned: false,
             generation: opened.generation,
+            unflushed: false,
             flushes: Arc::clone(&flushes),
         };
         drop(opened);
@@ -157,15 +167,6 @@ impl Committer {
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Asks for a flush of everything committed on instance `generation` and returns at once:
-    /// for a change that need not be on disk before it is answered, but should be soon (its
-    /// events are read once they are).
-    pub(super) fn flush_soon(&self, generation: u64) {
-        let (done_tx, _) = oneshot::channel();
-        // A stopped thread flushes nothing more; the change is not lost for that (see callers).
-        let _ = self.send(Work::Flush(generation, done_tx));
-    }
-
     /// Runs `write` with whatever other writes are waiting, and answers once it is on disk.
     ///
     /// # Errors
@@ -173,6 +174,17 @@ impl Committer {
     pub(super) async fn write(&self, write: BatchedWrite) -> WriteResult {
         let (done_tx, done_rx) = oneshot::channel();
         self.send(Work::Write(write, done_tx))?;
+        done_rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Runs `write` with whatever other writes are waiting, and answers once it is committed,
+    /// not waiting for the disk (see [`Work::Lazy`]).
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub(super) async fn write_lazy(&self, write: BatchedWrite) -> WriteResult {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.send(Work::Lazy(write, done_tx))?;
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -220,6 +232,10 @@ struct Round {
     writes: Vec<BatchedWrite>,
     /// Their waiters, in the same order.
     write_waiters: Vec<oneshot::Sender<WriteResult>>,
+    /// The lazy writes, run after the others in the same transaction.
+    lazy: Vec<BatchedWrite>,
+    /// Their waiters.
+    lazy_waiters: Vec<oneshot::Sender<WriteResult>>,
     /// Failures reported from outside the thread.
     failures: Vec<String>,
 }
@@ -229,8 +245,17 @@ struct Round {
 /// write, probe every [`PROBE_EVERY`]. Ends when every sender is gone.
 fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
     loop {
-        let first = match rx.recv_timeout(PROBE_EVERY) {
+        let wait = if shared.unflushed {
+            LAZY_FLUSH_AFTER
+        } else {
+            PROBE_EVERY
+        };
+        let first = match rx.recv_timeout(wait) {
             Ok(work) => work,
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.unflushed => {
+                commit_round(shared, Round::default());
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 shared.probe();
                 continue;
@@ -245,6 +270,10 @@ fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
                     round.writes.push(write);
                     round.write_waiters.push(w);
                 }
+                Work::Lazy(write, w) => {
+                    round.lazy.push(write);
+                    round.lazy_waiters.push(w);
+                }
                 Work::Failed(cause) => round.failures.push(cause),
             }
         }
@@ -255,7 +284,8 @@ fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
     }
 }
 
-/// Runs one round's writes, flushes, and answers every waiter.
+/// Runs one round's writes, flushes if anything durable was asked (or lazy writes wait for
+/// a flush: an empty round after [`LAZY_FLUSH_AFTER`]), and answers every waiter.
 fn commit_round(shared: &mut Shared, round: Round) {
     let opened = match shared
         .current
@@ -266,7 +296,9 @@ fn commit_round(shared: &mut Shared, round: Round) {
         Err(refusal) => return answer_all(round, &refusal),
     };
     let started = Instant::now();
-    let (writes, waiters) = (round.writes, round.write_waiters);
+    let eager = round.writes.len();
+    let mut writes = round.writes;
+    writes.extend(round.lazy);
     let mut written = if writes.is_empty() {
         Vec::new()
     } else {
@@ -276,21 +308,28 @@ fn commit_round(shared: &mut Shared, round: Round) {
         Err(QueueError::Storage(e)) => Some(e.clone()),
         _ => None,
     });
-    // A batch of refusals only wrote nothing: no disk sync for it.
+    let lazy_wrote = written[eager..].iter().any(Result::is_ok);
+    let asked = !round.flushes.is_empty()
+        || written[..eager].iter().any(Result::is_ok)
+        || (writes.is_empty() && shared.unflushed);
+    // A batch of refusals only wrote nothing, and lazy writes wait: no disk sync for them.
     let flushed = match batch_failed {
-        Some(cause) => Err(cause),
-        None if round.flushes.is_empty() && !written.iter().any(Result::is_ok) => Ok(()),
-        None => flush(shared, &opened),
+        Some(cause) => Some(Err(cause)),
+        None if asked => Some(flush(shared, &opened)),
+        None => None,
     };
+    shared.unflushed |= flushed.is_none() && lazy_wrote;
     drop(opened);
     tracing::trace!(
         flush_waiters = round.flushes.len(),
         writes = writes.len(),
         elapsed_us = started.elapsed().as_micros() as u64,
-        "job store flushed"
+        "job store round"
     );
     // Reopened before anyone is answered: a client told 503 reads the disk's state at once.
-    let flushed = flushed.map_err(|cause| shared.failed(&cause));
+    let flushed = flushed
+        .unwrap_or(Ok(()))
+        .map_err(|cause| shared.failed(&cause));
     for (generation, waiter) in round.flushes {
         // A change made on a replaced instance went with it.
         let answer = match &flushed {
@@ -300,7 +339,8 @@ fn commit_round(shared: &mut Shared, round: Round) {
         // A waiter that went away (its request was dropped) needs no answer.
         let _ = waiter.send(answer);
     }
-    for (i, waiter) in waiters.into_iter().enumerate() {
+    let waiters = round.write_waiters.into_iter().chain(round.lazy_waiters);
+    for (i, waiter) in waiters.enumerate() {
         let result = std::mem::replace(&mut written[i], Err(replaced()));
         // A refused write wrote nothing: its refusal stands whatever the flush did.
         let answer = match (result, &flushed) {
@@ -316,7 +356,7 @@ fn answer_all(round: Round, refusal: &QueueError) {
     for (_, waiter) in round.flushes {
         let _ = waiter.send(Err(refusal.clone()));
     }
-    for waiter in round.write_waiters {
+    for waiter in round.write_waiters.into_iter().chain(round.lazy_waiters) {
         let _ = waiter.send(Err(refusal.clone()));
     }
 }
@@ -340,8 +380,10 @@ pub(super) fn commit_batch(
 /// Makes every write committed on `opened` durable: sled's flush, then an `fdatasync` of its
 /// log; the error is a sentence naming the directory.
 pub(super) fn flush(shared: &mut Shared, opened: &Opened) -> Result<(), String> {
-    // Every event committed before the flush starts is on disk once it ends.
+    // Every event committed before the flush starts is on disk once it ends; lazy writes
+    // wait no more (on a failure, the instance that held them is dropped).
     let events = opened.trees.clock().committed();
+    shared.unflushed = false;
     let result = opened
         .trees
         .flush()

@@ -159,8 +159,13 @@ impl JobStore {
         Ok(done)
     }
 
-    async fn write(&self, write: BatchedWrite) -> Result<Enqueued, QueueError> {
+    pub(super) async fn write(&self, write: BatchedWrite) -> Result<Enqueued, QueueError> {
         self.inner.committer.write(write).await
+    }
+
+    /// [`Self::write`], answered once committed: on disk with the next flush.
+    pub(super) async fn write_lazy(&self, write: BatchedWrite) -> Result<Enqueued, QueueError> {
+        self.inner.committer.write_lazy(write).await
     }
 }
 

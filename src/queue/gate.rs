@@ -5,9 +5,10 @@
 //! holding its ID and address in the ledger, but not in the worker's queue and with no event.
 //! Then one of two things happens:
 //!
-//! - the reservation is made: [`JobStore::open_gate`] queues the job with its first event. This
-//!   need not be on disk before the `202`: after a crash the gate is still there, and the
-//!   reservation in etcd, this server's, says to open it (`cluster/gate.rs`);
+//! - the reservation is made: [`JobStore::open_gate`] queues the job with its first event, in
+//!   the commit thread's next batch, without a disk sync of its own. This need not happen, let alone be on disk, before the
+//!   `202`: after a crash the gate is still there, and the reservation in etcd, this server's,
+//!   says to open it (`cluster/gate.rs`);
 //! - it is refused (another server holds the ID or address, or etcd did not answer):
 //!   [`JobStore::refuse_gate`] removes the job, its record and its idempotency key, as if it
 //!   had never been queued, and returns once that is on disk — the client is told "refused",
@@ -16,24 +17,39 @@
 use uuid::Uuid;
 
 use super::db::Tx;
+use super::enqueue::Enqueued;
 use super::event::Event;
 use super::job::{Job, JobState};
 use super::store::JobStore;
 use super::QueueError;
 
 impl JobStore {
-    /// Queues gated job `id` for the worker, with its first event; `None` when it has no gate
-    /// (opened or refused before). Committed at once, on disk with the next flush (asked for
-    /// now, not waited for).
+    /// Queues gated job `job` for the worker, with its first event; returns it so, or `None`
+    /// when it has no gate (opened or refused before). The opening rides in the commit
+    /// thread's next batch, beside the creates queued at that moment (no transaction of its own
+    /// waiting for sled's lock), and returns once committed: it reaches the disk with the next
+    /// flush, which it does not cause (a lazy write: at most a few milliseconds later).
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when the store cannot write; [`QueueError::Storage`].
-    pub fn open_gate(&self, id: Uuid) -> Result<Option<Job>, QueueError> {
-        let (job, generation) = self.transact_at(|tx| open(tx, id))?;
-        if job.is_some() {
-            self.flush_soon(generation);
-        }
-        Ok(job)
+    pub async fn open_gate(&self, job: &Job) -> Result<Option<Job>, QueueError> {
+        let job = job.clone();
+        let done = self
+            .write_lazy(Box::new(move |tx| {
+                Ok(Ok(match open(tx, &job)? {
+                    Some(job) => Enqueued {
+                        job,
+                        replayed: false,
+                    },
+                    // Nothing written: the job as it was made before.
+                    None => Enqueued {
+                        job: job.clone(),
+                        replayed: true,
+                    },
+                }))
+            }))
+            .await?;
+        Ok((!done.replayed).then_some(done.job))
     }
 
     /// Removes gated job `id`, its container record (and so its address) and its idempotency
@@ -43,7 +59,11 @@ impl JobStore {
     /// [`QueueError::Unavailable`] when the store cannot write or the flush fails;
     /// [`QueueError::Storage`].
     pub async fn refuse_gate(&self, id: Uuid) -> Result<bool, QueueError> {
-        let (refused, generation) = self.transact_at(|tx| refuse(tx, id))?;
+        // Off the reactor: a transaction waits for sled's lock while the commit thread runs a
+        // batch.
+        let store = self.clone();
+        let (refused, generation) =
+            blocking(move || store.transact_at(|tx| refuse(tx, id))).await?;
         if refused {
             self.flush_at(generation).await?;
             tracing::info!(job_id = %id, "gated create removed: its reservation was refused");
@@ -77,18 +97,22 @@ impl JobStore {
     }
 }
 
-/// Opens job `id`'s gate inside a transaction.
-fn open(tx: &Tx<'_>, id: Uuid) -> super::db::TxResult<Option<Job>> {
-    if !tx.clear_gate(id)? {
+/// Runs transaction `f` on the blocking pool.
+async fn blocking<A: Send + 'static>(
+    f: impl FnOnce() -> Result<A, QueueError> + Send + 'static,
+) -> Result<A, QueueError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError::Storage(format!("a gate's transaction panicked: {e}")))?
+}
+
+/// Opens `job`'s gate inside a transaction. Only its gate's holder changes a gated job (the
+/// worker does not see it, a cancel is refused), so `job` as it was queued is as it is stored.
+fn open(tx: &Tx<'_>, job: &Job) -> super::db::TxResult<Option<Job>> {
+    if !tx.clear_gate(job.id)? || job.state != JobState::Queued {
         return Ok(None);
     }
-    let Some(mut job) = tx.find_job(id)? else {
-        return Ok(None);
-    };
-    // A gated job cannot be cancelled (`JobStore::cancel`): it is queued.
-    if job.state != JobState::Queued {
-        return Ok(None);
-    }
+    let mut job = job.clone();
     job.first_event = Some(tx.emit(Event::job_state(&job))?);
     tx.put_job(&job)?;
     tx.push_pending(&job)?;

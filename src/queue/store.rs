@@ -265,11 +265,6 @@ impl JobStore {
         self.flush_at(generation).await
     }
 
-    /// Asks for a flush of instance `generation` without waiting for it.
-    pub(super) fn flush_soon(&self, generation: u64) {
-        self.inner.committer.flush_soon(generation);
-    }
-
     /// Waits until every change committed on instance `generation` is on disk.
     ///
     /// # Errors
