@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::fake_world::{
-    find, insert, log_and_play, new_link, ns_mut, remove_link, Namespace, World, HOST,
+    find, insert, log_and_play, new_link, ns_mut, remove_link, report_changed, Namespace, World,
+    HOST,
 };
+use super::link_table::LinkTable;
 use super::netlink::{FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
@@ -63,7 +65,57 @@ impl FakeNetlink {
             up: true,
             master: None,
         });
+        let ns = self.ns;
+        report_changed(&mut w, ns, index);
         index
+    }
+
+    /// Starts the view of the host's links that [`Netlink::link_watched`] answers from, as
+    /// `serve` does (`sys::link_watch`): a dump of the links, then every change reported.
+    pub fn watch_links(&self) {
+        let mut w = self.world();
+        let mut table = LinkTable::default();
+        table.begin_dump();
+        w.namespaces[&HOST]
+            .links
+            .iter()
+            .for_each(|l| table.dumped(l.clone()));
+        table.end_dump();
+        w.watch = Some(table);
+    }
+
+    /// Drops the reports of the changes that follow, as a full socket queue drops the kernel's
+    /// notifications, until [`Self::overrun_links`].
+    pub fn lose_link_reports(&self) {
+        self.world().muted = true;
+    }
+
+    /// The view learns that reports were lost (`ENOBUFS`) and asks for a dump, which
+    /// [`Self::deliver_link_dump`] delivers; changes are reported again meanwhile.
+    pub fn overrun_links(&self) {
+        let mut w = self.world();
+        w.muted = false;
+        if let Some(table) = &mut w.watch {
+            table.overrun();
+        }
+    }
+
+    /// Delivers the dump of the host's links the view asked for.
+    pub fn deliver_link_dump(&self) {
+        let mut w = self.world();
+        let links = w.namespaces[&HOST].links.clone();
+        if let Some(table) = &mut w.watch {
+            links.into_iter().for_each(|l| table.dumped(l));
+            table.end_dump();
+        }
+    }
+
+    /// Whether the view of the host's links answers (synced).
+    pub fn links_watched(&self) -> bool {
+        self.world()
+            .watch
+            .as_ref()
+            .is_some_and(LinkTable::is_synced)
     }
 
     /// Makes the next call whose log line starts with `prefix` fail with `errno`.
@@ -118,6 +170,20 @@ impl FakeNetlink {
             .find(|l| l.name == name)
             .expect("link exists");
         edit(link);
+        let (ns, index) = (self.ns, link.index);
+        report_changed(&mut w, ns, index);
+    }
+
+    /// Deletes link `name` as `ip link del` would (its peer goes with it).
+    pub fn delete_by_hand(&self, name: &str) {
+        let mut w = self.world();
+        let index = w.namespaces[&self.ns]
+            .links
+            .iter()
+            .find(|l| l.name == name)
+            .expect("link exists")
+            .index;
+        remove_link(&mut w, self.ns, index);
     }
 
     /// Records a call made by another fake (such as [`super::fake_lxc::FakeLxc`]) in the shared
@@ -151,6 +217,19 @@ impl Netlink for FakeNetlink {
     async fn links(&self) -> SysResult<Vec<LinkState>> {
         let w = self.call("links".into())?;
         Ok(w.namespaces[&self.ns].links.clone())
+    }
+
+    /// From the view when the host's links are watched and it answers: a memory read, no
+    /// call logged (the kernel is not asked).
+    async fn link_watched(&self, name: &str) -> SysResult<Option<LinkState>> {
+        let known = match (&self.world().watch, self.ns) {
+            (Some(table), HOST) => table.get(name),
+            _ => None,
+        };
+        match known {
+            Some(known) => Ok(known),
+            None => self.link_brief(name).await,
+        }
     }
 
     async fn link(&self, name: &str) -> SysResult<Option<LinkState>> {
@@ -230,6 +309,7 @@ impl Netlink for FakeNetlink {
         let mut w = self.call(line.clone())?;
         let i = find(&w, self.ns, index, &line)?;
         ns_mut(&mut w, self.ns).links[i].up = true;
+        report_changed(&mut w, self.ns, index);
         Ok(())
     }
 
@@ -238,6 +318,7 @@ impl Netlink for FakeNetlink {
         let mut w = self.call(line.clone())?;
         let i = find(&w, self.ns, index, &line)?;
         ns_mut(&mut w, self.ns).links[i].mtu = mtu;
+        report_changed(&mut w, self.ns, index);
         Ok(())
     }
 
@@ -249,6 +330,7 @@ impl Netlink for FakeNetlink {
             find(&w, self.ns, m, &line)?;
         }
         ns_mut(&mut w, self.ns).links[i].master = master;
+        report_changed(&mut w, self.ns, index);
         Ok(())
     }
 
