@@ -3,7 +3,8 @@
 //! (`src/sys/link_watch.rs`), not from a read per request. What an operator changes by hand —
 //! the host veth set down, taken off its bridge, given another MTU, deleted, the container
 //! stopped with `lxc-stop` — shows in `info` without a reconcile pass (none runs: passes are
-//! on demand here, and none is asked).
+//! on demand here, and none is asked). And what the daemon itself writes to a link is in the
+//! view by the time the write returns.
 
 mod common;
 
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use common::daemon::{Daemon, API};
 use common::layout::lxc_path;
 use common::{Lab, Server};
+use creepy_meow::sys::rtnl::RtNetlink;
+use creepy_meow::sys::Netlink;
 use serde_json::Value;
 
 /// No periodic pass: only the one at start, before the container exists.
@@ -89,4 +92,47 @@ fn info_shows_link_changes_and_a_stop_made_by_hand() {
     // Nothing repaired meanwhile: what info showed was the host's, not a pass's doing.
     let kinds: Vec<Value> = d.jobs().iter().map(|j| j["kind"].clone()).collect();
     assert_eq!(kinds, ["create"], "{API}: a job ran besides the create");
+}
+
+/// The daemon's own link writes return once the view shows them: each waits on a fence
+/// (`RtNetlink::settle`), so an `info` after a step sees what the step did. 200 MTU changes
+/// of `lo`, each read back from the view at once, on a runtime of two workers as `serve`'s
+/// (on one thread the task that reads the notifications happens to run first).
+#[test]
+fn a_link_write_returns_once_the_view_shows_it() {
+    let lab = Lab::new(1);
+    let ns = common::netns::named(&lab.server(1).netns);
+    let stale = std::thread::spawn(move || {
+        common::netns::enter(&ns);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(writes_read_back())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(stale, [], "(written, read back) MTUs that differ");
+}
+
+/// The MTUs written to `lo` through a watching handle that its view did not show at once.
+async fn writes_read_back() -> Vec<(u32, u32)> {
+    let nl = RtNetlink::connect().unwrap().watching_links().unwrap();
+    let deadline = Instant::now() + SHOWS_WITHIN;
+    while !nl.links_watched() {
+        assert!(Instant::now() < deadline, "the link view never synced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lo = nl.link_brief("lo").await.unwrap().unwrap().index;
+    let mut stale = Vec::new();
+    for mtu in 1000..1200 {
+        nl.set_mtu(lo, mtu).await.unwrap();
+        let seen = nl.link_watched("lo").await.unwrap().unwrap().mtu;
+        if seen != mtu {
+            stale.push((mtu, seen));
+        }
+    }
+    assert!(nl.links_watched(), "the view stopped answering");
+    stale
 }

@@ -95,6 +95,11 @@ impl LinkWatch {
         lock(&self.table).get(name)
     }
 
+    /// Whether the view answers (see [`Self::link`]).
+    pub fn is_synced(&self) -> bool {
+        lock(&self.table).is_synced()
+    }
+
     /// Waits until every notification the kernel queued before now is in the view. A fence
     /// that is not answered within [`FENCE_LIMIT`] ends the view: reads go to the kernel.
     pub async fn fence(&self) {

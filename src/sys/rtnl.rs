@@ -71,6 +71,12 @@ impl RtNetlink {
         Ok(self)
     }
 
+    /// Whether [`Netlink::link_watched`] answers from the view now (its dump is in), rather
+    /// than from the kernel.
+    pub fn links_watched(&self) -> bool {
+        self.watch.as_ref().is_some_and(LinkWatch::is_synced)
+    }
+
     /// Waits until the view shows every link change made so far (one round trip), so that an
     /// `info` after a step sees what the step did.
     async fn settle(&self) {
