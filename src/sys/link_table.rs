@@ -140,8 +140,7 @@ impl LinkTable {
     /// Notifications were lost (`ENOBUFS`). Returns whether a dump must be sent now (none is
     /// under way; otherwise another follows the one under way).
     pub fn overrun(&mut self) -> bool {
-        self.synced = false;
-        self.current = Links::default();
+        // Not synced from here (the dump's start says so), nor while a dump is under way.
         if self.ended {
             return false;
         }
