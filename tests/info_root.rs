@@ -23,21 +23,15 @@ const ON_DEMAND: &[&str] = &["--reconcile-interval", "0"];
 /// read within microseconds).
 const SHOWS_WITHIN: Duration = Duration::from_secs(10);
 
-/// Polls container `id`'s info until `shows` holds; panics at the deadline with the last one.
+/// Asks container `id`'s info until `shows` holds, and returns it; panics naming `what` after
+/// [`SHOWS_WITHIN`].
 fn info_until(d: &Daemon, id: u32, what: &str, shows: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + SHOWS_WITHIN;
-    loop {
-        let info = d.info(id);
-        if shows(&info) {
-            return info;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "info never showed {what}: {info}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut last = Value::Null;
+    common::eventually(&format!("info shows {what}"), SHOWS_WITHIN, || {
+        last = d.info(id);
+        shows(&last)
+    });
+    last
 }
 
 /// Whether `info` lists `problem`.

@@ -15,7 +15,6 @@ use super::fake_world::{
     find, insert, log_and_play, new_link, ns_mut, remove_link, report_changed, Namespace, World,
     HOST,
 };
-use super::link_table::LinkTable;
 use super::netlink::{FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
@@ -25,6 +24,13 @@ use crate::model::Ipv4Cidr;
 pub struct FakeNetlink {
     world: Arc<Mutex<World>>,
     ns: u32,
+}
+
+impl FakeNetlink {
+    /// The namespace this handle speaks in ([`HOST`], or a container init's PID).
+    pub(super) fn ns(&self) -> u32 {
+        self.ns
+    }
 }
 
 impl Default for FakeNetlink {
@@ -47,7 +53,7 @@ impl FakeNetlink {
         }
     }
 
-    fn world(&self) -> MutexGuard<'_, World> {
+    pub(super) fn world(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -68,54 +74,6 @@ impl FakeNetlink {
         let ns = self.ns;
         report_changed(&mut w, ns, index);
         index
-    }
-
-    /// Starts the view of the host's links that [`Netlink::link_watched`] answers from, as
-    /// `serve` does (`sys::link_watch`): a dump of the links, then every change reported.
-    pub fn watch_links(&self) {
-        let mut w = self.world();
-        let mut table = LinkTable::default();
-        table.begin_dump();
-        w.namespaces[&HOST]
-            .links
-            .iter()
-            .for_each(|l| table.dumped(l.clone()));
-        table.end_dump();
-        w.watch = Some(table);
-    }
-
-    /// Drops the reports of the changes that follow, as a full socket queue drops the kernel's
-    /// notifications, until [`Self::overrun_links`].
-    pub fn lose_link_reports(&self) {
-        self.world().muted = true;
-    }
-
-    /// The view learns that reports were lost (`ENOBUFS`) and asks for a dump, which
-    /// [`Self::deliver_link_dump`] delivers; changes are reported again meanwhile.
-    pub fn overrun_links(&self) {
-        let mut w = self.world();
-        w.muted = false;
-        if let Some(table) = &mut w.watch {
-            table.overrun();
-        }
-    }
-
-    /// Delivers the dump of the host's links the view asked for.
-    pub fn deliver_link_dump(&self) {
-        let mut w = self.world();
-        let links = w.namespaces[&HOST].links.clone();
-        if let Some(table) = &mut w.watch {
-            links.into_iter().for_each(|l| table.dumped(l));
-            table.end_dump();
-        }
-    }
-
-    /// Whether the view of the host's links answers (synced).
-    pub fn links_watched(&self) -> bool {
-        self.world()
-            .watch
-            .as_ref()
-            .is_some_and(LinkTable::is_synced)
     }
 
     /// Makes the next call whose log line starts with `prefix` fail with `errno`.
@@ -172,18 +130,6 @@ impl FakeNetlink {
         edit(link);
         let (ns, index) = (self.ns, link.index);
         report_changed(&mut w, ns, index);
-    }
-
-    /// Deletes link `name` as `ip link del` would (its peer goes with it).
-    pub fn delete_by_hand(&self, name: &str) {
-        let mut w = self.world();
-        let index = w.namespaces[&self.ns]
-            .links
-            .iter()
-            .find(|l| l.name == name)
-            .expect("link exists")
-            .index;
-        remove_link(&mut w, self.ns, index);
     }
 
     /// Records a call made by another fake (such as [`super::fake_lxc::FakeLxc`]) in the shared

@@ -40,6 +40,8 @@ pub mod fake;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake_kv;
 #[cfg(any(test, feature = "test-util"))]
+mod fake_links;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake_lxc;
 #[cfg(any(test, feature = "test-util"))]
 mod fake_world;
