@@ -17,7 +17,8 @@
 //!    configure `eth0`), rolling back newest first on failure; also destroy, start, stop,
 //!    restart and repair;
 //! 5. [`sys`]: the only code that talks to the kernel (rtnetlink) or runs `lxc-*` tools,
-//!    behind traits with in-memory fakes for unit tests.
+//!    behind traits with in-memory fakes for unit tests; it also keeps the view of the host's
+//!    links that `info` reads, current by the kernel's link notifications.
 //!
 //! # Around it
 //!

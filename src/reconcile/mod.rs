@@ -350,3 +350,7 @@ fn checkable(rec: &ContainerRecord) -> bool {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "inspect_tests.rs"]
+mod inspect_tests;

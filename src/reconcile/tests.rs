@@ -11,15 +11,20 @@ use crate::sys::{Lxc, Netlink};
 use crate::test_support::{fake_host, worker, TempDir};
 use crate::worker::Worker;
 
-struct Rig {
-    worker: Worker,
-    reconciler: Reconciler,
-    net: FakeNetlink,
-    lxc: FakeLxc,
+/// A worker and a reconciler over one fake host.
+pub(super) struct Rig {
+    /// Runs the jobs.
+    pub(super) worker: Worker,
+    /// Under test.
+    pub(super) reconciler: Reconciler,
+    /// The fake kernel.
+    pub(super) net: FakeNetlink,
+    /// The fake LXC.
+    pub(super) lxc: FakeLxc,
     _dir: TempDir,
 }
 
-async fn rig() -> Rig {
+pub(super) async fn rig() -> Rig {
     let dir = TempDir::new("reconcile");
     let (host, net, lxc, fabric) = fake_host().await;
     let worker = worker(&dir, host.clone(), fabric.clone());
@@ -41,7 +46,7 @@ async fn rig() -> Rig {
 
 impl Rig {
     /// Runs every queued job; returns them as they ended.
-    async fn drain(&self) -> Vec<crate::queue::Job> {
+    pub(super) async fn drain(&self) -> Vec<crate::queue::Job> {
         let mut done = Vec::new();
         while let Some(job) = self.worker.store.next_queued().unwrap() {
             self.worker.run_job(job.clone()).await.unwrap();
@@ -50,7 +55,7 @@ impl Rig {
         done
     }
 
-    async fn create(&self, id: u64) {
+    pub(super) async fn create(&self, id: u64) {
         let spec = CreateSpec {
             id: ContainerId::new(id).unwrap(),
             vlan: VlanId::new(2).unwrap(),

@@ -103,8 +103,10 @@ impl HostView {
         Ok(view)
     }
 
-    /// Reads the host for `rec` alone (for `info`): its directory and init, its veth and
-    /// bridge by name, its addresses. A few small reads and at most two netlink requests.
+    /// Reads the host for `rec` alone (for `info`): its directory and init (a few `stat`s and
+    /// a poll of its held init), its veth and bridge from the view of the host's links kept
+    /// current by the kernel's notifications ([`crate::sys::Netlink::link_watched`]: no
+    /// request while that view answers), its addresses (two short netlink exchanges).
     ///
     /// # Errors
     /// When the LXC path, `/proc` or netlink cannot be read.
@@ -113,10 +115,10 @@ impl HostView {
         if let Some(entry) = host.lxc.entry(&rec.id.container_name()).await? {
             view.containers.insert(entry.name.clone(), entry);
         }
-        if let Some(veth) = host.net.link_brief(&rec.id.host_veth()).await? {
+        if let Some(veth) = host.net.link_watched(&rec.id.host_veth()).await? {
             view.veths.insert(veth.name.clone(), veth);
             // The bridge matters only against a veth.
-            if let Some(br) = host.net.link_brief(&rec.vlan.bridge_name()).await? {
+            if let Some(br) = host.net.link_watched(&rec.vlan.bridge_name()).await? {
                 view.bridges.insert(br.name.clone(), br);
             }
         }

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::fake_world::{
-    find, insert, log_and_play, new_link, ns_mut, remove_link, Namespace, World, HOST,
+    find, insert, log_and_play, new_link, ns_mut, remove_link, report_changed, Namespace, World,
+    HOST,
 };
 use super::netlink::{FdbEntry, LinkKind, LinkState, Netlink, NetnsOpener, VethSpec, VxlanSpec};
 use super::{SysError, SysResult};
@@ -23,6 +24,13 @@ use crate::model::Ipv4Cidr;
 pub struct FakeNetlink {
     world: Arc<Mutex<World>>,
     ns: u32,
+}
+
+impl FakeNetlink {
+    /// The namespace this handle speaks in ([`HOST`], or a container init's PID).
+    pub(super) fn ns(&self) -> u32 {
+        self.ns
+    }
 }
 
 impl Default for FakeNetlink {
@@ -45,7 +53,7 @@ impl FakeNetlink {
         }
     }
 
-    fn world(&self) -> MutexGuard<'_, World> {
+    pub(super) fn world(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -63,6 +71,8 @@ impl FakeNetlink {
             up: true,
             master: None,
         });
+        let ns = self.ns;
+        report_changed(&mut w, ns, index);
         index
     }
 
@@ -118,6 +128,8 @@ impl FakeNetlink {
             .find(|l| l.name == name)
             .expect("link exists");
         edit(link);
+        let (ns, index) = (self.ns, link.index);
+        report_changed(&mut w, ns, index);
     }
 
     /// Records a call made by another fake (such as [`super::fake_lxc::FakeLxc`]) in the shared
@@ -151,6 +163,19 @@ impl Netlink for FakeNetlink {
     async fn links(&self) -> SysResult<Vec<LinkState>> {
         let w = self.call("links".into())?;
         Ok(w.namespaces[&self.ns].links.clone())
+    }
+
+    /// From the view when the host's links are watched and it answers: a memory read, no
+    /// call logged (the kernel is not asked).
+    async fn link_watched(&self, name: &str) -> SysResult<Option<LinkState>> {
+        let known = match (&self.world().watch, self.ns) {
+            (Some(table), HOST) => table.get(name),
+            _ => None,
+        };
+        match known {
+            Some(known) => Ok(known),
+            None => self.link_brief(name).await,
+        }
     }
 
     async fn link(&self, name: &str) -> SysResult<Option<LinkState>> {
@@ -230,6 +255,7 @@ impl Netlink for FakeNetlink {
         let mut w = self.call(line.clone())?;
         let i = find(&w, self.ns, index, &line)?;
         ns_mut(&mut w, self.ns).links[i].up = true;
+        report_changed(&mut w, self.ns, index);
         Ok(())
     }
 
@@ -238,6 +264,7 @@ impl Netlink for FakeNetlink {
         let mut w = self.call(line.clone())?;
         let i = find(&w, self.ns, index, &line)?;
         ns_mut(&mut w, self.ns).links[i].mtu = mtu;
+        report_changed(&mut w, self.ns, index);
         Ok(())
     }
 
@@ -249,6 +276,7 @@ impl Netlink for FakeNetlink {
             find(&w, self.ns, m, &line)?;
         }
         ns_mut(&mut w, self.ns).links[i].master = master;
+        report_changed(&mut w, self.ns, index);
         Ok(())
     }
 

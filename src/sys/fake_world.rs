@@ -1,11 +1,13 @@
 //! The fake kernel's state behind [`super::fake::FakeNetlink`]: namespaces of links, addresses
 //! and forwarding tables, the call log and the scripted failures, and the rules the fake
 //! keeps as the kernel does (unique names, a veth's peer deleted with it, a deleted link's
-//! ports released and its forwarding table gone).
+//! ports released and its forwarding table gone). Like the kernel, it reports every change of
+//! a host link to the view of the links `info` reads ([`LinkTable`]), when one watches.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use super::link_table::{LinkEvent, LinkTable};
 use super::netlink::{FdbEntry, LinkKind, LinkState};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
@@ -39,6 +41,36 @@ pub(super) struct World {
     pub(super) log: Vec<String>,
     /// (call prefix, errno) failures still to play, each once.
     pub(super) failures: Vec<(String, i32)>,
+    /// The view of the host's links, fed with every change of one as the kernel's
+    /// notifications feed the real one (`super::link_watch`); `None` until a test watches.
+    pub(super) watch: Option<LinkTable>,
+    /// Changes are not reported (a full socket queue drops notifications) until an overrun.
+    pub(super) muted: bool,
+}
+
+/// Reports host link `index` as it is now (made or changed) to the watching view.
+pub(super) fn report_changed(w: &mut World, ns: u32, index: u32) {
+    if ns != HOST || w.muted {
+        return;
+    }
+    let link = w.namespaces[&HOST]
+        .links
+        .iter()
+        .find(|l| l.index == index)
+        .cloned();
+    if let (Some(watch), Some(link)) = (&mut w.watch, link) {
+        watch.apply(LinkEvent::New(link));
+    }
+}
+
+/// Reports host link `index` gone to the watching view.
+fn report_gone(w: &mut World, ns: u32, index: u32) {
+    if ns != HOST || w.muted {
+        return;
+    }
+    if let Some(watch) = &mut w.watch {
+        watch.apply(LinkEvent::Gone(index));
+    }
 }
 
 /// Logs `line` under `label` and plays the first scripted failure whose prefix it starts with.
@@ -77,6 +109,7 @@ pub(super) fn insert(w: &mut World, ns: u32, mut link: LinkState, what: &str) ->
     w.next_index += 1;
     let index = link.index;
     ns_mut(w, ns).links.push(link);
+    report_changed(w, ns, index);
     Ok(index)
 }
 
@@ -84,15 +117,26 @@ pub(super) fn remove_link(w: &mut World, ns: u32, index: u32) {
     let Some(n) = w.namespaces.get_mut(&ns) else {
         return;
     };
+    let before = n.links.len();
     n.links.retain(|l| l.index != index);
+    let removed = n.links.len() != before;
     n.addrs.remove(&index);
     n.fdb.remove(&index);
+    let mut released = Vec::new();
     for l in &mut n.links {
         if l.master == Some(index) {
             l.master = None;
+            released.push(l.index);
         }
     }
-    if let Some((peer_ns, peer_idx)) = n.peers.remove(&index) {
+    let peer = n.peers.remove(&index);
+    if removed {
+        report_gone(w, ns, index);
+    }
+    for port in released {
+        report_changed(w, ns, port);
+    }
+    if let Some((peer_ns, peer_idx)) = peer {
         if let Some(p) = w.namespaces.get_mut(&peer_ns) {
             p.peers.remove(&peer_idx);
         }

@@ -27,14 +27,14 @@ pub struct Host {
 }
 
 impl Host {
-    /// The real host: rtnetlink in the calling thread's network namespace, the LXC tools
-    /// `lxc`, `/proc` for reaping.
+    /// The real host: rtnetlink in the calling thread's network namespace, with the view of
+    /// its links `info` reads (`sys::link_watch`), the LXC tools `lxc`, `/proc` for reaping.
     ///
     /// # Errors
-    /// When the netlink socket cannot be opened.
+    /// When a netlink socket cannot be opened.
     pub fn real(lxc: LxcTools) -> SysResult<Self> {
         Ok(Self {
-            net: Arc::new(RtNetlink::connect()?),
+            net: Arc::new(RtNetlink::connect()?.watching_links()?),
             netns: Arc::new(RtNetnsOpener::connect()),
             lxc: Arc::new(lxc),
             reaper: Arc::new(ProcReaper::default()),
@@ -42,11 +42,13 @@ impl Host {
     }
 
     #[cfg(any(test, feature = "test-util"))]
-    /// A host made of fakes (test-util), with an `eth1` underlay of MTU 1500; returns the fakes too, so the
-    /// test can script failures and read the call log.
+    /// A host made of fakes (test-util), with an `eth1` underlay of MTU 1500 and the view of
+    /// its links watched, as `serve`'s; returns the fakes too, so the test can script failures
+    /// and read the call log.
     pub fn fake() -> (Self, FakeNetlink, FakeLxc) {
         let net = FakeNetlink::new();
         net.add_device("eth1", 1500);
+        net.watch_links();
         let lxc = FakeLxc::new(&net);
         let host = Self {
             net: Arc::new(net.clone()),

@@ -30,7 +30,7 @@ const IFLA_MASTER: u16 = 10;
 const IFLA_EXT_MASK: u16 = 29;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 /// `struct ifinfomsg`: family, pad, type, index, flags, change.
-const IFINFOMSG_LEN: usize = 16;
+pub(super) const IFINFOMSG_LEN: usize = 16;
 const IFF_UP: u32 = 1;
 
 /// A message of the lean connection: a request out, a link (or anything else) in.
@@ -54,12 +54,17 @@ pub struct LinkParseError(&'static str);
 /// The attributes of a by-name request: the name (NUL-terminated) and the extension mask.
 fn by_name_attrs(name: &str) -> Vec<u8> {
     let mut out = nla(IFLA_IFNAME, &[name.as_bytes(), &[0]].concat());
-    out.extend(nla(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes()));
+    out.extend(skip_stats_attr());
     out
 }
 
+/// The extension mask that leaves a link message's statistics out (`RTEXT_FILTER_SKIP_STATS`).
+pub(super) fn skip_stats_attr() -> Vec<u8> {
+    nla(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes())
+}
+
 /// One netlink attribute, padded to 4 bytes.
-fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+pub(super) fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
     let len = 4 + value.len();
     let mut out = Vec::with_capacity(len + 3);
     out.extend(u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
@@ -112,7 +117,10 @@ impl From<LinkMessage> for NetlinkPayload<LinkMessage> {
 }
 
 /// An ifinfomsg and its top-level attributes; nested ones are skipped whole.
-fn parse_link(payload: &[u8]) -> Result<LinkState, LinkParseError> {
+///
+/// # Errors
+/// When the message is shorter than its header or an attribute overruns it.
+pub(super) fn parse_link(payload: &[u8]) -> Result<LinkState, LinkParseError> {
     let head = payload
         .get(..IFINFOMSG_LEN)
         .ok_or(LinkParseError("short ifinfomsg"))?;

@@ -8,6 +8,8 @@
 //!   which reads another namespace's addresses through [`ns_addresses`];
 //! - [`lean_links`]: the bridge-port dump of a reconcile pass and `info`'s link reads, on a
 //!   netlink connection whose messages are parsed lean;
+//! - [`link_watch`]: the host's links as `info` reads them, a [`link_table::LinkTable`] kept
+//!   current by the kernel's link notifications (the fake kernel feeds the same table);
 //! - [`kv`]: the [`Kv`] trait, the cluster's key-value store (cluster mode), with its real
 //!   implementation over etcd in [`etcd`] and a fake in `fake_kv`;
 //! - [`lxc`]: the [`Lxc`] trait and its real implementation over the `lxc-*` tools;
@@ -38,6 +40,8 @@ pub mod fake;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake_kv;
 #[cfg(any(test, feature = "test-util"))]
+mod fake_links;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake_lxc;
 #[cfg(any(test, feature = "test-util"))]
 mod fake_world;
@@ -47,6 +51,8 @@ pub mod inventory;
 pub mod kv;
 pub mod lean_links;
 pub mod limits;
+pub mod link_table;
+pub mod link_watch;
 pub mod lxc;
 pub mod lxc_files;
 pub mod memory;

@@ -181,6 +181,17 @@ pub trait Netlink: Send + Sync {
         self.link(name).await
     }
 
+    /// Link `name` as [`Self::link_brief`] reads it, from the view of the namespace's links
+    /// the implementation keeps current by the kernel's notifications when it keeps one (the
+    /// daemon's host handle: [`super::link_watch`]), a memory read for `info`; from the kernel
+    /// when it keeps none, or while its view cannot answer.
+    ///
+    /// # Errors
+    /// As [`Self::link_brief`], when the kernel is asked.
+    async fn link_watched(&self, name: &str) -> SysResult<Option<LinkState>> {
+        self.link_brief(name).await
+    }
+
     /// The name of every link in the namespace, read cheaply (see [`Self::bridge_ports`]).
     async fn link_names(&self) -> SysResult<Vec<String>> {
         Ok(self.links().await?.into_iter().map(|l| l.name).collect())

@@ -17,6 +17,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use super::lean_links::LeanLinks;
+use super::link_watch::LinkWatch;
 use super::netlink::{FdbEntry, LinkKind, LinkState, Netlink, VethSpec, VxlanAttrs, VxlanSpec};
 use super::{SysError, SysResult};
 use crate::model::Ipv4Cidr;
@@ -33,6 +34,9 @@ pub struct RtNetlink {
     /// A strict-checking connection for FDB dumps, which the kernel then filters by device
     /// (`fdb.rs`); the host's only, as for `lean`.
     fdb_dump: Option<Handle>,
+    /// The view of the namespace's links kept current by its notifications, for `info`
+    /// (the daemon's host handle only: [`Self::watching_links`]).
+    watch: Option<LinkWatch>,
 }
 
 impl RtNetlink {
@@ -52,7 +56,33 @@ impl RtNetlink {
             lean: Some(LeanLinks::connect()?),
             proc_net: "/proc/thread-self/net".into(),
             fdb_dump: Some(super::fdb::connect_dump()?),
+            watch: None,
         })
+    }
+
+    /// The same handle, keeping a view of the namespace's links current for
+    /// [`Netlink::link_watched`] ([`LinkWatch`]); its own link writes return once the view
+    /// shows them. For `serve`: a one-shot command has no use for it.
+    ///
+    /// # Errors
+    /// When the watch's socket cannot be opened.
+    pub fn watching_links(mut self) -> SysResult<Self> {
+        self.watch = Some(LinkWatch::start()?);
+        Ok(self)
+    }
+
+    /// Whether [`Netlink::link_watched`] answers from the view now (its dump is in), rather
+    /// than from the kernel.
+    pub fn links_watched(&self) -> bool {
+        self.watch.as_ref().is_some_and(LinkWatch::is_synced)
+    }
+
+    /// Waits until the view shows every link change made so far (one round trip), so that an
+    /// `info` after a step sees what the step did.
+    async fn settle(&self) {
+        if let Some(watch) = &self.watch {
+            watch.fence().await;
+        }
     }
 
     /// Connects inside the network namespace of process `pid`.
@@ -87,6 +117,7 @@ impl RtNetlink {
             lean: None,
             proc_net: format!("/proc/{pid}/net"),
             fdb_dump: None,
+            watch: None,
         })
     }
 }
@@ -181,21 +212,15 @@ fn address_of(msg: &AddressMessage) -> Option<Ipv4Cidr> {
 
 impl RtNetlink {
     async fn set_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| map_err(what, e))
+        let done = self.handle.link().set(msg).execute().await;
+        self.settle().await;
+        done.map_err(|e| map_err(what, e))
     }
 
     async fn add_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| map_err(what, e))
+        let done = self.handle.link().add(msg).execute().await;
+        self.settle().await;
+        done.map_err(|e| map_err(what, e))
     }
 
     async fn address_messages(&self, index: u32) -> SysResult<Vec<AddressMessage>> {
@@ -247,6 +272,13 @@ impl Netlink for RtNetlink {
         match &self.lean {
             Some(lean) => lean.link(name).await,
             None => self.link(name).await,
+        }
+    }
+
+    async fn link_watched(&self, name: &str) -> SysResult<Option<LinkState>> {
+        match self.watch.as_ref().and_then(|w| w.link(name)) {
+            Some(known) => Ok(known),
+            None => self.link_brief(name).await,
         }
     }
 
@@ -320,12 +352,9 @@ impl Netlink for RtNetlink {
     }
 
     async fn delete_link(&self, index: u32) -> SysResult<()> {
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(|e| map_err(format!("delete link {index}"), e))
+        let done = self.handle.link().del(index).execute().await;
+        self.settle().await;
+        done.map_err(|e| map_err(format!("delete link {index}"), e))
     }
 
     async fn set_up(&self, index: u32) -> SysResult<()> {
