@@ -18,6 +18,10 @@ use crate::queue::{Enqueued, IdempotencyKey, Job, JobRequest, JobStore, QueueErr
 use crate::spec::CreateSpec;
 use crate::worker::QueueControl;
 
+/// Why a gate a crash left is removed.
+const NOT_RESERVED: &str =
+    "its cluster reservation was not made before the daemon stopped (its request was never answered 202)";
+
 /// Why a create in cluster mode was not accepted.
 #[derive(Debug)]
 pub enum Refusal {
@@ -79,8 +83,9 @@ impl Cluster {
             // A retry's refusal leaves the job its key made to the request that made it.
             (Err(e), done) => {
                 if !done.replayed {
+                    let why = e.to_string();
                     store
-                        .refuse_gate(done.job.id)
+                        .refuse_gate(done.job.id, &why)
                         .await
                         .map_err(Refusal::Store)?;
                 }
@@ -117,7 +122,11 @@ impl Cluster {
                     tracing::info!(job_id = %job.id, container_id = %r.id, "gated create queued: its reservation is this server's");
                     settled.opened += 1;
                 }
-            } else if store.refuse_gate(job.id).await.map_err(unavailable)? {
+            } else if store
+                .refuse_gate(job.id, NOT_RESERVED)
+                .await
+                .map_err(unavailable)?
+            {
                 settled.removed += 1;
             }
         }

@@ -64,9 +64,10 @@ impl JobStore {
         self.enqueue_create_as(spec, key, Gate::Open).await
     }
 
-    /// [`Self::enqueue_create_keyed`] with the job gated: stored, holding its ID and address,
-    /// but not taken by the worker and with no event until [`Self::open_gate`] (or removed by
-    /// [`Self::refuse_gate`]): the create waits for its cluster reservation (`gate.rs`).
+    /// [`Self::enqueue_create_keyed`] with the job gated: stored with its `queued` event,
+    /// holding its ID and address, but not taken by the worker until [`Self::open_gate`] (or
+    /// removed by [`Self::refuse_gate`]): the create waits for its cluster reservation
+    /// (`gate.rs`).
     ///
     /// # Errors
     /// As [`Self::enqueue_create_keyed`].
@@ -433,7 +434,7 @@ fn new_job(
     new_job_gated(tx, max, request, asker, now, Gate::Open)
 }
 
-/// [`new_job`], held back from the queue, with no event yet, if `gate` is closed.
+/// [`new_job`], held back from the queue if `gate` is closed.
 fn new_job_gated(
     tx: &Tx<'_>,
     max: usize,
@@ -447,13 +448,11 @@ fn new_job_gated(
     }
     let mut job = Job::new(request, origin, tx.next_seq()?, now);
     job.idempotency_key = key.map(str::to_string);
-    if gate == Gate::Closed {
-        tx.add_job(&job)?;
-        tx.set_gate(job.id)?;
-        return Ok(Ok(job));
-    }
     job.first_event = Some(tx.emit(Event::job_state(&job))?);
     tx.add_job(&job)?;
-    tx.push_pending(&job)?;
+    match gate {
+        Gate::Open => tx.push_pending(&job)?,
+        Gate::Closed => tx.set_gate(job.id)?,
+    }
     Ok(Ok(job))
 }

@@ -1,17 +1,18 @@
 //! Creates held back until their cluster reservation is known (`enqueue_create_gated`).
 //!
 //! In cluster mode a create's etcd transaction and its local enqueue run at once, so the two
-//! durable commits overlap instead of adding up. The local job is *gated* meanwhile: stored,
-//! holding its ID and address in the ledger, but not in the worker's queue and with no event.
+//! durable commits overlap instead of adding up. The local job is *gated* meanwhile: stored
+//! with its `queued` event, holding its ID and address in the ledger, but not in the worker's
+//! queue.
 //! Then one of two things happens:
 //!
-//! - the reservation is made: [`JobStore::open_gate`] queues the job with its first event, in
+//! - the reservation is made: [`JobStore::open_gate`] puts the job in the worker's queue, in
 //!   the commit thread's next batch, without a disk sync of its own. This need not happen, let alone be on disk, before the
 //!   `202`: after a crash the gate is still there, and the reservation in etcd, this server's,
 //!   says to open it (`cluster/gate.rs`);
 //! - it is refused (another server holds the ID or address, or etcd did not answer):
-//!   [`JobStore::refuse_gate`] removes the job, its record and its idempotency key, as if it
-//!   had never been queued, and returns once that is on disk — the client is told "refused",
+//!   [`JobStore::refuse_gate`] removes the job, its record and its idempotency key (the event
+//!   stream gets the job's `cancelled` with the reason), and returns once that is on disk — the client is told "refused",
 //!   so no restart may open it.
 
 use uuid::Uuid;
@@ -24,7 +25,7 @@ use super::store::JobStore;
 use super::QueueError;
 
 impl JobStore {
-    /// Queues gated job `job` for the worker, with its first event; returns it so, or `None`
+    /// Puts gated job `job` in the worker's queue; returns it, or `None`
     /// when it has no gate (opened or refused before). The opening rides in the commit
     /// thread's next batch, beside the creates queued at that moment (no transaction of its own
     /// waiting for sled's lock), and returns once committed: it reaches the disk with the next
@@ -53,17 +54,19 @@ impl JobStore {
     }
 
     /// Removes gated job `id`, its container record (and so its address) and its idempotency
-    /// key; returns once that is on disk, whether it had a gate.
+    /// key, with a `cancelled` event saying `why`; returns once that is on disk, whether it
+    /// had a gate.
     ///
     /// # Errors
     /// [`QueueError::Unavailable`] when the store cannot write or the flush fails;
     /// [`QueueError::Storage`].
-    pub async fn refuse_gate(&self, id: Uuid) -> Result<bool, QueueError> {
+    pub async fn refuse_gate(&self, id: Uuid, why: &str) -> Result<bool, QueueError> {
+        let why = why.to_string();
         // Off the reactor: a transaction waits for sled's lock while the commit thread runs a
         // batch.
         let store = self.clone();
         let (refused, generation) =
-            blocking(move || store.transact_at(|tx| refuse(tx, id))).await?;
+            blocking(move || store.transact_at(|tx| refuse(tx, id, &why))).await?;
         if refused {
             self.flush_at(generation).await?;
             tracing::info!(job_id = %id, "gated create removed: its reservation was refused");
@@ -106,27 +109,30 @@ async fn blocking<A: Send + 'static>(
         .map_err(|e| QueueError::Storage(format!("a gate's transaction panicked: {e}")))?
 }
 
-/// Opens `job`'s gate inside a transaction. Only its gate's holder changes a gated job (the
-/// worker does not see it, a cancel is refused), so `job` as it was queued is as it is stored.
+/// Opens `job`'s gate inside a transaction: two small index writes (the job and its event
+/// were stored when it was queued). Only its gate's holder changes a gated job (the worker
+/// does not see it, a cancel is refused), so `job` as it was queued is as it is stored.
 fn open(tx: &Tx<'_>, job: &Job) -> super::db::TxResult<Option<Job>> {
     if !tx.clear_gate(job.id)? || job.state != JobState::Queued {
         return Ok(None);
     }
-    let mut job = job.clone();
-    job.first_event = Some(tx.emit(Event::job_state(&job))?);
-    tx.put_job(&job)?;
-    tx.push_pending(&job)?;
-    Ok(Some(job))
+    tx.push_pending(job)?;
+    Ok(Some(job.clone()))
 }
 
 /// Removes gated job `id` and what it holds inside a transaction.
-fn refuse(tx: &Tx<'_>, id: Uuid) -> super::db::TxResult<bool> {
+fn refuse(tx: &Tx<'_>, id: Uuid, why: &str) -> super::db::TxResult<bool> {
     if !tx.clear_gate(id)? {
         return Ok(false);
     }
     let Some(job) = tx.find_job(id)? else {
         return Ok(true);
     };
+    // Its `queued` event was read: the stream is told how it ended before it goes.
+    let mut ended = job.clone();
+    ended.state = JobState::Cancelled;
+    ended.error = Some(format!("not accepted: {why}"));
+    tx.emit(Event::job_state(&ended))?;
     if let Some(cid) = job.container_id {
         if let Some(rec) = tx.record(cid)?.filter(|r| r.job_id == Some(id)) {
             tx.remove_record(&rec)?;

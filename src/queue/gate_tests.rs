@@ -22,9 +22,10 @@ async fn a_gated_create_holds_its_id_and_address_unseen_by_the_worker_until_open
     let id = gated.job.id;
     assert!(store.next_queued().unwrap().is_none(), "the worker sees it");
     assert_eq!(store.queued_count().unwrap(), 0);
-    assert_eq!(gated.job.first_event, None);
     store.flush().await.unwrap();
-    assert!(store.events_after(0, 10).unwrap().is_empty(), "an event");
+    let events = store.events_after(0, 10).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(Some(events[0].seq), gated.job.first_event);
     // Its ID and its address are held as for any create.
     let same_id = store.enqueue_create(spec(5, 3, 9)).await.unwrap_err();
     assert!(matches!(
@@ -40,8 +41,9 @@ async fn a_gated_create_holds_its_id_and_address_unseen_by_the_worker_until_open
     assert_eq!(cancel, QueueError::Conflict(Conflict::BeingAccepted(id)));
     assert_eq!(store.gated().unwrap().len(), 1);
 
+    let flushes = store.flushes();
     let opened = store.open_gate(&gated.job).await.unwrap().expect("opened");
-    assert!(opened.first_event.is_some());
+    assert_eq!(opened.id, id);
     assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(id));
     assert_eq!(store.queued_count().unwrap(), 1);
     assert!(store.gated().unwrap().is_empty());
@@ -49,20 +51,21 @@ async fn a_gated_create_holds_its_id_and_address_unseen_by_the_worker_until_open
         store.open_gate(&gated.job).await.unwrap().is_none(),
         "opened twice"
     );
-    assert!(!store.refuse_gate(id).await.unwrap(), "refused once open");
+    assert!(
+        !store.refuse_gate(id, "test").await.unwrap(),
+        "refused once open"
+    );
     // The opening is a lazy write: no sync of its own, but the commit thread flushes it soon
-    // even when no other write comes, and its event is read then.
+    // even when no other write comes: a restart finds the job queued.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let events = loop {
-        let events = store.events_after(0, 10).unwrap();
-        if !events.is_empty() {
-            break events;
-        }
+    while store.flushes() == flushes {
         assert!(std::time::Instant::now() < deadline, "never flushed");
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    };
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(Some(events[0].seq), opened.first_event);
+    }
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(id));
+    assert!(store.gated().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -85,8 +88,25 @@ async fn a_refused_gate_leaves_nothing_and_a_restart_finds_the_gates_left() {
     want.sort();
     assert_eq!(found, want);
 
-    assert!(store.refuse_gate(gated.job.id).await.unwrap());
-    assert!(!store.refuse_gate(gated.job.id).await.unwrap(), "twice");
+    let before = store.last_event();
+    assert!(store
+        .refuse_gate(gated.job.id, "held by host 2")
+        .await
+        .unwrap());
+    let ended = store.events_after(before, 10).unwrap();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let text = String::from_utf8_lossy(&ended[0].json);
+    assert!(
+        text.contains("cancelled") && text.contains("held by host 2"),
+        "{text}"
+    );
+    assert!(
+        !store
+            .refuse_gate(gated.job.id, "held by host 2")
+            .await
+            .unwrap(),
+        "twice"
+    );
     assert_eq!(store.get(gated.job.id).unwrap(), None);
     assert_eq!(record_ids(&store), [7]);
     assert!(store.open_gate(&gated.job).await.unwrap().is_none());
