@@ -196,6 +196,14 @@ async fn accept_at(
     let p50 = |ls: &[Level]| median(ls, &|l| l.lat.p50.as_secs_f64() * 1e3);
     let over = p50(&clustered) - p50(&alone);
     let (remote_rate, remote_over) = (median(&remote, &|l| l.rate), p50(&remote) - p50(&alone));
+    // The targets are set at 32 clients; the one-client level shows what the cores hide.
+    let judge = |met: bool| {
+        if clients == 32 {
+            verdict(met)
+        } else {
+            "not a target"
+        }
+    };
     out += &format!(
         "\nmedian: alone {:.0}/s p50 {:.2} ms; etcd {rate:.0}/s p50 {:.2} ms: \
          ≥ 1,000/s **{}**, p50 +{over:.2} ms ≤ 3 ms **{}**; etcd elsewhere {remote_rate:.0}/s \
@@ -204,11 +212,11 @@ async fn accept_at(
         median(&alone, &|l| l.rate),
         p50(&alone),
         p50(&clustered),
-        verdict(rate >= 1000.0),
-        verdict(over <= 3.0),
+        judge(rate >= 1000.0),
+        judge(over <= 3.0),
         p50(&remote),
-        verdict(remote_rate >= 1000.0),
-        verdict(remote_over <= 3.0),
+        judge(remote_rate >= 1000.0),
+        judge(remote_over <= 3.0),
         p50(&alone) + floor.lat.p50.as_secs_f64() * 1e3,
     );
     out
