@@ -28,7 +28,7 @@
 //!   at start;
 //! - [`cluster`]: cluster mode on etcd (`serve --etcd`): membership under a lease, the VXLAN
 //!   peers kept equal to the live members, and cluster-wide reservations of container IDs and
-//!   addresses made before the local enqueue;
+//!   addresses made while the local enqueue runs (the job waits gated until they are);
 //! - [`reconcile`]: the records are the desired state; a pass at start, periodically and on
 //!   demand compares them with the host and repairs drift through jobs (a start, a network
 //!   repair), never recreating a lost rootfs nor touching what it did not make;

@@ -1,10 +1,11 @@
 //! Cluster-wide reservations: a create claims `<prefix>/containers/<id>` and
-//! `<prefix>/addresses/<vlan>/<address>` in one etcd transaction, create-if-absent, before the
-//! local store queues it. Two servers can therefore never both accept one ID or one
-//! `(VLAN, address)`: etcd orders the two transactions and the second finds the keys taken.
+//! `<prefix>/addresses/<vlan>/<address>` in one etcd transaction, create-if-absent, while the
+//! local store queues it gated (`gate.rs`: the worker takes it only once the keys are made).
+//! Two servers can therefore never both accept one ID or one `(VLAN, address)`: etcd orders
+//! the two transactions and the second finds the keys taken.
 //!
 //! Keys this server already holds pass (a client's retry with its idempotency key, or a
-//! reservation a crash left before its enqueue): the local store then decides, as it does
+//! reservation a crash left behind): the local store then decides, as it does
 //! without a cluster. Only the keys a request created are given back if its enqueue fails.
 
 use std::collections::HashSet;
