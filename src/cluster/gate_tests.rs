@@ -119,6 +119,12 @@ async fn of_creates_of_one_id_on_one_server_at_once_exactly_one_is_accepted() {
     assert!(s.gated().unwrap().is_empty());
 }
 
+/// Queues a gated create of container `id` at `192.168.2.<id>/24` in `s`.
+async fn gated(s: &JobStore, id: u32) -> crate::queue::Job {
+    let spec = spec(id, 2, &format!("192.168.2.{id}/24"));
+    s.enqueue_create_gated(spec, None).await.unwrap().job
+}
+
 #[tokio::test]
 async fn gates_a_crash_left_open_when_reserved_here_and_go_otherwise() {
     let dir = TempDir::new("gate-settle");
@@ -129,33 +135,21 @@ async fn gates_a_crash_left_open_when_reserved_here_and_go_otherwise() {
         server(&kv, 2, Uuid::new_v4()),
     );
     // 5: reserved here, gate not opened (a crash after both, or a request that went away).
-    let five = s
-        .enqueue_create_gated(spec(5, 2, "192.168.2.5/24"), None)
-        .await
-        .unwrap();
+    let five = gated(&s, 5).await;
     a.reserve(&spec(5, 2, "192.168.2.5/24"))
         .await
         .unwrap()
         .keep();
     // 6: never reserved (a crash before the claim).
-    let six = s
-        .enqueue_create_gated(spec(6, 2, "192.168.2.6/24"), None)
-        .await
-        .unwrap();
+    let six = gated(&s, 6).await;
     // 7: another server holds its address.
-    let seven = s
-        .enqueue_create_gated(spec(7, 2, "192.168.2.7/24"), None)
-        .await
-        .unwrap();
+    let seven = gated(&s, 7).await;
     b.reserve(&spec(70, 2, "192.168.2.7/24"))
         .await
         .unwrap()
         .keep();
     // 8: its request is still settling it.
-    let eight = s
-        .enqueue_create_gated(spec(8, 2, "192.168.2.8/24"), None)
-        .await
-        .unwrap();
+    let eight = gated(&s, 8).await;
     let in_flight = a.begin(&spec(8, 2, "192.168.2.8/24")).unwrap();
 
     kv.set_down(true);
@@ -168,12 +162,12 @@ async fn gates_a_crash_left_open_when_reserved_here_and_go_otherwise() {
         (1, 2),
         "{report:?}"
     );
-    assert_eq!(s.next_queued().unwrap().map(|j| j.id), Some(five.job.id));
-    assert_eq!(s.get(five.job.id).unwrap().unwrap().state, JobState::Queued);
-    assert_eq!(s.get(six.job.id).unwrap(), None);
-    assert_eq!(s.get(seven.job.id).unwrap(), None);
+    assert_eq!(s.next_queued().unwrap().map(|j| j.id), Some(five.id));
+    assert_eq!(s.get(five.id).unwrap().unwrap().state, JobState::Queued);
+    assert_eq!(s.get(six.id).unwrap(), None);
+    assert_eq!(s.get(seven.id).unwrap(), None);
     let gated: Vec<Uuid> = s.gated().unwrap().iter().map(|j| j.id).collect();
-    assert_eq!(gated, [eight.job.id]);
+    assert_eq!(gated, [eight.id]);
     // 8's record had no keys: the pass did not put them back under its request.
     assert!(
         !kv.dump().contains_key("lab/containers/8"),
