@@ -91,7 +91,8 @@ impl JobStore {
                 reserve_create(tx, max, &spec, k, gate)
             }))
             .await?;
-        tracing::info!(job_id = %done.job.id, container_id = done.job.container_id.map(tracing::field::display), replayed = done.replayed, gated = gate == Gate::Closed, "create queued");
+        // The API says "create accepted" at info with the request's details: one line a create.
+        tracing::debug!(job_id = %done.job.id, container_id = done.job.container_id.map(tracing::field::display), replayed = done.replayed, gated = gate == Gate::Closed, "create queued");
         Ok(done)
     }
 
@@ -156,7 +157,7 @@ impl JobStore {
         let done = self
             .write(keyed(key, move |tx, k| reserve_destroy(tx, max, id, k)))
             .await?;
-        tracing::info!(job_id = %done.job.id, container_id = %id, replayed = done.replayed, "destroy queued");
+        tracing::debug!(job_id = %done.job.id, container_id = %id, replayed = done.replayed, "destroy queued");
         Ok(done)
     }
 
