@@ -14,7 +14,7 @@
 //! | `before_finish` | job kind (`create`, `destroy`) | every step done, the job's end not recorded |
 //! | `recovery_undo` | step | recovery is about to undo this step of an interrupted job |
 //! | `claim` | `create` | cluster mode: the create is being queued locally (gated), its etcd claim not sent |
-//! | `reserved` | `create` | cluster mode: the reservation is made and the job queued gated, the gate not opened |
+//! | `reserved` | `create` | cluster mode: the claim and the local enqueue have both answered (made: the job queued gated, its gate not opened) |
 //!
 //! One more fault for the API tests (issue 17), a disk that stops taking writes: while the file
 //! `FAIL_SYNC_FILE` exists in a store's data directory, the `fdatasync` of its log fails with

@@ -63,25 +63,22 @@ impl Cluster {
         };
         let queued = store.enqueue_create_gated(spec.clone(), key);
         let (claim, queued) = tokio::join!(claim, queued);
-        let done = match (claim, queued) {
+        crate::testhook::barrier("reserved", "create").await;
+        match (claim, queued) {
             (claim, Err(e)) => {
                 if let Ok(hold) = claim {
                     hold.release().await;
                 }
-                return Err(Refusal::Store(e));
+                Err(Refusal::Store(e))
             }
-            (claim, Ok(done)) => (claim, done),
-        };
-        crate::testhook::barrier("reserved", "create").await;
-        match done {
             // Also a retry that found the job its idempotency key made, in case a request that
             // went away left it gated (no gate: nothing to do).
-            (Ok(hold), done) => {
+            (Ok(hold), Ok(done)) => {
                 open_later(store.clone(), done.job.clone(), hold, control.clone());
                 Ok(done)
             }
             // A retry's refusal leaves the job its key made to the request that made it.
-            (Err(e), done) => {
+            (Err(e), Ok(done)) => {
                 if !done.replayed {
                     let why = e.to_string();
                     store
@@ -108,7 +105,7 @@ impl Cluster {
                 continue;
             };
             let keys = self.keys.of(&r);
-            if keys.iter().any(|k| self.in_flight().contains(k)) {
+            if keys.iter().any(|k| self.is_in_flight(k)) {
                 continue;
             }
             let mut ours = true;

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::gate::Refusal;
-use super::tests::{server, spec};
+use super::tests::{held, server, spec};
 use super::*;
 use crate::queue::{JobState, JobStore, StoreOptions};
 use crate::sys::fake_kv::FakeKv;
@@ -136,18 +136,12 @@ async fn gates_a_crash_left_open_when_reserved_here_and_go_otherwise() {
     );
     // 5: reserved here, gate not opened (a crash after both, or a request that went away).
     let five = gated(&s, 5).await;
-    a.reserve(&spec(5, 2, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.5/24")).await;
     // 6: never reserved (a crash before the claim).
     let six = gated(&s, 6).await;
     // 7: another server holds its address.
     let seven = gated(&s, 7).await;
-    b.reserve(&spec(70, 2, "192.168.2.7/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&b, spec(70, 2, "192.168.2.7/24")).await;
     // 8: its request is still settling it.
     let eight = gated(&s, 8).await;
     let in_flight = a.begin(&spec(8, 2, "192.168.2.8/24")).unwrap();

@@ -86,10 +86,12 @@ fn held_by(
 
 impl Cluster {
     /// Reserves `spec`'s ID and address for this server, within [`RESERVE_TIMEOUT`]:
-    /// [`Self::begin`], then [`Hold::claim`].
+    /// [`Self::begin`], then [`Hold::claim`] (the tests' shorthand; a create runs the two
+    /// apart, its enqueue beside the claim: `gate.rs`).
     ///
     /// # Errors
     /// As those two.
+    #[cfg(test)]
     pub async fn reserve(self: &Arc<Self>, spec: &CreateSpec) -> Result<Hold, ClusterError> {
         self.begin(spec)?.claim(spec).await
     }
@@ -202,8 +204,13 @@ impl Cluster {
         )))
     }
 
-    /// The keys of creates between their reservation and their enqueue, now.
+    /// The keys of creates being accepted, now (a snapshot, for a sync pass's ordering).
     pub(super) fn in_flight(&self) -> HashSet<String> {
         self.in_flight.lock().expect("in flight").clone()
+    }
+
+    /// Whether a create being accepted holds `key` now.
+    pub(super) fn is_in_flight(&self, key: &str) -> bool {
+        self.in_flight.lock().expect("in flight").contains(key)
     }
 }

@@ -147,7 +147,7 @@ impl Cluster {
     /// Whether `rec` (whose `key` is missing) belongs to a create being accepted now: its keys
     /// in flight, or its job gated (its reservation is being made, or the next pass settles it).
     fn being_accepted(&self, store: &JobStore, key: &str, rec: &ContainerRecord) -> bool {
-        self.in_flight().contains(key)
+        self.is_in_flight(key)
             || rec
                 .job_id
                 .is_some_and(|job| store.is_gated(job).unwrap_or(true))
@@ -163,7 +163,7 @@ impl Cluster {
             .container(id)
             .map_err(|e| ClusterError::Unavailable(format!("cannot read the record: {e}")))?
             .is_none();
-        if !gone || self.in_flight().contains(&self.keys.container(id)) {
+        if !gone || self.is_in_flight(&self.keys.container(id)) {
             return Ok(false);
         }
         let key = self.keys.container(id);

@@ -34,6 +34,11 @@ pub(super) fn spec(id: u32, vlan: u64, ip: &str) -> CreateSpec {
     }
 }
 
+/// `c` reserves `spec` and keeps it, as a create queued here leaves it.
+pub(super) async fn held(c: &Arc<Cluster>, spec: CreateSpec) {
+    c.reserve(&spec).await.unwrap().keep();
+}
+
 fn held_message(r: Result<reserve::Hold, ClusterError>) -> String {
     match r {
         Err(ClusterError::Held(m)) => m,
@@ -49,10 +54,7 @@ async fn two_servers_never_reserve_one_id_or_one_address() {
         server(&kv, 1, Uuid::new_v4()),
         server(&kv, 2, Uuid::new_v4()),
     );
-    a.reserve(&spec(5, 2, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.5/24")).await;
     let m = held_message(b.reserve(&spec(5, 3, "192.168.3.9/24")).await);
     assert!(m.contains("container 5 is held by host 1"), "{m}");
     let m = held_message(b.reserve(&spec(6, 2, "192.168.2.5/16")).await);
@@ -63,10 +65,7 @@ async fn two_servers_never_reserve_one_id_or_one_address() {
     // A refused create left nothing of its own behind.
     assert!(!kv.dump().contains_key("lab/containers/6"));
     // The same address on another VLAN is another machine.
-    b.reserve(&spec(6, 3, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&b, spec(6, 3, "192.168.2.5/24")).await;
     assert_eq!(kv.dump().len(), 4);
 }
 
@@ -74,10 +73,7 @@ async fn two_servers_never_reserve_one_id_or_one_address() {
 async fn a_server_passes_its_own_keys_and_gives_back_only_what_it_created() {
     let kv = FakeKv::new();
     let a = server(&kv, 1, Uuid::new_v4());
-    a.reserve(&spec(5, 2, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.5/24")).await;
     // A retry (idempotency key) or a crash's leftover: this server's own keys pass, and the
     // local store decides; refused there, the keys it did not create stay.
     a.reserve(&spec(5, 2, "192.168.2.5/24"))
@@ -104,10 +100,7 @@ async fn a_second_create_of_the_same_waits_for_the_first_to_be_queued() {
     let m = held_message(a.reserve(&spec(5, 2, "192.168.2.6/24")).await);
     assert!(m.contains("being accepted on this server"), "{m}");
     drop(first);
-    a.reserve(&spec(5, 2, "192.168.2.6/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.6/24")).await;
 }
 
 #[tokio::test]
@@ -122,10 +115,7 @@ async fn creates_fail_as_unavailable_while_the_store_is_down() {
         r.err()
     );
     kv.set_down(false);
-    a.reserve(&spec(5, 2, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.5/24")).await;
 }
 
 #[tokio::test]
@@ -229,19 +219,13 @@ async fn a_sync_releases_keys_without_records_restores_records_without_keys() {
         server(&kv, 2, Uuid::new_v4()),
     );
     // 5: queued locally and reserved, as a create leaves it.
-    a.reserve(&spec(5, 2, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.5/24")).await;
     store
         .enqueue_create(spec(5, 2, "192.168.2.5/24"))
         .await
         .unwrap();
     // 6: reserved, then a crash before the enqueue.
-    a.reserve(&spec(6, 2, "192.168.2.6/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(6, 2, "192.168.2.6/24")).await;
     // 7: a record whose keys are gone (etcd restored from an old backup).
     store
         .enqueue_create(spec(7, 2, "192.168.2.7/24"))
@@ -252,10 +236,7 @@ async fn a_sync_releases_keys_without_records_restores_records_without_keys() {
         .enqueue_create(spec(8, 2, "192.168.2.8/24"))
         .await
         .unwrap();
-    b.reserve(&spec(8, 3, "192.168.3.8/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&b, spec(8, 3, "192.168.3.8/24")).await;
     // 9: in flight (reserved, enqueue under way): not a leftover.
     let in_flight = a.reserve(&spec(9, 2, "192.168.2.9/24")).await.unwrap();
 
@@ -292,10 +273,7 @@ async fn a_finished_job_whose_container_is_gone_gives_its_keys_back() {
     let store = JobStore::open(dir.path(), StoreOptions::default()).unwrap();
     let kv = FakeKv::new();
     let a = server(&kv, 1, Uuid::new_v4());
-    a.reserve(&spec(5, 2, "192.168.2.5/24"))
-        .await
-        .unwrap()
-        .keep();
+    held(&a, spec(5, 2, "192.168.2.5/24")).await;
     let job = store
         .enqueue_create(spec(5, 2, "192.168.2.5/24"))
         .await
