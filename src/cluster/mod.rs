@@ -37,7 +37,6 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -85,9 +84,9 @@ impl From<KvError> for ClusterError {
     }
 }
 
-/// How this server stands with the cluster, for `/healthz` and the 503s.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", content = "detail", rename_all = "lowercase")]
+/// How this server stands with the cluster, for `/healthz` and the 503s
+/// (`api::cluster::standing_json` gives its JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
     /// Registered, lease alive, etcd answering.
     Connected,
@@ -114,7 +113,7 @@ pub struct Cluster {
     keys: Keys,
     /// This server as it registers: node, host ID, underlay, VLANs, API URL.
     me: Member,
-    /// The standing, published to whoever watches.
+    /// The standing (a watch channel for its `send_if_modified`: a change is logged once).
     standing: watch::Sender<Standing>,
     /// Keys a create of this process is between its etcd reservation and its local enqueue:
     /// a sync must not take them for leftovers, and a second create of the same must wait.
@@ -174,11 +173,6 @@ impl Cluster {
     /// The standing now.
     pub fn standing(&self) -> Standing {
         self.standing.borrow().clone()
-    }
-
-    /// A receiver of the standing, woken when it changes.
-    pub fn watch_standing(&self) -> watch::Receiver<Standing> {
-        self.standing.subscribe()
     }
 
     /// Sets the standing, logging a change.

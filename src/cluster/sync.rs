@@ -186,13 +186,13 @@ impl Cluster {
                 vec![KvOp::Delete(ck.clone()), KvOp::Delete(ak.clone())],
             )
             .await?;
-        if !released {
-            // The address key moved on (or was gone): give back the container's alone.
-            let when = vec![KvCond::Unchanged(ck.clone(), entry.mod_revision)];
-            self.kv.txn(when, vec![KvOp::Delete(ck)]).await?;
+        // The address key moved on (or was gone): give back the container's alone.
+        let when = vec![KvCond::Unchanged(ck.clone(), entry.mod_revision)];
+        let released = released || self.kv.txn(when, vec![KvOp::Delete(ck)]).await?;
+        if released {
+            tracing::info!(container_id = %id, "cluster reservation released");
         }
-        tracing::info!(container_id = %id, "cluster reservation released");
-        Ok(true)
+        Ok(released)
     }
 
     /// Follows the store's events and runs full passes until `shutdown`: releases a
