@@ -375,7 +375,7 @@ fn releases_wait_for_etcd(server: &Server, etcd: &mut Etcd) {
 /// (never one without the other); the ID is free again.
 fn a_crash_before_the_claim_leaves_neither(server: &Server, etcd: &Etcd) {
     let held = start(server, etcd, Some(CLAIM));
-    let mut request = server.spawn("curl", ["-s", "--data", &body(42), &create_url()]);
+    let mut request = create_cmd(server, 42, "192.168.2.42/24").spawn().unwrap();
     held.wait_barrier(CLAIM);
     eventually("the gated job is stored", MEMBERS_SETTLE, || {
         jobs_of(&held, 42) == 1
@@ -397,7 +397,7 @@ fn a_crash_before_the_claim_leaves_neither(server: &Server, etcd: &Etcd) {
 /// opens (the client may have been told 202): once back, the job runs and keeps its keys.
 fn a_crash_after_both_leaves_the_job_and_its_reservation(server: &Server, etcd: &Etcd) {
     let held = start(server, etcd, Some(RESERVED));
-    let mut request = server.spawn("curl", ["-s", "--data", &body(43), &create_url()]);
+    let mut request = create_cmd(server, 43, "192.168.2.43/24").spawn().unwrap();
     held.wait_barrier(RESERVED);
     let with_43 = sorted([keys_of(41), keys_of(42), keys_of(43)].concat());
     assert_eq!(reservations(etcd), with_43, "{}", held.log());
@@ -414,15 +414,6 @@ fn a_crash_after_both_leaves_the_job_and_its_reservation(server: &Server, etcd: 
     assert_eq!(job["state"], "succeeded", "{job}\n{}", d.log());
     assert_eq!(reservations(etcd), with_43);
     assert_eq!(reserved(&d)[&43], 1);
-}
-
-/// The create of container `id` at `192.168.2.<id>/24` as a form.
-fn body(id: u32) -> String {
-    format!("id={id}&vlan=2&ip=192.168.2.{id}/24")
-}
-
-fn create_url() -> String {
-    format!("{API}/api/container/create")
 }
 
 /// How many jobs `d` holds for container `id`.
@@ -442,7 +433,6 @@ fn sorted(mut keys: Vec<String>) -> Vec<String> {
 fn nested_transactions_on_etcd_each_apply_or_fail_on_their_own() {
     use creepy_meow::sys::etcd::EtcdKv;
     use creepy_meow::sys::{Kv, KvCond, KvOp, KvTxn};
-    common::require_root();
     let lab = Lab::new(1);
     let etcd = Etcd::start(lab.server(1));
     let url = etcd.url();
@@ -463,16 +453,8 @@ fn nested_transactions_on_etcd_each_apply_or_fail_on_their_own() {
                 })
                 .to_vec(),
         };
-        // Wait for etcd to answer, then take key 2 before the batch.
-        let mut ready = false;
-        for _ in 0..100 {
-            if kv.txn(vec![], claim(2).then).await.is_ok() {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ready, "etcd never answered");
+        // Key 2 taken before the batch (etcd answers: `Etcd::start` waited for its health).
+        assert!(kv.txn(vec![], claim(2).then).await.unwrap());
         let applied = kv.txns((1..=4).map(claim).collect()).await.unwrap();
         let keys: Vec<String> = kv
             .list("t/")

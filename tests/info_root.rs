@@ -86,6 +86,13 @@ fn info_shows_link_changes_and_a_stop_made_by_hand() {
     // Nothing repaired meanwhile: what info showed was the host's, not a pass's doing.
     let kinds: Vec<Value> = d.jobs().iter().map(|j| j["kind"].clone()).collect();
     assert_eq!(kinds, ["create"], "{API}: a job ran besides the create");
+    // And it was the view's: a watch that gave up would have info read the kernel instead,
+    // which passes every check above.
+    assert!(
+        !d.log().contains("links are read from the kernel"),
+        "the link view gave up:\n{}",
+        d.log()
+    );
 }
 
 /// The daemon's own link writes return once the view shows them: each waits on a fence

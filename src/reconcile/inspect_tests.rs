@@ -85,7 +85,9 @@ async fn after_lost_reports_info_asks_the_kernel_until_a_new_dump_is_in() {
         kernel_link_reads(&r),
         ["host: link vethc_br5", "host: link br2"]
     );
-    // Reported while the dump runs: it applies after the dump's older state.
+    // Brought up meanwhile; the dump (read when delivered, so it shows the change) brings the
+    // view back, and info reads it again. (The order of a dump and the notifications read
+    // during it is link_table.rs's own test.)
     r.net.edit_link("vethc_br5", |l| l.up = true);
     r.net.deliver_link_dump();
     assert!(r.net.links_watched());

@@ -229,8 +229,7 @@ impl Feed {
                         Ok(Ok(_)) => alive = self.datagram(fd.get_ref(), &buf),
                         Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                             tracing::debug!("link notifications were lost; dumping the links again");
-                            let dump = lock(&self.table).overrun();
-                            alive = !dump || self.send_dump(fd.get_ref());
+                            alive = self.lost(fd.get_ref());
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "the link watch socket failed; links are read from the kernel from now on");
