@@ -152,6 +152,11 @@ impl LinkTable {
         true
     }
 
+    /// Whether the feed has ended for good.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
     /// The feed ended (its socket failed, or the daemon is going): the view never answers
     /// again, and every read goes to the kernel.
     pub fn end(&mut self) {

@@ -103,6 +103,10 @@ impl LinkWatch {
     /// Waits until every notification the kernel queued before now is in the view. A fence
     /// that is not answered within 5 s ends the view: reads go to the kernel.
     pub async fn fence(&self) {
+        // A view that ended answers nothing: no write need wait for it.
+        if lock(&self.table).is_ended() {
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         if self.fences.send(tx).is_err() {
             return;
@@ -359,9 +363,15 @@ impl Feed {
         }
     }
 
-    /// A message could not be read: as if notifications were lost.
+    /// A message could not be read, or notifications were lost: the view stops answering
+    /// until a dump sent now is in. A fence's own answer may have been among the lost, so
+    /// every waiting fence is answered now: nothing can read the view before that dump, which
+    /// is newer than the writes they wait for.
     fn lost(&mut self, socket: &Socket) -> bool {
         let dump = lock(&self.table).overrun();
+        for (_, tx) in self.waiting.drain(..) {
+            let _ = tx.send(());
+        }
         !dump || self.send_dump(socket)
     }
 }
