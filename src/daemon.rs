@@ -237,8 +237,18 @@ pub async fn run_with(
     }
     let flooding = &ensured.flooding;
     tracing::info!(mode = %flooding.mode(), %flooding, "fabric ensured");
+    // Keep-alives from the first registration on: the lease (10 s) must not lapse while
+    // recovery and the first reconcile pass run. Stopped with the daemon, or if the start
+    // fails before it serves.
+    let cluster_tasks = tokio_util::task::TaskTracker::new();
+    let cluster_stop = shutdown.child_token();
+    let _stop_cluster_on_return = cluster_stop.clone().drop_guard();
     let cluster = match cluster {
-        Some(c) => Some((c.clone(), first_registration(&c).await?)),
+        Some(c) => {
+            let lease = first_registration(&c).await?;
+            cluster_tasks.spawn(c.clone().run_membership(lease, cluster_stop.clone()));
+            Some(c)
+        }
         None => None,
     };
     let mut engine =
@@ -284,13 +294,10 @@ pub async fn run_with(
     let trimmer = tokio::spawn(memory::trim_every(TRIM_EVERY, shutdown.clone()));
     let reconcile_loop = reconciler.spawn_loop(cfg.reconcile_every, shutdown.clone());
     let worker_task = tokio::spawn(worker.run());
-    let cluster_tasks = tokio_util::task::TaskTracker::new();
-    let cluster = cluster.map(|(cluster, lease)| {
-        let sd = shutdown.clone();
-        cluster_tasks.spawn(cluster.clone().run_membership(lease, sd.clone()));
+    let cluster = cluster.inspect(|cluster| {
+        let sd = cluster_stop.clone();
         cluster_tasks.spawn(cluster.clone().run_peers(host_net.clone(), sd.clone()));
         cluster_tasks.spawn(cluster.clone().run_sync(store.clone(), control.clone(), sd));
-        cluster
     });
     cluster_tasks.close();
     let feeds = tokio_util::task::TaskTracker::new();
