@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Cluster, ClusterError, Member, Standing, KEEP_ALIVE_EVERY, LEASE_TTL_SECS};
-use crate::sys::{KvCond, KvOp};
+use crate::sys::{KvCond, KvEntry, KvOp};
 
 /// The file in the data directory that holds the node UUID.
 pub const NODE_FILE: &str = "node-id";
@@ -58,12 +58,22 @@ impl Cluster {
     /// [`ClusterError::Refused`] when another node holds it; [`ClusterError::Unavailable`].
     pub async fn check_host_id(&self) -> Result<(), ClusterError> {
         let key = self.keys.host(self.me.host_id);
-        match self.kv.get(&key).await? {
+        let held = self.kv.get(&key).await?;
+        self.owner_cond(key, held.as_ref()).map(drop)
+    }
+
+    /// The condition under which this server may write its host key, `held` as read: absent,
+    /// or unchanged since it read its own registration there.
+    ///
+    /// # Errors
+    /// [`ClusterError::Refused`] when another node holds it.
+    fn owner_cond(&self, key: String, held: Option<&KvEntry>) -> Result<KvCond, ClusterError> {
+        match held {
+            None => Ok(KvCond::Absent(key)),
             Some(e) => match Member::from_value(&e.value) {
-                Some(m) if m.node == self.me.node => Ok(()),
+                Some(m) if m.node == self.me.node => Ok(KvCond::Unchanged(key, e.mod_revision)),
                 other => Err(ClusterError::Refused(refusal(&self.me, other.as_ref()))),
             },
-            None => Ok(()),
         }
     }
 
@@ -76,15 +86,7 @@ impl Cluster {
         let key = self.keys.host(self.me.host_id);
         for _ in 0..5 {
             let held = self.kv.get(&key).await?;
-            let cond = match &held {
-                None => KvCond::Absent(key.clone()),
-                Some(e) => match Member::from_value(&e.value) {
-                    Some(m) if m.node == self.me.node => {
-                        KvCond::Unchanged(key.clone(), e.mod_revision)
-                    }
-                    other => return Err(ClusterError::Refused(refusal(&self.me, other.as_ref()))),
-                },
-            };
+            let cond = self.owner_cond(key.clone(), held.as_ref())?;
             let lease = self.kv.grant(LEASE_TTL_SECS).await?;
             let me = Member {
                 registered_at: time::OffsetDateTime::now_utc(),
