@@ -78,7 +78,8 @@ impl RtNetlink {
     }
 
     /// Waits until the view shows every link change made so far (one round trip), so that an
-    /// `info` after a step sees what the step did.
+    /// `info` after a step sees what the step did. Only after a write the kernel took: a
+    /// refused one changed nothing to wait for.
     async fn settle(&self) {
         if let Some(watch) = &self.watch {
             watch.fence().await;
@@ -213,13 +214,17 @@ fn address_of(msg: &AddressMessage) -> Option<Ipv4Cidr> {
 impl RtNetlink {
     async fn set_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
         let done = self.handle.link().set(msg).execute().await;
-        self.settle().await;
+        if done.is_ok() {
+            self.settle().await;
+        }
         done.map_err(|e| map_err(what, e))
     }
 
     async fn add_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
         let done = self.handle.link().add(msg).execute().await;
-        self.settle().await;
+        if done.is_ok() {
+            self.settle().await;
+        }
         done.map_err(|e| map_err(what, e))
     }
 
@@ -353,7 +358,9 @@ impl Netlink for RtNetlink {
 
     async fn delete_link(&self, index: u32) -> SysResult<()> {
         let done = self.handle.link().del(index).execute().await;
-        self.settle().await;
+        if done.is_ok() {
+            self.settle().await;
+        }
         done.map_err(|e| map_err(format!("delete link {index}"), e))
     }
 
