@@ -11,15 +11,10 @@ impl FakeNetlink {
     /// Starts the view of the host's links that [`super::Netlink::link_watched`] answers from, as
     /// `serve` does (`sys::link_watch`): a dump of the links, then every change reported.
     pub fn watch_links(&self) {
-        let mut w = self.world();
         let mut table = LinkTable::default();
         table.begin_dump();
-        w.namespaces[&HOST]
-            .links
-            .iter()
-            .for_each(|l| table.dumped(l.clone()));
-        table.end_dump();
-        w.watch = Some(table);
+        self.world().watch = Some(table);
+        self.deliver_link_dump();
     }
 
     /// Drops the reports of the changes that follow, as a full socket queue drops the kernel's
