@@ -240,12 +240,7 @@ async fn a_second_server_with_a_live_members_host_id_is_refused_before_touching_
     let dir = a.dir.with_extension("other");
     let cfg = common::in_process::config(&dir, &opts);
     let (host, net, _) = creepy_meow::sys::Host::fake();
-    let eth1 = host.net.index_of("eth1").await.unwrap();
-    host.net
-        .add_address(eth1, "10.0.0.7/24".parse().unwrap())
-        .await
-        .unwrap();
-    net.clear_calls();
+    common::in_process::underlay(&host, &net, "10.0.0.7/24").await;
     let kv_dyn: std::sync::Arc<dyn creepy_meow::sys::Kv> = std::sync::Arc::new(kv.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let err = creepy_meow::daemon::run_with(cfg, host, Some(kv_dyn), shutdown, None)

@@ -99,14 +99,7 @@ async fn start_in(dir: PathBuf, opts: Opts) -> Daemon {
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let (host, net, lxc) = Host::fake();
     if opts.cluster.is_some() {
-        // Cluster mode floods by unicast from the underlay's address.
-        let underlay = host.net.index_of("eth1").await.expect("fake eth1");
-        let addr = format!("10.0.0.{}/24", opts.host_id).parse().unwrap();
-        host.net
-            .add_address(underlay, addr)
-            .await
-            .expect("underlay address");
-        net.clear_calls();
+        underlay(&host, &net, &format!("10.0.0.{}/24", opts.host_id)).await;
     }
     let kv = opts
         .cluster
@@ -366,4 +359,16 @@ pub fn capture_logs(format: LogFormat) -> (LogBuffer, LogCapture) {
         _silent: silent,
     };
     (log, capture)
+}
+
+/// Gives the fake host's `eth1` the underlay address `addr` (cluster mode floods by unicast
+/// from it), and forgets the calls that made it.
+pub async fn underlay(host: &Host, net: &FakeNetlink, addr: &str) {
+    let eth1 = host.net.index_of("eth1").await.expect("fake eth1");
+    let addr = addr.parse().expect("an address");
+    host.net
+        .add_address(eth1, addr)
+        .await
+        .expect("underlay address");
+    net.clear_calls();
 }
