@@ -218,7 +218,14 @@ impl Cluster {
                     if r.is_err() {
                         return;
                     }
-                    let (ids, next) = ended_jobs(&store, cursor);
+                    // Reads the store and decodes each job event: not on the reactor.
+                    let reader = store.clone();
+                    let read = tokio::task::spawn_blocking(move || ended_jobs(&reader, cursor));
+                    let Ok((ids, next)) = read.await else {
+                        // The read panicked: the same events are read again next time.
+                        tracing::error!("reading the store's events for ended jobs failed");
+                        continue;
+                    };
                     cursor = next;
                     for id in ids {
                         if let Err(e) = self.release_if_gone(&store, id).await {
