@@ -104,6 +104,22 @@ impl StepName {
     /// A network repair's steps, on a running container: its veth pair and `eth0` made again.
     pub const REPAIR: [Self; 3] = [Self::DeleteVeth, Self::CreateVeth, Self::ConfigureNetwork];
 
+    /// Whether undoing this step does nothing: what it does is never taken back (a stop, a
+    /// destroy, a stale host veth's removal, old images' removal). Recovery has nothing to
+    /// undo for it whether or not it ran, so its start need not be on disk before it acts
+    /// ([`StepEvent::must_be_durable_at_once`]); `steps::tests` checks each such undo touches
+    /// nothing.
+    pub fn undo_does_nothing(self) -> bool {
+        matches!(
+            self,
+            Self::StopContainer
+                | Self::DeleteVeth
+                | Self::DestroyContainer
+                | Self::ShutdownContainer
+                | Self::RemoveUnusedImages
+        )
+    }
+
     /// The name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -160,13 +176,20 @@ pub enum StepEvent<'e> {
 }
 
 impl StepEvent<'_> {
-    /// Whether a durable recorder must have this event on disk before the runner goes on.
-    /// Every event must, except the end of an action (`Done`, `Undone`): what follows it is
-    /// either another recorded event or the end of the job, whose durable write carries it,
-    /// and if the process dies in between, recovery already treats a `running` step as
-    /// possibly done, which it is. So the host is never changed without a durable record.
-    pub fn must_be_durable_at_once(self) -> bool {
-        !matches!(self, Self::Done | Self::Undone)
+    /// Whether a durable recorder must have this event of `step` on disk before the runner
+    /// goes on. Every event must, except the end of an action (`Done`, `Undone`): what
+    /// follows it is either another recorded event or the end of the job, whose durable write
+    /// carries it, and if the process dies in between, recovery already treats a `running`
+    /// step as possibly done, which it is. So the host is never changed without a durable
+    /// record of what recovery may have to undo. Nor must the start of a step whose undo does
+    /// nothing ([`StepName::undo_does_nothing`]): lost in a crash, it leaves the step
+    /// `pending`, and recovery's answer (undo nothing, run it again) is the same either way.
+    pub fn must_be_durable_at_once(self, step: StepName) -> bool {
+        match self {
+            Self::Done | Self::Undone => false,
+            Self::Started => !step.undo_does_nothing(),
+            Self::Failed(_) | Self::Undoing | Self::UndoFailed(_) => true,
+        }
     }
 }
 

@@ -146,6 +146,35 @@ async fn a_steps_start_is_synced_before_the_runner_may_act() {
 }
 
 #[tokio::test]
+async fn the_start_of_a_step_whose_undo_does_nothing_waits_for_no_sync() {
+    let dir = TempDir::new("sync-undoless");
+    let (store, ctl, _entered) = gated_store(&dir);
+    ctl.open();
+    let job = store.enqueue_create(spec(1, 2, 1)).await.unwrap().id;
+    store.start(job).await.unwrap();
+    *ctl.open.lock().unwrap() = false;
+    let before = ctl.synced.load(Ordering::SeqCst);
+    // Recovery undoes nothing for it whether or not it ran: committed is enough.
+    let recorded = store
+        .record_step(job, StepName::DeleteVeth, StepEvent::Started)
+        .now_or_never();
+    // A step with something to undo still waits (`a_steps_start_is_synced_before_...`).
+    let mut undoable = Box::pin(store.record_step(job, StepName::CreateVeth, StepEvent::Started));
+    let waited = undoable.as_mut().now_or_never().is_none();
+    ctl.open();
+    assert!(
+        matches!(recorded, Some(Ok(()))),
+        "an undo-less step's start waited for a sync: {recorded:?}"
+    );
+    assert!(
+        waited,
+        "a step with an undo started before its record was on disk"
+    );
+    undoable.await.unwrap();
+    assert_eq!(ctl.synced.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
 async fn an_event_is_not_read_before_its_sync() {
     let dir = TempDir::new("sync-event");
     let (store, ctl, entered) = gated_store(&dir);

@@ -65,7 +65,7 @@ impl JobStore {
             tx.emit(Event::step(&job, step, event))?;
             Ok(())
         })?;
-        if event.must_be_durable_at_once() {
+        if event.must_be_durable_at_once(step) {
             self.flush_at(generation).await?;
         }
         Ok(())

@@ -371,3 +371,27 @@ fn a_tools_time_out_counts_as_the_steps_so_its_undo_is_not_tried_again() {
     assert!(StepError::TimedOut { after }.is_timeout());
     assert!(!StepError::Other("busy".into()).is_timeout());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_said_to_undo_nothing_touches_nothing_when_undone() {
+    // Its start is not synced before it acts (`StepName::undo_does_nothing`): that is safe
+    // only while its undo really does nothing, even with everything a create made in place.
+    let every = StepName::CREATE
+        .into_iter()
+        .chain(StepName::DESTROY)
+        .chain(StepName::STOP)
+        .chain(StepName::BUILD_IMAGE);
+    for name in every.filter(|n| n.undo_does_nothing()) {
+        let (host, net, lxc) = host().await;
+        let s = spec();
+        let mut ctx = StepCtx::new(&host, &s);
+        run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
+            .await
+            .unwrap();
+        let made = leftovers(&net, &lxc).await;
+        net.clear_calls();
+        step(name).undo(&mut ctx).await.unwrap();
+        assert_eq!(net.calls(), Vec::<String>::new(), "undoing {name}");
+        assert_eq!(leftovers(&net, &lxc).await, made, "undoing {name}");
+    }
+}

@@ -1,6 +1,7 @@
-//! Step progress into the job store: every event that announces a change to the host is on
-//! disk before the runner goes on (see [`StepEvent::must_be_durable_at_once`]), so the store
-//! always says what may have been done to the host.
+//! Step progress into the job store: every event that announces a change to the host that
+//! recovery may have to undo is on disk before the runner goes on (see
+//! [`StepEvent::must_be_durable_at_once`]), so the store always says what may have to be
+//! undone.
 
 use std::time::Instant;
 
