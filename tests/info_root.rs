@@ -95,12 +95,13 @@ fn info_shows_link_changes_and_a_stop_made_by_hand() {
     );
 }
 
-/// The daemon's own link writes return once the view shows them: each waits on a fence
-/// (`RtNetlink::settle`), so an `info` after a step sees what the step did. 200 MTU changes
+/// A read of the view after the daemon's own link writes shows them: a write is counted
+/// (`RtNetlink::settle`) and the read waits on a fence while one is not covered
+/// (`LinkWatch::catch_up`), so an `info` after a step sees what the step did. 200 MTU changes
 /// of `lo`, each read back from the view at once, on a runtime of two workers as `serve`'s
 /// (on one thread the task that reads the notifications happens to run first).
 #[test]
-fn a_link_write_returns_once_the_view_shows_it() {
+fn a_read_after_a_link_write_sees_it_in_the_view() {
     let lab = Lab::new(1);
     let ns = common::netns::named(&lab.server(1).netns);
     let stale = std::thread::spawn(move || {

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +62,16 @@ pub struct LinkWatch {
     table: Arc<Mutex<LinkTable>>,
     /// Fences for the task to send; it answers each once its reply is read.
     fences: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// Writes made through this handle ([`Self::wrote`]) and, of them, how many a fence has
+    /// since covered: a read waits for a fence only when a write is not covered yet.
+    writes: Arc<WriteCount>,
+}
+
+/// [`LinkWatch`]'s count of writes and of those a fence covered.
+#[derive(Default)]
+struct WriteCount {
+    made: AtomicU64,
+    covered: AtomicU64,
 }
 
 impl LinkWatch {
@@ -86,7 +97,31 @@ impl LinkWatch {
             waiting: VecDeque::new(),
         };
         tokio::spawn(feed.run(fd, rx));
-        Ok(Self { table, fences })
+        Ok(Self {
+            table,
+            fences,
+            writes: Arc::default(),
+        })
+    }
+
+    /// Notes a link write the kernel took: the next read of the view first waits until the
+    /// view shows it ([`Self::catch_up`]). The write itself waits for nothing, so a create's
+    /// steps pay no round trip for the view; an `info` after a step pays one, once.
+    pub fn wrote(&self) {
+        self.writes.made.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Waits until the view shows every write noted before now (one fence, when any is not
+    /// covered yet; none otherwise).
+    pub async fn catch_up(&self) {
+        let made = self.writes.made.load(Ordering::Acquire);
+        if self.writes.covered.load(Ordering::Acquire) >= made {
+            return;
+        }
+        // The kernel queued each write's notification before it acknowledged the write, so
+        // a fence sent now is answered after all of them are in.
+        self.fence().await;
+        self.writes.covered.fetch_max(made, Ordering::AcqRel);
     }
 
     /// Link `name` from the view: `None` when the view cannot answer (not synced: at start,

@@ -61,8 +61,9 @@ impl RtNetlink {
     }
 
     /// The same handle, keeping a view of the namespace's links current for
-    /// [`Netlink::link_watched`] ([`LinkWatch`]); its own link writes return once the view
-    /// shows them. For `serve`: a one-shot command has no use for it.
+    /// [`Netlink::link_watched`] ([`LinkWatch`]); a read of it after this handle's own link
+    /// writes waits until the view shows them. For `serve`: a one-shot command has no use
+    /// for it.
     ///
     /// # Errors
     /// When the watch's socket cannot be opened.
@@ -77,12 +78,12 @@ impl RtNetlink {
         self.watch.as_ref().is_some_and(LinkWatch::is_synced)
     }
 
-    /// Waits until the view shows every link change made so far (one round trip), so that an
-    /// `info` after a step sees what the step did. Only after a write the kernel took: a
-    /// refused one changed nothing to wait for.
-    async fn settle(&self) {
+    /// Notes a link change for the view: the next read of it waits until it shows the change,
+    /// so that an `info` after a step sees what the step did. Only after a write the kernel
+    /// took: a refused one changed nothing to wait for.
+    fn settle(&self) {
         if let Some(watch) = &self.watch {
-            watch.fence().await;
+            watch.wrote();
         }
     }
 
@@ -215,7 +216,7 @@ impl RtNetlink {
     async fn set_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
         let done = self.handle.link().set(msg).execute().await;
         if done.is_ok() {
-            self.settle().await;
+            self.settle();
         }
         done.map_err(|e| map_err(what, e))
     }
@@ -223,7 +224,7 @@ impl RtNetlink {
     async fn add_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
         let done = self.handle.link().add(msg).execute().await;
         if done.is_ok() {
-            self.settle().await;
+            self.settle();
         }
         done.map_err(|e| map_err(what, e))
     }
@@ -281,6 +282,9 @@ impl Netlink for RtNetlink {
     }
 
     async fn link_watched(&self, name: &str) -> SysResult<Option<LinkState>> {
+        if let Some(watch) = &self.watch {
+            watch.catch_up().await;
+        }
         match self.watch.as_ref().and_then(|w| w.link(name)) {
             Some(known) => Ok(known),
             None => self.link_brief(name).await,
@@ -359,7 +363,7 @@ impl Netlink for RtNetlink {
     async fn delete_link(&self, index: u32) -> SysResult<()> {
         let done = self.handle.link().del(index).execute().await;
         if done.is_ok() {
-            self.settle().await;
+            self.settle();
         }
         done.map_err(|e| map_err(format!("delete link {index}"), e))
     }
