@@ -120,6 +120,20 @@ impl StepName {
         )
     }
 
+    /// The step before it in every plan whose undo also takes back what this one does:
+    /// `configure_network` changes `eth0` alone (its address, MTU and route) and sets `lo` up,
+    /// and `create_veth`'s undo deletes the veth pair, `eth0` with all it carries (`lo` up
+    /// harms nothing). Recovery undoes that earlier step whenever this one may have run (its
+    /// start is on disk before this one acts), so this one's start need not reach the disk
+    /// first either ([`StepEvent::must_be_durable_at_once`]); the spec's tests check the
+    /// order in every plan, `steps::tests` the undo.
+    pub fn undone_with(self) -> Option<Self> {
+        match self {
+            Self::ConfigureNetwork => Some(Self::CreateVeth),
+            _ => None,
+        }
+    }
+
     /// The name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -183,11 +197,12 @@ impl StepEvent<'_> {
     /// step as possibly done, which it is. So the host is never changed without a durable
     /// record of what recovery may have to undo. Nor must the start of a step whose undo does
     /// nothing ([`StepName::undo_does_nothing`]): lost in a crash, it leaves the step
-    /// `pending`, and recovery's answer (undo nothing, run it again) is the same either way.
+    /// `pending`, and recovery's answer (undo nothing, run it again) is the same either way;
+    /// nor that of a step an earlier step's undo takes back ([`StepName::undone_with`]).
     pub fn must_be_durable_at_once(self, step: StepName) -> bool {
         match self {
             Self::Done | Self::Undone => false,
-            Self::Started => !step.undo_does_nothing(),
+            Self::Started => !step.undo_does_nothing() && step.undone_with().is_none(),
             Self::Failed(_) | Self::Undoing | Self::UndoFailed(_) => true,
         }
     }
@@ -196,6 +211,29 @@ impl StepEvent<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_undone_with_another_comes_after_it_in_every_plan() {
+        let plans: [&[StepName]; 7] = [
+            &StepName::CREATE,
+            &StepName::DESTROY,
+            &StepName::BUILD_IMAGE,
+            &StepName::START,
+            &StepName::STOP,
+            &StepName::RESTART,
+            &StepName::REPAIR,
+        ];
+        for plan in plans {
+            for (i, step) in plan.iter().enumerate() {
+                if let Some(earlier) = step.undone_with() {
+                    assert!(
+                        plan[..i].contains(&earlier),
+                        "{step} is taken back by {earlier}'s undo, which does not run before it in {plan:?}"
+                    );
+                }
+            }
+        }
+    }
 
     /// Every name a job has ever been stored with, written out: these must keep parsing.
     const STORED: [&str; 11] = [

@@ -146,7 +146,7 @@ async fn a_steps_start_is_synced_before_the_runner_may_act() {
 }
 
 #[tokio::test]
-async fn the_start_of_a_step_whose_undo_does_nothing_waits_for_no_sync() {
+async fn the_start_of_a_step_with_nothing_of_its_own_to_undo_waits_for_no_sync() {
     let dir = TempDir::new("sync-undoless");
     let (store, ctl, _entered) = gated_store(&dir);
     ctl.open();
@@ -154,9 +154,13 @@ async fn the_start_of_a_step_whose_undo_does_nothing_waits_for_no_sync() {
     store.start(job).await.unwrap();
     *ctl.open.lock().unwrap() = false;
     let before = ctl.synced.load(Ordering::SeqCst);
-    // Recovery undoes nothing for it whether or not it ran: committed is enough.
+    // Recovery undoes nothing for it whether or not it ran: committed is enough. The same
+    // for a step an earlier one's undo takes back (create_veth's start is on disk first).
     let recorded = store
         .record_step(job, StepName::DeleteVeth, StepEvent::Started)
+        .now_or_never();
+    let covered = store
+        .record_step(job, StepName::ConfigureNetwork, StepEvent::Started)
         .now_or_never();
     // A step with something to undo still waits (`a_steps_start_is_synced_before_...`).
     let mut undoable = Box::pin(store.record_step(job, StepName::CreateVeth, StepEvent::Started));
@@ -165,6 +169,10 @@ async fn the_start_of_a_step_whose_undo_does_nothing_waits_for_no_sync() {
     assert!(
         matches!(recorded, Some(Ok(()))),
         "an undo-less step's start waited for a sync: {recorded:?}"
+    );
+    assert!(
+        matches!(covered, Some(Ok(()))),
+        "a step create_veth's undo takes back waited for a sync: {covered:?}"
     );
     assert!(
         waited,

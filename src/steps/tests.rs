@@ -395,3 +395,30 @@ async fn a_step_said_to_undo_nothing_touches_nothing_when_undone() {
         assert_eq!(leftovers(&net, &lxc).await, made, "undoing {name}");
     }
 }
+
+#[tokio::test]
+async fn undoing_create_veth_takes_back_what_configure_network_did() {
+    // configure_network's start is not synced before it acts (`StepName::undone_with`): safe
+    // only while create_veth's undo leaves nothing of it.
+    let (host, net, _lxc) = host().await;
+    let s = spec();
+    let mut ctx = StepCtx::new(&host, &s);
+    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
+        .await
+        .unwrap();
+    let inside = net.netns_of(ctx.pid.unwrap());
+    let eth0 = inside.link("eth0").await.unwrap().unwrap();
+    assert_eq!(inside.addresses(eth0.index).await.unwrap(), [spec().ip]);
+    let covering = StepName::ConfigureNetwork.undone_with().unwrap();
+    step(covering).undo(&mut ctx).await.unwrap();
+    assert_eq!(
+        inside.link("eth0").await.unwrap(),
+        None,
+        "eth0 outlived {covering}'s undo"
+    );
+    assert_eq!(
+        inside.default_gateway(),
+        None,
+        "the route outlived {covering}'s undo"
+    );
+}

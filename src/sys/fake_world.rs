@@ -120,7 +120,14 @@ pub(super) fn remove_link(w: &mut World, ns: u32, index: u32) {
     let before = n.links.len();
     n.links.retain(|l| l.index != index);
     let removed = n.links.len() != before;
-    n.addrs.remove(&index);
+    let addrs = n.addrs.remove(&index).unwrap_or_default();
+    // As the kernel: a link takes the routes through it along, and the default route goes
+    // through the link whose prefix holds its gateway.
+    if n.default_gw
+        .is_some_and(|gw| addrs.iter().any(|a| a.contains(gw)))
+    {
+        n.default_gw = None;
+    }
     n.fdb.remove(&index);
     let mut released = Vec::new();
     for l in &mut n.links {
