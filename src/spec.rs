@@ -105,8 +105,8 @@ impl StepName {
     pub const REPAIR: [Self; 3] = [Self::DeleteVeth, Self::CreateVeth, Self::ConfigureNetwork];
 
     /// Whether undoing this step does nothing: what it does is never taken back (a stop, a
-    /// destroy, a stale host veth's removal, old images' removal). Recovery has nothing to
-    /// undo for it whether or not it ran, so its start need not be on disk before it acts
+    /// destroy, a stale host veth's removal, old images' removal). Nothing of it is left for
+    /// a record to account for, so its start need not be on disk before it acts
     /// ([`StepEvent::must_be_durable_at_once`]); `steps::tests` checks each such undo touches
     /// nothing.
     pub fn undo_does_nothing(self) -> bool {
@@ -123,10 +123,10 @@ impl StepName {
     /// The step before it in every plan whose undo also takes back what this one does:
     /// `configure_network` changes `eth0` alone (its address, MTU and route) and sets `lo` up,
     /// and `create_veth`'s undo deletes the veth pair, `eth0` with all it carries (`lo` up
-    /// harms nothing). Recovery undoes that earlier step whenever this one may have run (its
-    /// start is on disk before this one acts), so this one's start need not reach the disk
-    /// first either ([`StepEvent::must_be_durable_at_once`]); the spec's tests check the
-    /// order in every plan, `steps::tests` the undo.
+    /// harms nothing). That earlier step's start is on disk before this one acts, and
+    /// accounts for all this one may leave, so this one's need not be
+    /// ([`StepEvent::must_be_durable_at_once`]); the spec's tests check the order in every
+    /// plan, `steps::tests` the undo.
     pub fn undone_with(self) -> Option<Self> {
         match self {
             Self::ConfigureNetwork => Some(Self::CreateVeth),
@@ -191,14 +191,17 @@ pub enum StepEvent<'e> {
 
 impl StepEvent<'_> {
     /// Whether a durable recorder must have this event of `step` on disk before the runner
-    /// goes on. Every event must, except the end of an action (`Done`, `Undone`): what
-    /// follows it is either another recorded event or the end of the job, whose durable write
-    /// carries it, and if the process dies in between, recovery already treats a `running`
-    /// step as possibly done, which it is. So the host is never changed without a durable
-    /// record of what recovery may have to undo. Nor must the start of a step whose undo does
-    /// nothing ([`StepName::undo_does_nothing`]): lost in a crash, it leaves the step
-    /// `pending`, and recovery's answer (undo nothing, run it again) is the same either way;
-    /// nor that of a step an earlier step's undo takes back ([`StepName::undone_with`]).
+    /// goes on, so that after a crash the store says what may have been done to the host
+    /// (recovery itself undoes every step of an interrupted job's plan, whatever the records
+    /// say: `Worker::undo_interrupted`). Every event must, except the end of an action
+    /// (`Done`, `Undone`): what follows it is either another recorded event or the end of
+    /// the job, whose durable write carries it, and a `running` step already reads as
+    /// possibly done. Nor must the start of a step that leaves nothing of its own to account
+    /// for: its undo does nothing ([`StepName::undo_does_nothing`]), or an earlier step's
+    /// takes back all it does ([`StepName::undone_with`]). That start is committed (visible at
+    /// once) and on disk within milliseconds, by a flush asked for and not waited for; a crash
+    /// in between shows the step `pending` though it may have run, which changes nothing
+    /// recovery does (and the job runs again).
     pub fn must_be_durable_at_once(self, step: StepName) -> bool {
         match self {
             Self::Done | Self::Undone => false,

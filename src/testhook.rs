@@ -8,7 +8,7 @@
 //!
 //! | phase | name | where |
 //! |---|---|---|
-//! | `before_action` | step | the step's `running` record is on disk, nothing done yet |
+//! | `before_action` | step | the step's `running` record is on disk (committed only, for a step with nothing of its own to undo), nothing done yet |
 //! | `tool_spawned` | program (`lxc-create`...) | the tool runs; the daemon has not waited on it |
 //! | `before_done` | step | the step's action is complete, its `done` not recorded |
 //! | `before_finish` | job kind (`create`, `destroy`) | every step done, the job's end not recorded |

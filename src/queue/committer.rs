@@ -80,6 +80,9 @@ enum Work {
     /// disk with the next flush, which it does not cause (within [`LAZY_FLUSH_AFTER`] if no
     /// other comes).
     Lazy(BatchedWrite, oneshot::Sender<WriteResult>),
+    /// A change was committed outside the thread that nobody waits to see on disk: flush
+    /// within [`LAZY_FLUSH_AFTER`] if nothing else does (so its events reach the streams).
+    Soon,
     /// A write outside the thread failed: close sled now.
     Failed(String),
 }
@@ -188,6 +191,13 @@ impl Committer {
         done_rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
+    /// Asks for a flush within [`LAZY_FLUSH_AFTER`] of a change committed outside the thread
+    /// that nobody waits for (see [`Work::Soon`]); returns at once.
+    pub(super) fn flush_soon(&self) {
+        // A stopped thread has nothing to flush.
+        let _ = self.send(Work::Soon);
+    }
+
     /// Tells the thread that a write outside it failed with `cause`, so it closes sled now.
     pub(super) fn failed(&self, cause: String) {
         // A stopped thread has nothing left to reopen.
@@ -236,6 +246,8 @@ struct Round {
     lazy: Vec<BatchedWrite>,
     /// Their waiters.
     lazy_waiters: Vec<oneshot::Sender<WriteResult>>,
+    /// Whether a change committed outside the thread asked for a flush soon.
+    soon: bool,
     /// Failures reported from outside the thread.
     failures: Vec<String>,
 }
@@ -274,6 +286,7 @@ fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
                     round.lazy.push(write);
                     round.lazy_waiters.push(w);
                 }
+                Work::Soon => round.soon = true,
                 Work::Failed(cause) => round.failures.push(cause),
             }
         }
@@ -318,7 +331,7 @@ fn commit_round(shared: &mut Shared, round: Round) {
         None if asked => Some(flush(shared, &opened)),
         None => None,
     };
-    shared.unflushed |= flushed.is_none() && lazy_wrote;
+    shared.unflushed |= flushed.is_none() && (lazy_wrote || round.soon);
     drop(opened);
     tracing::trace!(
         flush_waiters = round.flushes.len(),

@@ -37,7 +37,8 @@ impl JobStore {
 
     /// Records `event` for `step` of running job `id`, and returns once it is on disk when
     /// [`StepEvent::must_be_durable_at_once`] says so; otherwise once committed, and the next
-    /// flushed write takes it to disk.
+    /// flushed write takes it to disk (for a step's start, a flush asked for at once that
+    /// nobody waits for).
     ///
     /// # Errors
     /// [`QueueError::NotFound`]; [`QueueError::Conflict`] when the job is not running;
@@ -67,6 +68,10 @@ impl JobStore {
         })?;
         if event.must_be_durable_at_once(step) {
             self.flush_at(generation).await?;
+        } else if event == StepEvent::Started {
+            // Not waited for, but on disk within milliseconds: until then the event streams
+            // cannot send it (a stop's grace period would hide its start).
+            self.inner.committer.flush_soon();
         }
         Ok(())
     }
