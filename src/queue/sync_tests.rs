@@ -78,6 +78,15 @@ fn gated_store(dir: &TempDir) -> (JobStore, Arc<Control>, mpsc::Receiver<()>) {
     (store, ctl, rx)
 }
 
+/// A create queued and started while syncs go on, then syncs held: its job.
+async fn running_job(store: &JobStore, ctl: &Control) -> uuid::Uuid {
+    ctl.open();
+    let job = store.enqueue_create(spec(1, 2, 1)).await.unwrap().id;
+    store.start(job).await.unwrap();
+    *ctl.open.lock().unwrap() = false;
+    job
+}
+
 fn wait_entered(rx: &mpsc::Receiver<()>) {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the commit thread never began a sync");
@@ -149,13 +158,10 @@ async fn a_steps_start_is_synced_before_the_runner_may_act() {
 async fn the_start_of_a_step_with_nothing_of_its_own_to_undo_waits_for_no_sync() {
     let dir = TempDir::new("sync-undoless");
     let (store, ctl, _entered) = gated_store(&dir);
-    ctl.open();
-    let job = store.enqueue_create(spec(1, 2, 1)).await.unwrap().id;
-    store.start(job).await.unwrap();
-    *ctl.open.lock().unwrap() = false;
+    let job = running_job(&store, &ctl).await;
     let before = ctl.synced.load(Ordering::SeqCst);
-    // Recovery undoes nothing for it whether or not it ran: committed is enough. The same
-    // for a step an earlier one's undo takes back (create_veth's start is on disk first).
+    // Nothing of its own for the record to account for: committed is enough. The same for a
+    // step an earlier one's undo takes back (create_veth's start is on disk first).
     let recorded = store
         .record_step(job, StepName::DeleteVeth, StepEvent::Started)
         .now_or_never();
@@ -187,11 +193,8 @@ async fn the_start_of_a_step_with_nothing_of_its_own_to_undo_waits_for_no_sync()
 async fn an_unsynced_step_start_is_on_disk_soon_without_anything_else_asking() {
     let dir = TempDir::new("sync-soon");
     let (store, ctl, entered) = gated_store(&dir);
-    ctl.open();
-    let job = store.enqueue_create(spec(1, 2, 1)).await.unwrap().id;
-    store.start(job).await.unwrap();
+    let job = running_job(&store, &ctl).await;
     while entered.try_recv().is_ok() {}
-    *ctl.open.lock().unwrap() = false;
     let last = store.last_event();
     store
         .record_step(job, StepName::DeleteVeth, StepEvent::Started)

@@ -50,6 +50,13 @@ impl Progress for Recorder {
     }
 }
 
+/// Runs every create step on `ctx`'s host, which must succeed.
+async fn create_all(ctx: &mut StepCtx<'_>) {
+    run_steps(&StepName::CREATE, ctx, &mut NoProgress)
+        .await
+        .unwrap();
+}
+
 /// Everything on the fake host other than the fabric: links beyond eth1/br2/vxlan2,
 /// containers, and namespaces' links.
 async fn leftovers(net: &FakeNetlink, lxc: &FakeLxc) -> Vec<String> {
@@ -211,9 +218,7 @@ async fn undo_errors_are_collected_and_undo_goes_on() {
     let (host, net, lxc) = host().await;
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
-        .await
-        .unwrap();
+    create_all(&mut ctx).await;
     for _ in 0..UNDO_TRIES {
         net.fail_next("lxc-stop", libc::EIO);
     }
@@ -233,9 +238,7 @@ async fn an_undo_is_tried_again_with_a_growing_pause_before_it_counts_as_failed(
     let (host, net, lxc) = host().await;
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
-        .await
-        .unwrap();
+    create_all(&mut ctx).await;
     net.clear_calls();
     // Fails while the host "settles", then succeeds: no error, nothing left.
     for _ in 0..UNDO_TRIES - 1 {
@@ -263,9 +266,7 @@ async fn undo_of_nothing_succeeds_and_is_idempotent() {
     assert!(undo_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
         .await
         .is_empty());
-    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
-        .await
-        .unwrap();
+    create_all(&mut ctx).await;
     let mut fresh = StepCtx::new(&host, &s);
     assert!(undo_steps(&StepName::CREATE, &mut fresh, &mut NoProgress)
         .await
@@ -324,9 +325,7 @@ async fn with_images_a_create_clones_the_image_it_builds_once() {
         s.id = ContainerId::new(id).unwrap();
         s.ip = format!("192.168.2.{id}/24").parse().unwrap();
         let mut ctx = StepCtx::new(&host, &s).with_images(Some(&images));
-        run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
-            .await
-            .unwrap();
+        create_all(&mut ctx).await;
     }
     let lxc_calls: Vec<String> = net
         .calls()
@@ -385,9 +384,7 @@ async fn a_step_said_to_undo_nothing_touches_nothing_when_undone() {
         let (host, net, lxc) = host().await;
         let s = spec();
         let mut ctx = StepCtx::new(&host, &s);
-        run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
-            .await
-            .unwrap();
+        create_all(&mut ctx).await;
         let made = leftovers(&net, &lxc).await;
         net.clear_calls();
         step(name).undo(&mut ctx).await.unwrap();
@@ -403,9 +400,7 @@ async fn undoing_create_veth_takes_back_what_configure_network_did() {
     let (host, net, _lxc) = host().await;
     let s = spec();
     let mut ctx = StepCtx::new(&host, &s);
-    run_steps(&StepName::CREATE, &mut ctx, &mut NoProgress)
-        .await
-        .unwrap();
+    create_all(&mut ctx).await;
     let inside = net.netns_of(ctx.pid.unwrap());
     let eth0 = inside.link("eth0").await.unwrap().unwrap();
     assert_eq!(inside.addresses(eth0.index).await.unwrap(), [spec().ip]);
