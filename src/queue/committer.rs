@@ -7,7 +7,10 @@
 //! cost one log write instead of N. Then one flush answers everybody: sled's
 //! `Db::flush`, followed by an `fdatasync` of sled's log file, because sled makes its writes
 //! stable with `sync_file_range`, which flushes neither the file's size nor the disk's write
-//! cache (an accepted job must survive a power cut, not only a crash of the daemon).
+//! cache (an accepted job must survive a power cut, not only a crash of the daemon). A change
+//! committed elsewhere that nobody waits to see on disk (a step's start with nothing of its
+//! own to undo) may ask for a flush *soon*: within [`LAZY_FLUSH_AFTER`], unless another comes
+//! first, so that its events reach the streams.
 //!
 //! A failed write or flush (a full disk) makes the store refuse changes until a probe write
 //! succeeds; the thread closes sled at once, before it answers, and probes every
