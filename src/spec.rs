@@ -104,6 +104,21 @@ impl StepName {
     /// A network repair's steps, on a running container: its veth pair and `eth0` made again.
     pub const REPAIR: [Self; 3] = [Self::DeleteVeth, Self::CreateVeth, Self::ConfigureNetwork];
 
+    /// Every step.
+    pub const ALL: [Self; 11] = [
+        Self::CreateContainer,
+        Self::StartContainer,
+        Self::CreateVeth,
+        Self::ConfigureNetwork,
+        Self::StopContainer,
+        Self::DeleteVeth,
+        Self::DestroyContainer,
+        Self::ShutdownContainer,
+        Self::EnsureImage,
+        Self::BuildImage,
+        Self::RemoveUnusedImages,
+    ];
+
     /// Whether undoing this step does nothing: what it does is never taken back (a stop, a
     /// destroy, a stale host veth's removal, old images' removal). Nothing of it is left for
     /// a record to account for, so its start need not be on disk before it acts
@@ -162,11 +177,8 @@ impl FromStr for StepName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::CREATE
+        Self::ALL
             .into_iter()
-            .chain(Self::DESTROY)
-            .chain(Self::STOP)
-            .chain(Self::BUILD_IMAGE)
             .find(|n| n.as_str() == s)
             .ok_or_else(|| format!("no step is named {s:?}"))
     }

@@ -375,12 +375,7 @@ fn a_tools_time_out_counts_as_the_steps_so_its_undo_is_not_tried_again() {
 async fn a_step_said_to_undo_nothing_touches_nothing_when_undone() {
     // Its start is not synced before it acts (`StepName::undo_does_nothing`): that is safe
     // only while its undo really does nothing, even with everything a create made in place.
-    let every = StepName::CREATE
-        .into_iter()
-        .chain(StepName::DESTROY)
-        .chain(StepName::STOP)
-        .chain(StepName::BUILD_IMAGE);
-    for name in every.filter(|n| n.undo_does_nothing()) {
+    for name in StepName::ALL.into_iter().filter(|n| n.undo_does_nothing()) {
         let (host, net, lxc) = host().await;
         let s = spec();
         let mut ctx = StepCtx::new(&host, &s);
