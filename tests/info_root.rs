@@ -96,7 +96,7 @@ fn info_shows_link_changes_and_a_stop_made_by_hand() {
 }
 
 /// A read of the view after the daemon's own link writes shows them: a write is counted
-/// (`RtNetlink::settle`) and the read waits on a fence while one is not covered
+/// (`RtNetlink::note_write`) and the read waits on a fence while one is not covered
 /// (`LinkWatch::catch_up`), so an `info` after a step sees what the step did. 200 MTU changes
 /// of `lo`, each read back from the view at once, on a runtime of two workers as `serve`'s
 /// (on one thread the task that reads the notifications happens to run first).

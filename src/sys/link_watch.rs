@@ -4,11 +4,12 @@
 //!
 //! One socket carries all three, in the order the kernel queued them: the notifications, the
 //! dump's parts (asked on the same socket, so they fall in line with the notifications), and
-//! the answers to fences. A fence ([`LinkWatch::fence`]) is a request for `lo` sent on that
-//! socket; once its answer is read, every notification the kernel queued before it has been
-//! applied. The daemon's own link writes wait on one ([`super::rtnl`]), and the kernel queues
-//! a change's notification before it answers the change, so what a step did shows in the view
-//! before the step ends.
+//! the answers to fences. A fence is a request for `lo` sent on that socket; once its answer
+//! is read, every notification the kernel queued before it has been applied. The daemon's own
+//! link writes are counted ([`LinkWatch::wrote`], from [`super::rtnl`]), and a read of the
+//! view waits for one fence while a write is not covered yet ([`LinkWatch::catch_up`]); the
+//! kernel queues a change's notification before it answers the change, so what a step did
+//! shows in every read of the view after it.
 //!
 //! Notifications of family AF_BRIDGE (a bridge reporting a port: `RTM_DELLINK` when the port
 //! leaves it, with the link still there) are not about the link itself and are skipped; the
@@ -137,7 +138,7 @@ impl LinkWatch {
 
     /// Waits until every notification the kernel queued before now is in the view. A fence
     /// that is not answered within 5 s ends the view: reads go to the kernel.
-    pub async fn fence(&self) {
+    async fn fence(&self) {
         // A view that ended answers nothing: no write need wait for it.
         if lock(&self.table).is_ended() {
             return;

@@ -78,11 +78,11 @@ impl RtNetlink {
         self.watch.as_ref().is_some_and(LinkWatch::is_synced)
     }
 
-    /// Notes a link change for the view: the next read of it waits until it shows the change,
-    /// so that an `info` after a step sees what the step did. Only after a write the kernel
-    /// took: a refused one changed nothing to wait for.
-    fn settle(&self) {
-        if let Some(watch) = &self.watch {
+    /// Notes a link write that `done` says the kernel took, for the view: the next read of it
+    /// waits until it shows the change, so that an `info` after a step sees what the step
+    /// did. A refused write changed nothing to wait for.
+    fn note_write<T>(&self, done: &Result<T, rtnetlink::Error>) {
+        if let (Some(watch), Ok(_)) = (&self.watch, done) {
             watch.wrote();
         }
     }
@@ -215,17 +215,13 @@ fn address_of(msg: &AddressMessage) -> Option<Ipv4Cidr> {
 impl RtNetlink {
     async fn set_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
         let done = self.handle.link().set(msg).execute().await;
-        if done.is_ok() {
-            self.settle();
-        }
+        self.note_write(&done);
         done.map_err(|e| map_err(what, e))
     }
 
     async fn add_link(&self, what: String, msg: LinkMessage) -> SysResult<()> {
         let done = self.handle.link().add(msg).execute().await;
-        if done.is_ok() {
-            self.settle();
-        }
+        self.note_write(&done);
         done.map_err(|e| map_err(what, e))
     }
 
@@ -362,9 +358,7 @@ impl Netlink for RtNetlink {
 
     async fn delete_link(&self, index: u32) -> SysResult<()> {
         let done = self.handle.link().del(index).execute().await;
-        if done.is_ok() {
-            self.settle();
-        }
+        self.note_write(&done);
         done.map_err(|e| map_err(format!("delete link {index}"), e))
     }
 
