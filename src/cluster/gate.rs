@@ -139,9 +139,9 @@ impl Cluster {
     }
 }
 
-/// Opens job `id`'s gate in the background (not before the `202`: the answer waits only for
-/// the two commits), wakes the worker, then ends `hold`. A store that cannot write now leaves the gate to the sync's next pass,
-/// which opens it from the reservation (kept).
+/// Opens `job`'s gate in the background (not before the `202`: the answer waits only for the
+/// two commits), wakes the worker, then ends `hold`. A store that cannot write now leaves the
+/// gate to the sync's next pass, which opens it from the reservation (kept).
 fn open_later(store: JobStore, job: Job, hold: Hold, control: QueueControl) {
     tokio::spawn(async move {
         match store.open_gate(&job).await {

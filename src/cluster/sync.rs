@@ -4,9 +4,10 @@
 //!   create that failed or was cancelled, a destroy that finished — the container's keys are
 //!   given back at once.
 //! - A full pass at start and every [`SYNC_EVERY`] first settles the creates a crash left
-//!   gated (`gate.rs`), then compares every key this server holds with the records: a key with no record (a crash between the etcd transaction and the enqueue,
-//!   a release etcd could not take) is removed; a record with no key is put back, unless
-//!   another server took it meanwhile (reported, never overwritten).
+//!   gated (`gate.rs`), then compares every key this server holds with the records: a key
+//!   with no record (a crash between the etcd transaction and the enqueue, a release etcd
+//!   could not take) is removed; a record with no key is put back, unless another server
+//!   took it meanwhile (reported, never overwritten).
 //!
 //! A release that fails because etcd is away needs no ledger of its own: the record is
 //! already gone from the store, so the next pass finds the key again and removes it. Passes

@@ -7,13 +7,13 @@
 //! Then one of two things happens:
 //!
 //! - the reservation is made: [`JobStore::open_gate`] puts the job in the worker's queue, in
-//!   the commit thread's next batch, without a disk sync of its own. This need not happen, let alone be on disk, before the
-//!   `202`: after a crash the gate is still there, and the reservation in etcd, this server's,
-//!   says to open it (`cluster/gate.rs`);
+//!   the commit thread's next batch, without a disk sync of its own. This need not happen,
+//!   let alone be on disk, before the `202`: after a crash the gate is still there, and the
+//!   reservation in etcd, this server's, says to open it (`cluster/gate.rs`);
 //! - it is refused (another server holds the ID or address, or etcd did not answer):
 //!   [`JobStore::refuse_gate`] removes the job, its record and its idempotency key (the event
-//!   stream gets the job's `cancelled` with the reason), and returns once that is on disk — the client is told "refused",
-//!   so no restart may open it.
+//!   stream gets the job's `cancelled` with the reason), and returns once that is on disk —
+//!   the client is told "refused", so no restart may open it.
 
 use uuid::Uuid;
 

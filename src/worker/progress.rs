@@ -1,7 +1,7 @@
-//! Step progress into the job store: every event that announces a change to the host that
-//! recovery may have to undo is on disk before the runner goes on (see
-//! [`StepEvent::must_be_durable_at_once`]), so the store always says what may have to be
-//! undone.
+//! Step progress into the job store: every event that announces a change to the host the
+//! store must account for is on disk before the runner goes on (see
+//! [`StepEvent::must_be_durable_at_once`]), so after a crash the store says what may have
+//! been done.
 
 use std::time::Instant;
 

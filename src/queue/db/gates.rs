@@ -1,7 +1,7 @@
 //! Gates: in cluster mode a create is queued locally while its etcd reservation is being made,
 //! not after it (the two durable commits overlap instead of adding up). Until the reservation
-//! is known the job is *gated*: stored, holding its ID and address in the ledger, but not in
-//! the queue the worker takes from, and with no event yet. A `meta` entry per gated job marks
+//! is known the job is *gated*: stored with its `queued` event, holding its ID and address in
+//! the ledger, but not in the queue the worker takes from. A `meta` entry per gated job marks
 //! it, so a restart finds every gate a crash left (`JobStore::gated`).
 
 use uuid::Uuid;
