@@ -36,9 +36,11 @@ fn start(
     curl_flags: &[&str],
 ) -> Process {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // The waits' debug line tells a test its request is in the handler, not only sent.
     let serve = serve_on(server, &["--log-format", "json"])
         .listen(addr)
-        .flags(&flags);
+        .flags(&flags)
+        .env("RUST_LOG", "info,creepy_meow::api::jobs=debug");
     let process = serve.spawn(Launch::OnServer(server));
     let scheme = if flags.contains(&"--tls-cert") {
         "https"
@@ -172,6 +174,11 @@ fn https_off_loopback_with_a_token_serves_another_server_and_stops_gracefully() 
         .map_while(Result::ok)
         .any(|l| l.starts_with("> GET /api/jobs/"));
     assert!(sent, "curl never sent its request");
+    // Sent is not read: a SIGTERM before the server parsed it would find the connection idle
+    // and close it (hyper's graceful shutdown), which is not what this checks.
+    common::eventually("the wait is in its handler", STOP_TIMEOUT, || {
+        daemon.own_log().contains("waiting for a job to end")
+    });
     let status = daemon
         .sigterm(STOP_TIMEOUT)
         .expect("the daemon stops on SIGTERM");

@@ -68,6 +68,7 @@ fn wait_timeout(raw: Option<&str>) -> Result<Duration, ApiError> {
 pub async fn wait(state: &AppState, raw: &str, req: &Request) -> Result<Response, ApiError> {
     let id = parse_job_id(raw)?;
     let timeout = wait_timeout(req.params()?.get("timeout").map(String::as_str))?;
+    tracing::debug!(job_id = %id, timeout_ms = timeout.as_millis() as u64, "waiting for a job to end");
     let mut changes = state.control.changes();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
