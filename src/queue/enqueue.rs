@@ -306,7 +306,7 @@ fn reserve_create(
         return Ok(Err(Conflict::AddressInUse {
             ip: spec.ip.addr,
             vlan: spec.vlan,
-            holder,
+            holder: holder.get(),
         }
         .into()));
     }

@@ -4,9 +4,11 @@
 //!
 //! 1. `job.rs`: the stored types and the job lifecycle ([`JobState::can_become`] is the one
 //!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
-//! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `pending`,
-//!    `order`, `containers`, `addrs`, `meta`, `images`, `events`), their keys and the encoding; its transaction
-//!    type `Tx` is the only way to write, so its rules (counters, the list cache) hold;
+//! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `containers`,
+//!    `meta`, `images`, `events`), their keys and the encoding, and the indexes derived from
+//!    them in memory (the enqueue order, the worker's queues, the address holders); its
+//!    transaction type `Tx` is the only way to write, so its rules (counters, the list cache,
+//!    the indexes) hold;
 //! 3. `committer.rs`: the commit thread (group commit, below), with `current.rs` (the open
 //!    database, replaced after a storage fault, and the store's health) and `reopen.rs` (the
 //!    probe and the reopen after a fault);
@@ -192,6 +194,8 @@ mod commit_tests;
 mod event_tests;
 #[cfg(test)]
 mod gate_tests;
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod job_tests;
 #[cfg(test)]

@@ -1,17 +1,16 @@
 //! The key layout of the trees and the encoding of records.
 //!
-//! Keys are big-endian so sled's byte order is numeric order: `pending` and `order` iterate
-//! oldest first, `containers` by ID. Records are JSON.
+//! Keys are big-endian so sled's byte order is numeric order: `events` iterate oldest first,
+//! `containers` by ID. Records are JSON.
 
 use std::fmt::Display;
-use std::net::Ipv4Addr;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::ConflictableTransactionError;
 use uuid::Uuid;
 
-use crate::model::{ContainerId, VlanId};
+use crate::model::ContainerId;
 use crate::queue::QueueError;
 
 /// The result of a step inside a transaction; `Abort` carries our error out.
@@ -24,8 +23,6 @@ pub(in crate::queue) fn abort<T>(e: QueueError) -> TxResult<T> {
 
 /// Key in `meta` of the last sequence number handed out.
 pub(super) const META_SEQ: &[u8] = b"seq";
-/// Key in `meta` of the number of entries in `pending`.
-pub(super) const META_QUEUED: &[u8] = b"queued";
 /// Start of the key in `meta` that names the image build job pending or running for a
 /// template (`image-build/<template>` → job ID).
 pub(super) const META_IMAGE_BUILD: &[u8] = b"image-build/";
@@ -40,7 +37,7 @@ pub(super) const META_EVENT_SEQ: &[u8] = b"event-seq";
 /// Key in `meta` of the on-disk format version.
 pub(super) const META_FORMAT: &[u8] = b"format";
 
-/// Key of a sequence number in `pending` and `order`.
+/// Key of a sequence number (an event's).
 pub(super) fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
@@ -48,12 +45,6 @@ pub(super) fn seq_key(seq: u64) -> [u8; 8] {
 /// Key of a container in `containers`.
 pub(super) fn container_key(id: ContainerId) -> [u8; 4] {
     id.get().to_be_bytes()
-}
-
-/// Key of an address in `addrs`: the VLAN byte, then the four address bytes.
-pub(super) fn addr_key(vlan: VlanId, ip: Ipv4Addr) -> [u8; 5] {
-    let [a, b, c, d] = ip.octets();
-    [vlan.get(), a, b, c, d]
 }
 
 /// Reads a big-endian `u64` (a counter or a sequence number).

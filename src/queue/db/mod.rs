@@ -6,6 +6,8 @@
 //! - [`Trees`]: the database and its trees: opening (`open.rs`), one transaction over all of
 //!   them ([`Trees::transact`]), the flush, and the reads outside a transaction;
 //! - [`Tx`] (`tx.rs`): inside a transaction, typed reads and the only writes;
+//! - `index.rs`: what is derived from the stored jobs and records (the enqueue order, the
+//!   queues, the address holders), kept in memory and changed with them;
 //! - `codec.rs`: keys and JSON;
 //! - `gates.rs`: the creates held back until their cluster reservation is known.
 //!
@@ -15,14 +17,16 @@ mod codec;
 mod events;
 mod gates;
 mod images;
+mod index;
 mod keys;
 mod open;
 mod tx;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -38,7 +42,11 @@ pub(in crate::queue) use tx::Tx;
 use super::job::{ContainerRecord, Job, JobState};
 use super::QueueError;
 use crate::model::ContainerId;
-use codec::{container_key, decode, decode_u64, decode_uuid, hex, META_QUEUED};
+use codec::{container_key, decode, hex};
+use index::{Index, Staged, View};
+
+/// How many places in the enqueue order a walk over the jobs takes at a time.
+const ORDER_CHUNK: usize = 64;
 
 /// The sled database and its trees, shared by the store and its commit thread.
 #[derive(Clone)]
@@ -47,17 +55,8 @@ pub(in crate::queue) struct Trees {
     db: sled::Db,
     /// Job ID (16 bytes) → job JSON.
     jobs: Tree,
-    /// Sequence number (u64 BE) → job ID, queued jobs an operator asked for, so the first is
-    /// the next to run.
-    pending: Tree,
-    /// The same for reconciliation's repairs, which run only when `pending` is empty.
-    repairs: Tree,
-    /// Sequence number (u64 BE) → job ID, every job: listing and pruning in enqueue order.
-    order: Tree,
     /// Container ID (u32 BE) → container record JSON.
     containers: Tree,
-    /// VLAN byte + IPv4 bytes → container ID (u32 BE): who holds an address.
-    addrs: Tree,
     /// Counters, the format marker, and the idempotency keys (`idem/<key>` → the job it made
     /// and the digest of the request's fingerprint, removed with the job): every enqueue writes this tree
     /// anyway, so a key costs no tree more in its transaction.
@@ -67,6 +66,11 @@ pub(in crate::queue) struct Trees {
     images: Tree,
     /// Event number (u64 BE) → event (`events.rs`), written with the change it describes.
     events: Tree,
+    /// Every job in enqueue order, the queues the worker takes from (an operator's jobs, then
+    /// the repairs), who holds each address: derived from `jobs`, `containers` and the gates
+    /// at open, then changed by each transaction as it commits (`index.rs`). Locked for the
+    /// whole of a transaction.
+    index: Arc<Mutex<Index>>,
     /// How far the events go: committed, and on disk.
     clock: Arc<EventClock>,
     /// Bumped after every committed transaction that wrote `containers`: the container list
@@ -136,41 +140,39 @@ impl Trees {
     ) -> Result<A, QueueError> {
         let touched = Cell::new(false);
         let emitted = Cell::new(0);
-        let trees = (
-            &self.jobs,
-            &self.pending,
-            &self.repairs,
-            &self.order,
-            &self.containers,
-            &self.addrs,
-            &self.meta,
-            &self.events,
-        );
+        let staged = RefCell::new(Staged::default());
+        // Held until the index has this transaction's changes: no other transaction reads it
+        // in between (sled commits one transaction at a time anyway).
+        let mut index = self.lock_index();
+        let trees = (&self.jobs, &self.containers, &self.meta, &self.events);
         let out = trees
-            .transaction(
-                |(jobs, pending, repairs, order, containers, addrs, meta, events)| {
-                    // sled may run this again after a conflict: only the try that commits
-                    // counts, and it may write fewer events than a try before it.
-                    emitted.set(0);
-                    f(&Tx {
-                        jobs,
-                        pending,
-                        repairs,
-                        order,
-                        containers,
-                        addrs,
-                        meta,
-                        events,
-                        touched: &touched,
-                        emitted: &emitted,
-                        key_hashes: &self.key_hashes,
-                    })
-                },
-            )
+            .transaction(|(jobs, containers, meta, events)| {
+                // sled may run this again after a conflict: only the try that commits counts,
+                // and it may write fewer events, or other index changes, than a try before it.
+                emitted.set(0);
+                *staged.borrow_mut() = Staged::default();
+                f(&Tx {
+                    jobs,
+                    containers,
+                    meta,
+                    events,
+                    index: View {
+                        index: &index,
+                        staged: &staged,
+                    },
+                    touched: &touched,
+                    emitted: &emitted,
+                    key_hashes: &self.key_hashes,
+                })
+            })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => self.storage("write", e),
             });
+        if out.is_ok() {
+            index.apply(staged.into_inner());
+        }
+        drop(index);
         // After the commit (or an abort of a try that wrote): a reader that cached the list
         // before this point sees the counter move and reads the trees again.
         if touched.get() {
@@ -213,55 +215,49 @@ impl Trees {
     /// # Errors
     /// When sled fails, a record does not decode, or the queue names a missing job.
     pub(in crate::queue) fn first_pending(&self) -> Result<Option<Job>, QueueError> {
-        let mut first = None;
-        for tree in [&self.pending, &self.repairs] {
-            first = tree
-                .first()
-                .map_err(|e| self.storage("read the queue", e))?;
-            if first.is_some() {
-                break;
-            }
-        }
-        let Some((key, value)) = first else {
+        let Some((seq, id)) = self.lock_index().first_queued() else {
             return Ok(None);
         };
-        let seq = decode_u64("pending", &"first", &key)?;
-        let id = decode_uuid("pending", &seq, &value)?;
         match self.job(id)? {
             Some(job) => Ok(Some(job)),
             // A queued job is never pruned, so this is damage, not a race.
             None => Err(codec::corrupt(
-                "pending",
+                "queue",
                 &seq,
                 format!("job {id} is missing"),
             )),
         }
     }
 
-    /// Every job in enqueue order (newest first if asked): the one walk over `order`.
+    /// Every job in enqueue order (newest first if asked), read a few at a time.
     ///
-    /// An `order` entry whose job is gone is passed over: a prune deletes both in one
-    /// transaction, but this walk is not one, so it can read the entry just before a prune and
-    /// the job just after.
+    /// A job pruned since the walk read its place is passed over: the walk is not one
+    /// transaction.
     pub(in crate::queue) fn jobs_in_order(
         &self,
         newest_first: bool,
     ) -> impl Iterator<Item = Result<StoredJob, QueueError>> + '_ {
-        let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = if newest_first {
-            Box::new(self.order.iter().rev())
-        } else {
-            Box::new(self.order.iter())
-        };
-        iter.filter_map(move |item| self.stored_job(item).transpose())
+        let mut from = Bound::Unbounded;
+        let mut batch = std::collections::VecDeque::new();
+        std::iter::from_fn(move || loop {
+            if batch.is_empty() {
+                let next = self
+                    .lock_index()
+                    .jobs_after(from, newest_first, ORDER_CHUNK);
+                let (seq, _) = next.last()?;
+                from = Bound::Excluded(*seq);
+                batch.extend(next);
+            }
+            let (_, id) = batch.pop_front()?;
+            match self.stored_job(id) {
+                Ok(Some(job)) => return Some(Ok(job)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        })
     }
 
-    fn stored_job(
-        &self,
-        item: sled::Result<(IVec, IVec)>,
-    ) -> Result<Option<StoredJob>, QueueError> {
-        let (key, value) = item.map_err(|e| self.storage("read jobs", e))?;
-        let seq = decode_u64("order", &"key", &key)?;
-        let id = decode_uuid("order", &seq, &value)?;
+    fn stored_job(&self, id: Uuid) -> Result<Option<StoredJob>, QueueError> {
         let bytes = self
             .jobs
             .get(id.as_bytes())
@@ -269,16 +265,14 @@ impl Trees {
         Ok(bytes.map(|bytes| StoredJob { id, bytes }))
     }
 
-    /// How many jobs are queued.
+    /// How many jobs are queued for the worker.
     pub(in crate::queue) fn queued_count(&self) -> usize {
-        match self.meta.get(META_QUEUED) {
-            Ok(Some(b)) => decode_u64("meta", &"queued", &b).unwrap_or(0) as usize,
-            Ok(None) => 0,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the queued count");
-                0
-            }
-        }
+        self.lock_index().queued()
+    }
+
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        // Its changes are applied whole or not at all: a panic elsewhere leaves it consistent.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The record of container `id`, or `None`.

@@ -8,13 +8,17 @@
 //! refuses, on every later start, a database that existed but lost it. Damage further in
 //! loses the newest writes the same way, and cannot be told from a crash.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use super::codec::{decode, decode_uuid, hex, META_FORMAT, META_QUEUED};
+use uuid::Uuid;
+
+use super::codec::{decode, decode_uuid, hex, META_FORMAT};
+use super::index::{Index, IndexBuilder};
 use super::{EventClock, Trees};
-use crate::queue::job::{ContainerRecord, Job};
+use crate::queue::job::{ContainerRecord, Job, JobState};
 use crate::queue::lock::wait_until_unlocked;
 use crate::queue::QueueError;
 
@@ -31,8 +35,16 @@ const SLED_LOG: &str = "db";
 /// sled's lock (see [`wait_until_unlocked`]).
 const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The on-disk format this code reads and writes.
-const FORMAT: u64 = 1;
+/// The on-disk format this code reads and writes: 2 since the enqueue order, the queues and
+/// the address holders are derived in memory (`index.rs`).
+const FORMAT: u64 = 2;
+
+/// The format before: it also stored those as trees, which an open of it drops
+/// ([`upgrade_from_1`]): a creepy-meow that wrote format 1 refuses the store afterwards.
+const FORMAT_1: u64 = 1;
+
+/// The trees format 1 kept and format 2 derives.
+const FORMAT_1_TREES: [&str; 4] = ["pending", "repairs", "order", "addrs"];
 
 impl Trees {
     /// Opens (or creates) the database in `dir`, whose lock file the caller holds, checks it,
@@ -60,14 +72,12 @@ impl Trees {
             .map_err(failed)?;
         let mut trees = Trees {
             jobs: db.open_tree("jobs").map_err(failed)?,
-            pending: db.open_tree("pending").map_err(failed)?,
-            repairs: db.open_tree("repairs").map_err(failed)?,
-            order: db.open_tree("order").map_err(failed)?,
             containers: db.open_tree("containers").map_err(failed)?,
-            addrs: db.open_tree("addrs").map_err(failed)?,
             meta: db.open_tree("meta").map_err(failed)?,
             images: db.open_tree("images").map_err(failed)?,
             events: db.open_tree("events").map_err(failed)?,
+            // Built from the records, below.
+            index: Arc::default(),
             // Set once the counter is read, below.
             clock: Arc::new(EventClock::opened_at(0)),
             containers_gen: Arc::default(),
@@ -91,13 +101,9 @@ impl Trees {
             }
             None => trees.clock = Arc::new(EventClock::opened_at(latest)),
         }
-        check_records(&trees)?;
-        // The queued counter is derived; recount it so it can never drift across restarts.
-        let queued = (trees.pending.len() + trees.repairs.len()) as u64;
-        trees
-            .meta
-            .insert(META_QUEUED, &queued.to_be_bytes())
-            .map_err(failed)?;
+        let index = index_records(&trees)?;
+        let queued = index.queued();
+        trees.index = Arc::new(Mutex::new(index));
         let log = File::open(&log_path).map_err(|e| {
             QueueError::Storage(format!(
                 "cannot open the job store's log {}: {e}",
@@ -165,6 +171,7 @@ fn check_format(dir: &Path, db: &sled::Db, trees: &Trees, existed: bool) -> Resu
     let dir = dir.display();
     match trees.meta.get(META_FORMAT).map_err(failed)? {
         Some(v) if v.as_ref() == FORMAT.to_be_bytes() => Ok(()),
+        Some(v) if v.as_ref() == FORMAT_1.to_be_bytes() => upgrade_from_1(db, trees).map_err(failed),
         Some(v) => Err(QueueError::Corrupt(format!(
             "the job store in {dir} has format {}, not {FORMAT}; it was left as it is: run the creepy-meow that wrote it",
             hex(&v)
@@ -183,21 +190,49 @@ fn check_format(dir: &Path, db: &sled::Db, trees: &Trees, existed: bool) -> Resu
     }
 }
 
+/// Upgrades a format-1 store: drops the trees now derived in memory, and the queued counter,
+/// then marks it format 2, durably. Everything format 2 reads was stored the same way in 1.
+fn upgrade_from_1(db: &sled::Db, trees: &Trees) -> sled::Result<()> {
+    for name in FORMAT_1_TREES {
+        db.drop_tree(name)?;
+    }
+    trees.meta.remove(META_QUEUED_1)?;
+    trees.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
+    db.flush()?;
+    tracing::info!(dir = %trees.dir.display(), "job store upgraded from format 1 to 2");
+    Ok(())
+}
+
+/// Format 1's count of queued jobs in `meta`.
+const META_QUEUED_1: &[u8] = b"queued";
+
 /// Decodes every job and container once, so a corrupt record stops the daemon at start, with
-/// its name, rather than in the middle of a request.
-fn check_records(trees: &Trees) -> Result<(), QueueError> {
+/// its name, rather than in the middle of a request; and builds the index from them.
+fn index_records(trees: &Trees) -> Result<Index, QueueError> {
+    let gated: HashSet<Uuid> = trees.gated()?.into_iter().collect();
+    let mut index = IndexBuilder::default();
     for item in trees.jobs.iter() {
         let (key, bytes) =
             item.map_err(|e| QueueError::Corrupt(format!("cannot read jobs: {e}")))?;
         let id = decode_uuid("jobs", &hex(&key), &key)?;
-        decode::<Job>("jobs", &id, &bytes)?;
+        let job = decode::<Job>("jobs", &id, &bytes)?;
+        let queued = job.state == JobState::Queued && !gated.contains(&id);
+        index.job(id, job.seq, queued.then_some(job.origin));
     }
     for item in trees.containers.iter() {
         let (key, bytes) =
             item.map_err(|e| QueueError::Corrupt(format!("cannot read containers: {e}")))?;
-        decode::<ContainerRecord>("containers", &hex(&key), &bytes)?;
+        let rec = decode::<ContainerRecord>("containers", &hex(&key), &bytes)?;
+        index.record(rec.id, (rec.vlan, rec.ip.addr)).map_err(|twice| {
+            let [a, b] = twice.holders;
+            let (vlan, ip) = twice.addr;
+            QueueError::Corrupt(format!(
+                "the job store in {} is damaged: containers {a} and {b} both hold {ip} on vlan {vlan}; it was left as it is: restore it from a backup or move it aside",
+                trees.dir.display()
+            ))
+        })?;
     }
-    Ok(())
+    Ok(index.build())
 }
 
 /// Why sled would not open `dir`.

@@ -7,36 +7,32 @@ use sled::transaction::TransactionalTree;
 use uuid::Uuid;
 
 use super::codec::{
-    abort, addr_key, container_key, corrupt, decode, decode_u64, decode_uuid, encode, seq_key,
-    TxResult, META_IDEMPOTENCY, META_IMAGE_BUILD, META_QUEUED, META_SEQ,
+    abort, container_key, corrupt, decode, decode_u64, decode_uuid, encode, TxResult,
+    META_IDEMPOTENCY, META_IMAGE_BUILD, META_SEQ,
 };
+use super::index::View;
 use super::keys::key_hash;
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
+use crate::queue::job::{ContainerRecord, Job, KeyRecord};
 use crate::queue::QueueError;
 
 /// Every tree, seen from inside one transaction.
 ///
 /// Its fields are private to the storage layer: its methods are the only way to change the
 /// trees, so the rules they keep (the queued counter, an address held with its record, the
-/// list cache's counter bumped on every write of `containers`) cannot be bypassed.
+/// list cache's counter bumped on every write of `containers`, the index changed with what it
+/// is derived from) cannot be bypassed.
 pub(in crate::queue) struct Tx<'t> {
     /// Job ID → job.
     pub(super) jobs: &'t TransactionalTree,
-    /// Sequence number → job ID, queued operator jobs.
-    pub(super) pending: &'t TransactionalTree,
-    /// Sequence number → job ID, queued repairs.
-    pub(super) repairs: &'t TransactionalTree,
-    /// Sequence number → job ID, every job.
-    pub(super) order: &'t TransactionalTree,
     /// Container ID → record.
     pub(super) containers: &'t TransactionalTree,
-    /// `(vlan, address)` → container ID.
-    pub(super) addrs: &'t TransactionalTree,
     /// Counters.
     pub(super) meta: &'t TransactionalTree,
     /// Events (`events.rs`).
     pub(super) events: &'t TransactionalTree,
+    /// The enqueue order, the queues and the address holders (`index.rs`).
+    pub(super) index: View<'t>,
     /// Set when this transaction writes `containers`.
     pub(super) touched: &'t Cell<bool>,
     /// The number of the newest event this transaction wrote (0: none).
@@ -69,17 +65,18 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Adds a new job: the record and its place in `order`.
+    /// Adds a new job: the record and its place in the enqueue order.
     pub fn add_job(&self, job: &Job) -> TxResult<()> {
         self.put_job(job)?;
-        self.order.insert(&seq_key(job.seq), job.id.as_bytes())?;
+        self.index.add_job(job.seq, job.id);
         Ok(())
     }
 
-    /// Deletes finished job `job`: its record, its place in `order`, and its idempotency key.
+    /// Deletes finished job `job`: its record, its place in the enqueue order, and its
+    /// idempotency key.
     pub fn remove_job(&self, job: &Job) -> TxResult<()> {
         self.jobs.remove(job.id.as_bytes())?;
-        self.order.remove(&seq_key(job.seq))?;
+        self.index.remove_job(job.seq);
         if let Some(key) = &job.idempotency_key {
             if self.key(key)?.is_some_and(|k| k.job == job.id) {
                 self.meta.remove(idempotency_key(key))?;
@@ -115,41 +112,22 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Puts `job` in the queue at its sequence number.
+    /// Puts `job` in the worker's queue at its sequence number: an operator's, or the repairs'
+    /// (which wait behind every job an operator asked for). Its state says it is queued.
     pub fn push_pending(&self, job: &Job) -> TxResult<()> {
-        self.queue_of(job)
-            .insert(&seq_key(job.seq), job.id.as_bytes())?;
-        self.add_queued(1)
+        self.index.push(job.origin, job.seq, job.id);
+        Ok(())
     }
 
-    /// The queue `job` waits in: repairs wait behind every job an operator asked for.
-    fn queue_of(&self, job: &Job) -> &TransactionalTree {
-        match job.origin {
-            Origin::Operator => self.pending,
-            Origin::Reconcile => self.repairs,
-        }
-    }
-
-    /// Takes `job` out of the queue.
+    /// Takes `job` out of the worker's queue.
     pub fn remove_pending(&self, job: &Job) -> TxResult<()> {
-        if self.queue_of(job).remove(&seq_key(job.seq))?.is_some() {
-            self.add_queued(-1)?;
-        }
+        self.index.take(job.origin, job.seq);
         Ok(())
     }
 
-    /// How many jobs are queued.
+    /// How many jobs are queued for the worker.
     pub fn queued(&self) -> TxResult<u64> {
-        match self.meta.get(META_QUEUED)? {
-            Some(b) => Ok(decode_u64("meta", &"queued", &b).or_else(abort)?),
-            None => Ok(0),
-        }
-    }
-
-    fn add_queued(&self, delta: i64) -> TxResult<()> {
-        let n = self.queued()?.saturating_add_signed(delta);
-        self.meta.insert(META_QUEUED, &n.to_be_bytes())?;
-        Ok(())
+        Ok(self.index.queued())
     }
 
     /// Hands out the next sequence number.
@@ -203,8 +181,7 @@ impl Tx<'_> {
         self.touched.set(true);
         self.containers
             .insert(&container_key(rec.id), encode(rec).or_else(abort)?)?;
-        self.addrs
-            .insert(&addr_key(rec.vlan, rec.ip.addr), &container_key(rec.id))?;
+        self.index.hold((rec.vlan, rec.ip.addr), rec.id);
         Ok(())
     }
 
@@ -212,21 +189,13 @@ impl Tx<'_> {
     pub fn remove_record(&self, rec: &ContainerRecord) -> TxResult<()> {
         self.touched.set(true);
         self.containers.remove(&container_key(rec.id))?;
-        self.addrs.remove(&addr_key(rec.vlan, rec.ip.addr))?;
+        self.index.free((rec.vlan, rec.ip.addr));
         Ok(())
     }
 
     /// The container holding `ip` on `vlan`, if any.
-    pub fn addr_holder(&self, vlan: VlanId, ip: Ipv4Addr) -> TxResult<Option<u32>> {
-        match self.addrs.get(addr_key(vlan, ip))? {
-            Some(b) => {
-                let arr: [u8; 4] = b.as_ref().try_into().or_else(|_| {
-                    abort(corrupt("addrs", &format!("{vlan}/{ip}"), "not a 4-byte ID"))
-                })?;
-                Ok(Some(u32::from_be_bytes(arr)))
-            }
-            None => Ok(None),
-        }
+    pub fn addr_holder(&self, vlan: VlanId, ip: Ipv4Addr) -> TxResult<Option<ContainerId>> {
+        Ok(self.index.holder((vlan, ip)))
     }
 }
 
