@@ -14,8 +14,7 @@ use super::committer::BatchedWrite;
 use super::db::{Tx, TxResult};
 use super::event::Event;
 use super::job::{
-    fingerprint_digest, ContainerRecord, ContainerRecordState, Job, JobRequest, KeyRecord,
-    Lifecycle, Origin,
+    fingerprint_digest, ContainerRecord, ContainerRecordState, Job, JobRequest, Lifecycle, Origin,
 };
 use super::store::JobStore;
 use super::{Conflict, QueueError};
@@ -128,7 +127,7 @@ impl JobStore {
     ) -> Result<Enqueued, QueueError> {
         let max = self.inner.opts.max_queued;
         let reserve =
-            move |tx: &Tx<'_>, k: Option<&str>| reserve_lifecycle(tx, max, id, (op, origin), k);
+            move |tx: &Tx<'_>, k: KeyOf<'_>| reserve_lifecycle(tx, max, id, (op, origin), k);
         let done = self.write(keyed(key, reserve)).await?;
         tracing::info!(job_id = %done.job.id, container_id = %id, kind = done.job.kind.as_str(), replayed = done.replayed, "job queued");
         Ok(done)
@@ -171,13 +170,16 @@ impl JobStore {
     }
 }
 
+/// An idempotency key and the digest of its request's fingerprint, as a new job carries them.
+type KeyOf<'k> = Option<(&'k str, [u8; 16])>;
+
 /// `reserve` (which queues a job inside a transaction, stamped with the key it is given) behind
 /// idempotency key `key`: the job the key made before, when it names one for the same
-/// request; a refusal when it names one for another; else `reserve`'s job, with the key stored
-/// beside it.
+/// request; a refusal when it names one for another; else `reserve`'s job, which carries the
+/// key and its request's digest (and so the key names it).
 fn keyed(
     key: Option<IdempotencyKey>,
-    reserve: impl Fn(&Tx<'_>, Option<&str>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
+    reserve: impl Fn(&Tx<'_>, KeyOf<'_>) -> TxResult<Result<Job, QueueError>> + Send + 'static,
 ) -> BatchedWrite {
     // The key with its request's digest, computed once: sled may run the write again.
     let key = key.map(|k| {
@@ -200,17 +202,10 @@ fn keyed(
                 }
             }
         }
-        let job = match reserve(tx, key.as_ref().map(|(k, _)| k.as_str()))? {
+        let job = match reserve(tx, key.as_ref().map(|(k, d)| (k.as_str(), *d)))? {
             Ok(job) => job,
             Err(refused) => return Ok(Err(refused)),
         };
-        if let Some((k, digest)) = &key {
-            let record = KeyRecord {
-                job: job.id,
-                digest: *digest,
-            };
-            tx.put_key(k, &record)?;
-        }
         Ok(Ok(Enqueued {
             job,
             replayed: false,
@@ -246,7 +241,7 @@ fn reserve_build(
     tx: &Tx<'_>,
     max: usize,
     template: &str,
-    key: Option<&str>,
+    key: KeyOf<'_>,
 ) -> TxResult<Result<Job, QueueError>> {
     if let Some(job) = tx.image_build(template)? {
         let template = template.to_string();
@@ -292,7 +287,7 @@ fn reserve_create(
     tx: &Tx<'_>,
     max_queued: usize,
     spec: &CreateSpec,
-    key: Option<&str>,
+    key: KeyOf<'_>,
     gate: Gate,
 ) -> TxResult<Result<Job, QueueError>> {
     if let Some(rec) = tx.record(spec.id)? {
@@ -326,7 +321,7 @@ fn reserve_destroy(
     tx: &Tx<'_>,
     max_queued: usize,
     id: ContainerId,
-    key: Option<&str>,
+    key: KeyOf<'_>,
 ) -> TxResult<Result<Job, QueueError>> {
     let rec = match free_record(tx, id)? {
         Ok(rec) => rec,
@@ -352,7 +347,7 @@ fn reserve_lifecycle(
     max_queued: usize,
     id: ContainerId,
     (op, origin): (Lifecycle, Origin),
-    key: Option<&str>,
+    key: KeyOf<'_>,
 ) -> TxResult<Result<Job, QueueError>> {
     let rec = match free_record(tx, id)? {
         Ok(rec) => rec,
@@ -399,7 +394,7 @@ fn hold(
     state: ContainerRecordState,
     max_queued: usize,
     request: JobRequest,
-    asker: (Origin, Option<&str>),
+    asker: (Origin, KeyOf<'_>),
 ) -> TxResult<Result<Job, QueueError>> {
     let now = OffsetDateTime::now_utc();
     let job = match new_job(tx, max_queued, request, asker, now)? {
@@ -429,7 +424,7 @@ fn new_job(
     tx: &Tx<'_>,
     max: usize,
     request: JobRequest,
-    asker: (Origin, Option<&str>),
+    asker: (Origin, KeyOf<'_>),
     now: OffsetDateTime,
 ) -> TxResult<Result<Job, QueueError>> {
     new_job_gated(tx, max, request, asker, now, Gate::Open)
@@ -440,7 +435,7 @@ fn new_job_gated(
     tx: &Tx<'_>,
     max: usize,
     request: JobRequest,
-    (origin, key): (Origin, Option<&str>),
+    (origin, key): (Origin, KeyOf<'_>),
     now: OffsetDateTime,
     gate: Gate,
 ) -> TxResult<Result<Job, QueueError>> {
@@ -448,7 +443,10 @@ fn new_job_gated(
         return Ok(Err(QueueError::QueueFull { max }));
     }
     let mut job = Job::new(request, origin, tx.next_seq()?, now);
-    job.idempotency_key = key.map(str::to_string);
+    if let Some((key, digest)) = key {
+        job.idempotency_key = Some(key.to_string());
+        job.idempotency_digest = Some(digest);
+    }
     job.first_event = Some(tx.emit(Event::job_state(&job))?);
     tx.add_job(&job)?;
     match gate {

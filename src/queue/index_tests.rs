@@ -1,9 +1,16 @@
 //! The index derived from the stored jobs and records (`db/index.rs`): rebuilt whole at every
-//! open, a format-1 store's trees replaced by it, a transaction that aborts leaving it as it
-//! was.
+//! open, a format-1 store's trees and key entries replaced by it, a transaction that aborts
+//! leaving it as it was.
 
 use super::test_support::{cid, open, raw_sled, spec, TempDir};
-use super::{JobState, JobStore, Lifecycle, Origin, QueueError, StoreOptions};
+use super::{IdempotencyKey, JobState, JobStore, Lifecycle, Origin, QueueError, StoreOptions};
+
+fn key(k: &str, fingerprint: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey {
+        key: k.into(),
+        fingerprint: fingerprint.into(),
+    })
+}
 
 /// Runs a create through the worker's path to success, leaving an active container.
 async fn created(store: &JobStore, id: u64, host: u8) {
@@ -74,14 +81,22 @@ async fn a_reopen_rebuilds_the_queues_the_order_and_the_address_holders() {
 }
 
 #[tokio::test]
-async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_queue() {
+async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_queue_and_keys() {
     let dir = TempDir::new("index-format-1");
     let store = open(&dir);
     let started = store.enqueue_create(spec(1, 2, 1)).await.unwrap();
     store.start(started.id).await.unwrap();
-    let waiting = store.enqueue_create(spec(2, 2, 2)).await.unwrap();
+    let keyed = store
+        .enqueue_create_keyed(spec(2, 2, 2), key("k-2", "create 2"))
+        .await
+        .unwrap()
+        .job;
+    let digest = keyed
+        .idempotency_digest
+        .expect("a keyed job carries its digest");
     drop(store);
-    // What format 1 had beside the jobs and records: the derived trees, a counter.
+    // Format 1: the derived trees and a counter beside the jobs and records, and the key's
+    // digest in a `meta` entry rather than in its job.
     {
         let db = raw_sled(&dir);
         let meta = db.open_tree("meta").unwrap();
@@ -93,13 +108,39 @@ async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_queue() {
                 .insert([1u8], [2u8].as_slice())
                 .unwrap();
         }
+        let entry = [keyed.id.as_bytes().as_slice(), &digest].concat();
+        meta.insert("idem/k-2", entry).unwrap();
+        let jobs = db.open_tree("jobs").unwrap();
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&jobs.get(keyed.id.as_bytes()).unwrap().unwrap()).unwrap();
+        assert!(value
+            .as_object_mut()
+            .unwrap()
+            .remove("idempotency_digest")
+            .is_some());
+        jobs.insert(keyed.id.as_bytes(), serde_json::to_vec(&value).unwrap())
+            .unwrap();
         db.flush().unwrap();
     }
     let store = open(&dir);
     assert_eq!(store.queued_count().unwrap(), 1);
-    assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(waiting.id));
+    assert_eq!(store.next_queued().unwrap().map(|j| j.id), Some(keyed.id));
     let e = store.enqueue_create(spec(3, 2, 1)).await;
     assert!(matches!(e, Err(QueueError::Conflict(_))), "{e:?}");
+    // The key still names its job: a retry replays it, another request is refused.
+    let retry = store
+        .enqueue_create_keyed(spec(2, 2, 2), key("k-2", "create 2"))
+        .await
+        .unwrap();
+    assert!(retry.replayed && retry.job.id == keyed.id);
+    assert_eq!(retry.job.idempotency_digest, Some(digest));
+    let reuse = store
+        .enqueue_create_keyed(spec(4, 2, 4), key("k-2", "create 4"))
+        .await;
+    assert!(
+        matches!(reuse, Err(QueueError::KeyReused { .. })),
+        "{reuse:?}"
+    );
     drop(store);
     let db = raw_sled(&dir);
     let names: Vec<_> = db.tree_names().into_iter().collect();
@@ -115,6 +156,7 @@ async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_queue() {
         Some(2u64.to_be_bytes().as_slice())
     );
     assert_eq!(meta.get("queued").unwrap(), None);
+    assert_eq!(meta.scan_prefix("idem/").count(), 0);
 }
 
 #[tokio::test]

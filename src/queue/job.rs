@@ -354,6 +354,10 @@ pub struct Job {
     /// The `Idempotency-Key` the request that made it carried, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// With the key: [`fingerprint_digest`] of that request (32 hex digits in JSON), so a
+    /// retry is told from a reuse of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "digest_hex")]
+    pub idempotency_digest: Option<[u8; 16]>,
     /// The number of the event that says it was queued: `GET /api/events?job=<id>` starts
     /// there. Absent in jobs stored before events existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -384,6 +388,34 @@ pub fn fingerprint_digest(fingerprint: &str) -> [u8; 16] {
     hash.to_be_bytes()
 }
 
+/// A digest as 32 hex digits in JSON.
+mod digest_hex {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::fmt::Write;
+
+    #[allow(clippy::ref_option)] // serde's `with` passes the field by reference
+    pub fn serialize<S: Serializer>(d: &Option<[u8; 16]>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&d.iter().fold(String::new(), |mut out, b| {
+                let _ = write!(out, "{b:02x}");
+                out
+            })),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 16]>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let n = u128::from_str_radix(&text, 16)
+            .ok()
+            .filter(|_| text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| D::Error::custom(format!("not a digest of 32 hex digits: {text:?}")))?;
+        Ok(Some(n.to_be_bytes()))
+    }
+}
+
 impl Job {
     /// A new queued job for `request` asked by `origin`, at position `seq`, with every step
     /// pending.
@@ -407,6 +439,7 @@ impl Job {
             started_at: None,
             finished_at: None,
             idempotency_key: None,
+            idempotency_digest: None,
             first_event: None,
         }
     }

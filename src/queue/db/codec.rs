@@ -26,9 +26,6 @@ pub(super) const META_SEQ: &[u8] = b"seq";
 /// Start of the key in `meta` that names the image build job pending or running for a
 /// template (`image-build/<template>` → job ID).
 pub(super) const META_IMAGE_BUILD: &[u8] = b"image-build/";
-/// Start of the key in `meta` of an idempotency key (`idem/<key>` → the job's ID, then the
-/// digest of the request's fingerprint: `Tx::key`).
-pub(super) const META_IDEMPOTENCY: &[u8] = b"idem/";
 /// Start of the key in `meta` that marks a create still waiting for its cluster reservation
 /// (`gate/<job ID's 16 bytes>` → nothing): the worker does not see it yet (`gates.rs`).
 pub(super) const META_GATE: &[u8] = b"gate/";

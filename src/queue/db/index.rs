@@ -1,13 +1,15 @@
 //! The indexes derived from the stored jobs and records, kept in memory: every job in enqueue
-//! order, the two queues the worker takes from, and who holds each address.
+//! order, the two queues the worker takes from, who holds each address, and which job each
+//! idempotency key made.
 //!
-//! Each is a function of what is stored — a job's sequence number, state and origin, whether it
-//! is gated; a record's `(vlan, address)` — so it is built from the trees when the store opens
-//! (`open.rs`) and never written to disk. A transaction changes it through [`Staged`], which
-//! its reads see at once and which joins the index only once sled has committed the
-//! transaction; the index's lock is held from the transaction's first read to that point, so
-//! no other transaction reads it in between. Stored as trees, the three were half the inserts
-//! of every create in the commit thread's transaction (see PERFORMANCE.md, Limits).
+//! Each is a function of what is stored — a job's sequence number, state, origin, key and the
+//! digest of its request, whether it is gated; a record's `(vlan, address)` — so it is built
+//! from the trees when the store opens (`open.rs`) and never written to disk. A transaction
+//! changes it through [`Staged`], which its reads see at once and which joins the index only
+//! once sled has committed the transaction; the index's lock is held from the transaction's
+//! first read to that point, so no other transaction reads it in between. Stored as trees and
+//! `meta` entries, these were half the inserts of a create (and one more for a key) in the
+//! commit thread's transaction (see PERFORMANCE.md, Limits).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +19,7 @@ use std::ops::Bound;
 use uuid::Uuid;
 
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::Origin;
+use crate::queue::job::{KeyRecord, Origin};
 
 /// Who may hold an address: the VLAN and the address.
 pub(super) type AddrKey = (VlanId, Ipv4Addr);
@@ -42,6 +44,8 @@ pub(in crate::queue) struct Index {
     queues: [BTreeMap<u64, Uuid>; QUEUES],
     /// Address → the container whose record holds it.
     addrs: HashMap<AddrKey, ContainerId>,
+    /// Idempotency key → the job it made, and its request's digest.
+    keys: HashMap<String, KeyRecord>,
 }
 
 /// One transaction's changes to the index, not yet committed: a key mapped to `None` is
@@ -51,6 +55,7 @@ pub(in crate::queue) struct Staged {
     order: BTreeMap<u64, Option<Uuid>>,
     queues: [BTreeMap<u64, Option<Uuid>>; QUEUES],
     addrs: HashMap<AddrKey, Option<ContainerId>>,
+    keys: HashMap<String, Option<KeyRecord>>,
     /// How many jobs this transaction queued, less those it took out.
     queued: i64,
 }
@@ -75,6 +80,11 @@ impl IndexBuilder {
         if let Some(origin) = queued {
             self.index.queues[queue_of(origin)].insert(seq, id);
         }
+    }
+
+    /// Adds idempotency key `key`, which made `record.job`.
+    pub(super) fn key(&mut self, key: String, record: KeyRecord) {
+        self.index.keys.insert(key, record);
     }
 
     /// Adds the record of container `id`, which holds `addr`.
@@ -131,6 +141,7 @@ impl Index {
             apply(queue, changes);
         }
         apply(&mut self.addrs, staged.addrs);
+        apply(&mut self.keys, staged.keys);
     }
 }
 
@@ -239,6 +250,27 @@ impl View<'_> {
         match self.staged.borrow().addrs.get(&addr) {
             Some(v) => *v,
             None => self.index.addrs.get(&addr).copied(),
+        }
+    }
+
+    /// Records that idempotency key `key` made `record.job`.
+    pub(super) fn put_key(&self, key: &str, record: KeyRecord) {
+        self.staged
+            .borrow_mut()
+            .keys
+            .insert(key.to_string(), Some(record));
+    }
+
+    /// Forgets idempotency key `key`.
+    pub(super) fn remove_key(&self, key: &str) {
+        self.staged.borrow_mut().keys.insert(key.to_string(), None);
+    }
+
+    /// What idempotency key `key` names, if anything.
+    pub(super) fn key(&self, key: &str) -> Option<KeyRecord> {
+        match self.staged.borrow().keys.get(key) {
+            Some(v) => v.clone(),
+            None => self.index.keys.get(key).cloned(),
         }
     }
 }

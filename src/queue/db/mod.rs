@@ -18,7 +18,6 @@ mod events;
 mod gates;
 mod images;
 mod index;
-mod keys;
 mod open;
 mod tx;
 
@@ -57,9 +56,7 @@ pub(in crate::queue) struct Trees {
     jobs: Tree,
     /// Container ID (u32 BE) → container record JSON.
     containers: Tree,
-    /// Counters, the format marker, and the idempotency keys (`idem/<key>` → the job it made
-    /// and the digest of the request's fingerprint, removed with the job): every enqueue writes this tree
-    /// anyway, so a key costs no tree more in its transaction.
+    /// Counters, the format marker, the image builds pending and the gates.
     meta: Tree,
     /// Template name → its images' record (`images.rs`; written by the worker alone, outside
     /// the job transactions).
@@ -76,12 +73,6 @@ pub(in crate::queue) struct Trees {
     /// Bumped after every committed transaction that wrote `containers`: the container list
     /// cached for `GET /api/container/list` is current while this has not moved.
     containers_gen: Arc<AtomicU64>,
-    /// A hash of every idempotency key stored since the store opened (and of some never
-    /// committed: an aborted transaction's), so a key never seen is known new without a read
-    /// in the enqueue's transaction. Never missing one that is stored: loaded from `meta` at
-    /// open, added to before each key is written; never removed from (a hash left by a pruned
-    /// or aborted key only costs that key's read).
-    key_hashes: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// The data directory, for messages.
     dir: PathBuf,
 }
@@ -162,7 +153,6 @@ impl Trees {
                     },
                     touched: &touched,
                     emitted: &emitted,
-                    key_hashes: &self.key_hashes,
                 })
             })
             .map_err(|e| match e {

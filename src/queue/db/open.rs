@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use super::codec::{decode, decode_uuid, hex, META_FORMAT};
+use super::codec::{corrupt, decode, decode_uuid, encode, hex, META_FORMAT};
 use super::index::{Index, IndexBuilder};
 use super::{EventClock, Trees};
-use crate::queue::job::{ContainerRecord, Job, JobState};
+use crate::queue::job::{ContainerRecord, Job, JobState, KeyRecord};
 use crate::queue::lock::wait_until_unlocked;
 use crate::queue::QueueError;
 
@@ -81,12 +81,10 @@ impl Trees {
             // Set once the counter is read, below.
             clock: Arc::new(EventClock::opened_at(0)),
             containers_gen: Arc::default(),
-            key_hashes: Arc::default(),
             dir: dir.to_owned(),
             db,
         };
         check_format(dir, &trees.db, &trees, existed)?;
-        trees.load_key_hashes()?;
         // Everything sled recovered is on disk: readers may see every event at once.
         let latest = trees.last_event_seq()?;
         match previous {
@@ -171,7 +169,7 @@ fn check_format(dir: &Path, db: &sled::Db, trees: &Trees, existed: bool) -> Resu
     let dir = dir.display();
     match trees.meta.get(META_FORMAT).map_err(failed)? {
         Some(v) if v.as_ref() == FORMAT.to_be_bytes() => Ok(()),
-        Some(v) if v.as_ref() == FORMAT_1.to_be_bytes() => upgrade_from_1(db, trees).map_err(failed),
+        Some(v) if v.as_ref() == FORMAT_1.to_be_bytes() => upgrade_from_1(db, trees),
         Some(v) => Err(QueueError::Corrupt(format!(
             "the job store in {dir} has format {}, not {FORMAT}; it was left as it is: run the creepy-meow that wrote it",
             hex(&v)
@@ -190,21 +188,45 @@ fn check_format(dir: &Path, db: &sled::Db, trees: &Trees, existed: bool) -> Resu
     }
 }
 
-/// Upgrades a format-1 store: drops the trees now derived in memory, and the queued counter,
-/// then marks it format 2, durably. Everything format 2 reads was stored the same way in 1.
-fn upgrade_from_1(db: &sled::Db, trees: &Trees) -> sled::Result<()> {
-    for name in FORMAT_1_TREES {
-        db.drop_tree(name)?;
+/// Upgrades a format-1 store: each idempotency key's digest moves from its `meta` entry into
+/// the job it made; the trees now derived in memory, the queued counter and the key entries are
+/// dropped; the store is marked format 2, durably. Jobs and records are otherwise the same.
+fn upgrade_from_1(db: &sled::Db, trees: &Trees) -> Result<(), QueueError> {
+    let failed = |e: sled::Error| open_error(&trees.dir, e);
+    for item in trees.meta.scan_prefix(META_IDEMPOTENCY_1) {
+        let (k, v) = item.map_err(failed)?;
+        let key = String::from_utf8_lossy(&k[META_IDEMPOTENCY_1.len()..]).into_owned();
+        let (job, digest) = v.split_at(16.min(v.len()));
+        let id = decode_uuid("meta", &key, job)?;
+        let digest = <[u8; 16]>::try_from(digest)
+            .map_err(|_| corrupt("meta", &key, "not a 16-byte digest after the job"))?;
+        // A key outlives its job only if pruning was cut short: then it names nothing.
+        if let Some(bytes) = trees.jobs.get(id.as_bytes()).map_err(failed)? {
+            let mut job: Job = decode("jobs", &id, &bytes)?;
+            job.idempotency_digest = Some(digest);
+            let bytes = encode(&job)?;
+            trees.jobs.insert(id.as_bytes(), bytes).map_err(failed)?;
+        }
+        trees.meta.remove(k).map_err(failed)?;
     }
-    trees.meta.remove(META_QUEUED_1)?;
-    trees.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
-    db.flush()?;
+    for name in FORMAT_1_TREES {
+        db.drop_tree(name).map_err(failed)?;
+    }
+    trees.meta.remove(META_QUEUED_1).map_err(failed)?;
+    trees
+        .meta
+        .insert(META_FORMAT, &FORMAT.to_be_bytes())
+        .map_err(failed)?;
+    db.flush().map_err(failed)?;
     tracing::info!(dir = %trees.dir.display(), "job store upgraded from format 1 to 2");
     Ok(())
 }
 
 /// Format 1's count of queued jobs in `meta`.
 const META_QUEUED_1: &[u8] = b"queued";
+
+/// Format 1's idempotency keys in `meta`: `idem/<key>` → the job's 16 bytes, then the digest.
+const META_IDEMPOTENCY_1: &[u8] = b"idem/";
 
 /// Decodes every job and container once, so a corrupt record stops the daemon at start, with
 /// its name, rather than in the middle of a request; and builds the index from them.
@@ -218,6 +240,9 @@ fn index_records(trees: &Trees) -> Result<Index, QueueError> {
         let job = decode::<Job>("jobs", &id, &bytes)?;
         let queued = job.state == JobState::Queued && !gated.contains(&id);
         index.job(id, job.seq, queued.then_some(job.origin));
+        if let (Some(key), Some(digest)) = (job.idempotency_key, job.idempotency_digest) {
+            index.key(key, KeyRecord { job: id, digest });
+        }
     }
     for item in trees.containers.iter() {
         let (key, bytes) =

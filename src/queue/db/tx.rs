@@ -7,11 +7,10 @@ use sled::transaction::TransactionalTree;
 use uuid::Uuid;
 
 use super::codec::{
-    abort, container_key, corrupt, decode, decode_u64, decode_uuid, encode, TxResult,
-    META_IDEMPOTENCY, META_IMAGE_BUILD, META_SEQ,
+    abort, container_key, decode, decode_u64, decode_uuid, encode, TxResult, META_IMAGE_BUILD,
+    META_SEQ,
 };
 use super::index::View;
-use super::keys::key_hash;
 use crate::model::{ContainerId, VlanId};
 use crate::queue::job::{ContainerRecord, Job, KeyRecord};
 use crate::queue::QueueError;
@@ -37,8 +36,6 @@ pub(in crate::queue) struct Tx<'t> {
     pub(super) touched: &'t Cell<bool>,
     /// The number of the newest event this transaction wrote (0: none).
     pub(super) emitted: &'t Cell<u64>,
-    /// The hashes of the idempotency keys stored ([`super::Trees`]).
-    pub(super) key_hashes: &'t std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Tx<'_> {
@@ -65,10 +62,19 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Adds a new job: the record and its place in the enqueue order.
+    /// Adds a new job: the record, its place in the enqueue order, and the idempotency key
+    /// that made it, if any (the job carries its request's digest): the key names it from now
+    /// on.
     pub fn add_job(&self, job: &Job) -> TxResult<()> {
         self.put_job(job)?;
         self.index.add_job(job.seq, job.id);
+        if let (Some(key), Some(digest)) = (&job.idempotency_key, job.idempotency_digest) {
+            let record = KeyRecord {
+                job: job.id,
+                digest,
+            };
+            self.index.put_key(key, record);
+        }
         Ok(())
     }
 
@@ -79,37 +85,15 @@ impl Tx<'_> {
         self.index.remove_job(job.seq);
         if let Some(key) = &job.idempotency_key {
             if self.key(key)?.is_some_and(|k| k.job == job.id) {
-                self.meta.remove(idempotency_key(key))?;
+                self.index.remove_key(key);
             }
         }
         Ok(())
     }
 
-    /// What idempotency key `key` names, if a retained job was made with it. Stored as the
-    /// job's 16 bytes, then the fingerprint's 16-byte digest (on every keyed enqueue's path: no
-    /// JSON).
+    /// What idempotency key `key` names, if a retained job was made with it.
     pub fn key(&self, key: &str) -> TxResult<Option<KeyRecord>> {
-        if !self.hashes().contains(&key_hash(key.as_bytes())) {
-            return Ok(None);
-        }
-        let Some(bytes) = self.meta.get(idempotency_key(key))? else {
-            return Ok(None);
-        };
-        let (job, fingerprint) = bytes.split_at(16.min(bytes.len()));
-        let job = decode_uuid("meta", &key, job).or_else(abort)?;
-        let digest = <[u8; 16]>::try_from(fingerprint)
-            .map_err(|_| corrupt("meta", &key, "not a 16-byte digest after the job"))
-            .or_else(abort)?;
-        Ok(Some(KeyRecord { job, digest }))
-    }
-
-    /// Records that `key` made `record.job`.
-    pub fn put_key(&self, key: &str, record: &KeyRecord) -> TxResult<()> {
-        // Before the write: a key is never stored without its hash.
-        self.hashes().insert(key_hash(key.as_bytes()));
-        let value = [record.job.as_bytes().as_slice(), &record.digest].concat();
-        self.meta.insert(idempotency_key(key), value)?;
-        Ok(())
+        Ok(self.index.key(key))
     }
 
     /// Puts `job` in the worker's queue at its sequence number: an operator's, or the repairs'
@@ -196,16 +180,5 @@ impl Tx<'_> {
     /// The container holding `ip` on `vlan`, if any.
     pub fn addr_holder(&self, vlan: VlanId, ip: Ipv4Addr) -> TxResult<Option<ContainerId>> {
         Ok(self.index.holder((vlan, ip)))
-    }
-}
-
-/// The `meta` key of idempotency key `key`.
-fn idempotency_key(key: &str) -> Vec<u8> {
-    [META_IDEMPOTENCY, key.as_bytes()].concat()
-}
-
-impl Tx<'_> {
-    fn hashes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
-        self.key_hashes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
