@@ -6,7 +6,8 @@
 //!    place that says which moves are allowed); `lock.rs`: the data directory's lock;
 //! 2. `db/`: the storage layer, the only code that knows sled's trees (`jobs`, `containers`,
 //!    `meta`, `images`, `events`), their keys and the encoding, and the indexes derived from
-//!    them in memory (the enqueue order, the worker's queues, the address holders); its
+//!    them in memory (the enqueue order, the worker's queues, the address holders, the
+//!    idempotency keys); its
 //!    transaction type `Tx` is the only way to write, so its rules (counters, the list cache,
 //!    the indexes) hold;
 //! 3. `committer.rs`: the commit thread (group commit, below), with `current.rs` (the open

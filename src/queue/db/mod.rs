@@ -7,7 +7,7 @@
 //!   them ([`Trees::transact`]), the flush, and the reads outside a transaction;
 //! - [`Tx`] (`tx.rs`): inside a transaction, typed reads and the only writes;
 //! - `index.rs`: what is derived from the stored jobs and records (the enqueue order, the
-//!   queues, the address holders), kept in memory and changed with them;
+//!   queues, the address holders, the idempotency keys), kept in memory and changed with them;
 //! - `codec.rs`: keys and JSON;
 //! - `gates.rs`: the creates held back until their cluster reservation is known.
 //!
@@ -24,7 +24,7 @@ mod tx;
 use std::cell::{Cell, RefCell};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::de::DeserializeOwned;
@@ -64,10 +64,13 @@ pub(in crate::queue) struct Trees {
     /// Event number (u64 BE) → event (`events.rs`), written with the change it describes.
     events: Tree,
     /// Every job in enqueue order, the queues the worker takes from (an operator's jobs, then
-    /// the repairs), who holds each address: derived from `jobs`, `containers` and the gates
-    /// at open, then changed by each transaction as it commits (`index.rs`). Locked for the
-    /// whole of a transaction.
+    /// the repairs), who holds each address, which job each idempotency key made: derived from
+    /// `jobs`, `containers` and the gates at open, then changed by each transaction as it
+    /// commits (`index.rs`). Locked for the whole of a transaction.
     index: Arc<Mutex<Index>>,
+    /// How many jobs the index's queues hold, set with each change: read without waiting for
+    /// a transaction to end (`GET /api/queue` reads it on the reactor).
+    queued: Arc<AtomicUsize>,
     /// How far the events go: committed, and on disk.
     clock: Arc<EventClock>,
     /// Bumped after every committed transaction that wrote `containers`: the container list
@@ -77,7 +80,7 @@ pub(in crate::queue) struct Trees {
     dir: PathBuf,
 }
 
-/// A job as stored, read in `order`: decode only what is needed.
+/// A job as stored, read in enqueue order: decode only what is needed.
 pub(in crate::queue) struct StoredJob {
     /// Its ID.
     pub(in crate::queue) id: Uuid,
@@ -161,6 +164,7 @@ impl Trees {
             });
         if out.is_ok() {
             index.apply(staged.into_inner());
+            self.queued.store(index.queued(), Ordering::Release);
         }
         drop(index);
         // After the commit (or an abort of a try that wrote): a reader that cached the list
@@ -257,7 +261,7 @@ impl Trees {
 
     /// How many jobs are queued for the worker.
     pub(in crate::queue) fn queued_count(&self) -> usize {
-        self.lock_index().queued()
+        self.queued.load(Ordering::Acquire)
     }
 
     fn lock_index(&self) -> MutexGuard<'_, Index> {

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
@@ -43,8 +44,9 @@ const FORMAT: u64 = 2;
 /// ([`upgrade_from_1`]): a creepy-meow that wrote format 1 refuses the store afterwards.
 const FORMAT_1: u64 = 1;
 
-/// The trees format 1 kept and format 2 derives.
-const FORMAT_1_TREES: [&str; 4] = ["pending", "repairs", "order", "addrs"];
+/// The trees format 1 kept and format 2 derives (`keys`: idempotency keys, in a tree of their
+/// own in the first stores that had them; dropped if there).
+const FORMAT_1_TREES: [&str; 5] = ["pending", "repairs", "order", "addrs", "keys"];
 
 impl Trees {
     /// Opens (or creates) the database in `dir`, whose lock file the caller holds, checks it,
@@ -78,6 +80,7 @@ impl Trees {
             events: db.open_tree("events").map_err(failed)?,
             // Built from the records, below.
             index: Arc::default(),
+            queued: Arc::default(),
             // Set once the counter is read, below.
             clock: Arc::new(EventClock::opened_at(0)),
             containers_gen: Arc::default(),
@@ -102,6 +105,13 @@ impl Trees {
         let index = index_records(&trees)?;
         let queued = index.queued();
         trees.index = Arc::new(Mutex::new(index));
+        trees.queued = Arc::new(AtomicUsize::new(queued));
+        // Every open writes (the marker again): after a storage fault, the reopened instance's
+        // first flush then proves that sled can write (`reopen.rs`).
+        trees
+            .meta
+            .insert(META_FORMAT, &FORMAT.to_be_bytes())
+            .map_err(failed)?;
         let log = File::open(&log_path).map_err(|e| {
             QueueError::Storage(format!(
                 "cannot open the job store's log {}: {e}",

@@ -18,7 +18,7 @@ use crate::queue::QueueError;
 /// Every tree, seen from inside one transaction.
 ///
 /// Its fields are private to the storage layer: its methods are the only way to change the
-/// trees, so the rules they keep (the queued counter, an address held with its record, the
+/// trees, so the rules they keep (the queues, an address held with its record, the
 /// list cache's counter bumped on every write of `containers`, the index changed with what it
 /// is derived from) cannot be bypassed.
 pub(in crate::queue) struct Tx<'t> {
@@ -30,7 +30,8 @@ pub(in crate::queue) struct Tx<'t> {
     pub(super) meta: &'t TransactionalTree,
     /// Events (`events.rs`).
     pub(super) events: &'t TransactionalTree,
-    /// The enqueue order, the queues and the address holders (`index.rs`).
+    /// The enqueue order, the queues, the address holders and the idempotency keys
+    /// (`index.rs`).
     pub(super) index: View<'t>,
     /// Set when this transaction writes `containers`.
     pub(super) touched: &'t Cell<bool>,
