@@ -14,7 +14,7 @@
 //! reads are refused meanwhile). The probe then writes and syncs [`PROBE_BYTES`] to a file of
 //! its own in the data directory (then removes it): that fails cleanly on a full disk without
 //! touching sled, so sled is reopened only when it can write (its open writes a snapshot);
-//! then the reopened instance's own flush (a reopen always writes: the queued counter,
+//! then the reopened instance's own flush (a reopen always writes: the format marker again,
 //! `db/open.rs`) must succeed before changes are accepted.
 
 use std::io::Write;
@@ -45,15 +45,23 @@ impl Shared {
         let refusal = self.current.fail(cause);
         self.poisoned = true;
         drop(self.current.take());
+        // Lazy writes not yet flushed went with the instance, as in a crash: nothing is owed.
+        self.unflushed = false;
         refusal
+    }
+
+    /// Whether the store refuses changes (it probes until it can write again).
+    pub(super) fn refusing(&self) -> bool {
+        self.current.unavailable().is_some()
     }
 
     /// While the store cannot write: accepts again once the probe file, a reopen if sled failed
     /// since its last open, and a flush of the open instance all succeed.
     pub(super) fn probe(&mut self) {
-        if self.current.unavailable().is_none() {
+        if !self.refusing() {
             return;
         }
+        self.unflushed = false;
         if let Err(cause) = probe_space(&self.dir) {
             self.current.fail(&cause);
             return;
