@@ -15,37 +15,41 @@ use crate::sys::Host;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let mut cfg = match DaemonConfig::resolve(&args) {
+    let cfg = match DaemonConfig::resolve(&args) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    crate::logging::init_daemon(cfg.log_format);
+    let log = crate::logging::init_daemon(cfg.log_format);
+    let outcome = serve(cfg).await;
+    // Every line logged is out before the last sentence.
+    drop(log);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, why)) => fail(code, why),
+    }
+}
+
+/// The daemon on the real host; an exit code and the sentence that says why it stopped.
+async fn serve(mut cfg: DaemonConfig) -> Result<(), (u8, String)> {
     if !has_net_admin() {
-        return fail(
-            EXIT_USAGE,
-            "serve changes network interfaces: run it as root (or with CAP_NET_ADMIN)",
-        );
+        let why = "serve changes network interfaces: run it as root (or with CAP_NET_ADMIN)";
+        return Err((EXIT_USAGE, why.into()));
     }
     // Before anything on the host is touched (the LXC path below, the fabric, the store).
     let found = preflight::check(std::env::var_os("PATH").as_deref(), cfg.clone);
     if let Some(refusal) = found.refusal() {
-        return fail(EXIT_USAGE, refusal);
+        return Err((EXIT_USAGE, refusal.to_string()));
     }
     cfg.full_copies = cfg.clone.then(|| found.overlay_missing()).flatten();
-    let lxc = match LxcTools::with_templates(&cfg.lxc_path, cfg.templates.clone()) {
-        Ok(l) => l.with_tool_timeout(cfg.step_timeout),
-        Err(e) => return fail(1, e),
-    };
-    let host = match Host::real(lxc) {
-        Ok(h) => h,
-        Err(e) => return fail(1, e),
-    };
+    let lxc = LxcTools::with_templates(&cfg.lxc_path, cfg.templates.clone())
+        .map_err(|e| (1, e.to_string()))?
+        .with_tool_timeout(cfg.step_timeout);
+    let host = Host::real(lxc).map_err(|e| (1, e.to_string()))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    match daemon::run(cfg, host, shutdown, None).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(if e.is_usage() { EXIT_USAGE } else { 1 }, e),
-    }
+    daemon::run(cfg, host, shutdown, None)
+        .await
+        .map_err(|e| (if e.is_usage() { EXIT_USAGE } else { 1 }, e.to_string()))
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
