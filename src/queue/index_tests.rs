@@ -2,8 +2,8 @@
 //! open, a format-1 store's trees and key entries replaced by it, a transaction that aborts
 //! leaving it as it was.
 
-use super::test_support::{cid, open, raw_sled, spec, TempDir};
-use super::{IdempotencyKey, JobState, JobStore, Lifecycle, Origin, QueueError, StoreOptions};
+use super::test_support::{cid, open, raw_sled, refused_as_corrupt, spec, TempDir};
+use super::{IdempotencyKey, JobState, JobStore, Lifecycle, Origin, QueueError};
 
 fn key(k: &str, fingerprint: &str) -> Option<IdempotencyKey> {
     Some(IdempotencyKey {
@@ -178,12 +178,7 @@ async fn two_records_holding_one_address_stop_the_open_with_both_names() {
             .unwrap();
         db.flush().unwrap();
     }
-    let err = JobStore::open(dir.path(), StoreOptions::default())
-        .err()
-        .unwrap();
-    let QueueError::Corrupt(msg) = err else {
-        panic!("expected Corrupt, got {err:?}")
-    };
+    let msg = refused_as_corrupt(&dir);
     assert!(
         msg.contains("containers 1 and 2 both hold 192.168.2.9 on vlan 2"),
         "{msg}"

@@ -1,6 +1,6 @@
 //! Opening tests: the directory lock, and damaged databases refused with their names.
 
-use super::test_support::{open, raw_sled, spec, TempDir};
+use super::test_support::{open, raw_sled, refused_as_corrupt, spec, TempDir};
 use super::{JobStore, QueueError, StoreOptions};
 
 #[test]
@@ -35,12 +35,7 @@ fn a_corrupt_record_is_named_not_reset() {
             .unwrap();
         db.flush().unwrap();
     }
-    let err = JobStore::open(dir.path(), StoreOptions::default())
-        .err()
-        .unwrap();
-    let QueueError::Corrupt(msg) = err else {
-        panic!("expected Corrupt, got {err:?}")
-    };
+    let msg = refused_as_corrupt(&dir);
     assert!(
         msg.contains("jobs/07070707-0707-0707-0707-070707070707"),
         "{msg}"
@@ -91,12 +86,7 @@ async fn a_database_sled_recovers_empty_is_refused() {
     let from = bytes.len() / 4;
     bytes[from..].iter_mut().for_each(|b| *b ^= 0x5a);
     std::fs::write(&db, &bytes).unwrap();
-    let err = JobStore::open(dir.path(), StoreOptions::default())
-        .err()
-        .unwrap();
-    let QueueError::Corrupt(msg) = err else {
-        panic!("expected Corrupt, got {err:?}")
-    };
+    let msg = refused_as_corrupt(&dir);
     assert!(msg.contains("format marker"), "{msg}");
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     // sled's recovery rewrites the damaged tail in place, so the bytes cannot be kept; what

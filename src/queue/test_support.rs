@@ -11,6 +11,17 @@ pub(super) fn open(dir: &TempDir) -> JobStore {
     JobStore::open(dir.path(), StoreOptions::default()).expect("open store")
 }
 
+/// The message of an open of `dir` refused as corrupt (it panics on any other answer).
+pub(super) fn refused_as_corrupt(dir: &TempDir) -> String {
+    let err = JobStore::open(dir.path(), StoreOptions::default())
+        .err()
+        .expect("the open is refused");
+    let super::QueueError::Corrupt(msg) = err else {
+        panic!("expected Corrupt, got {err:?}")
+    };
+    msg
+}
+
 /// Opens a store in `dir` with these limits.
 pub(super) fn open_with(dir: &TempDir, opts: StoreOptions) -> JobStore {
     JobStore::open(dir.path(), opts).expect("open store")
