@@ -9,17 +9,20 @@
 //! once sled has committed the transaction; the index's lock is held from the transaction's
 //! first read to that point, so no other transaction reads it in between. Stored as trees and
 //! `meta` entries, these were half the inserts of a create (and one more for a key) in the
-//! commit thread's transaction (see PERFORMANCE.md, Limits).
+//! commit thread's transaction (see PERFORMANCE.md, Limits). What a job or a record
+//! contributes is worked out once (`key_of`, `addr_of`), for the build at open and for each
+//! transaction alike; a transaction's count of queued jobs is derived from its changes.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::Bound;
 
 use uuid::Uuid;
 
 use crate::model::{ContainerId, VlanId};
-use crate::queue::job::{KeyRecord, Origin};
+use crate::queue::job::{ContainerRecord, Job, KeyRecord, Origin};
 
 /// Who may hold an address: the VLAN and the address.
 pub(super) type AddrKey = (VlanId, Ipv4Addr);
@@ -35,6 +38,24 @@ fn queue_of(origin: Origin) -> usize {
     }
 }
 
+/// The address `rec` holds.
+fn addr_of(rec: &ContainerRecord) -> AddrKey {
+    (rec.vlan, rec.ip.addr)
+}
+
+/// The idempotency key that made `job`, if any, and what it names.
+fn key_of(job: &Job) -> Option<(&str, KeyRecord)> {
+    let key = job.idempotency_key.as_deref()?;
+    let digest = job.idempotency_digest?;
+    Some((
+        key,
+        KeyRecord {
+            job: job.id,
+            digest,
+        },
+    ))
+}
+
 /// The committed indexes.
 #[derive(Debug, Default)]
 pub(in crate::queue) struct Index {
@@ -43,9 +64,9 @@ pub(in crate::queue) struct Index {
     /// Sequence number → job ID, queued jobs the worker may take, one map per origin.
     queues: [BTreeMap<u64, Uuid>; QUEUES],
     /// Address → the container whose record holds it.
-    addrs: HashMap<AddrKey, ContainerId>,
+    addrs: BTreeMap<AddrKey, ContainerId>,
     /// Idempotency key → the job it made, and its request's digest.
-    keys: HashMap<String, KeyRecord>,
+    keys: BTreeMap<String, KeyRecord>,
 }
 
 /// One transaction's changes to the index, not yet committed: a key mapped to `None` is
@@ -54,16 +75,8 @@ pub(in crate::queue) struct Index {
 pub(in crate::queue) struct Staged {
     order: BTreeMap<u64, Option<Uuid>>,
     queues: [BTreeMap<u64, Option<Uuid>>; QUEUES],
-    addrs: HashMap<AddrKey, Option<ContainerId>>,
-    keys: HashMap<String, Option<KeyRecord>>,
-    /// How many jobs this transaction queued, less those it took out.
-    queued: i64,
-}
-
-/// Builds an [`Index`] from the stored jobs and records, one at a time.
-#[derive(Debug, Default)]
-pub(super) struct IndexBuilder {
-    index: Index,
+    addrs: BTreeMap<AddrKey, Option<ContainerId>>,
+    keys: BTreeMap<String, Option<KeyRecord>>,
 }
 
 /// Two records claim one address: the store is damaged.
@@ -73,34 +86,29 @@ pub(super) struct AddressTwice {
     pub(super) holders: [ContainerId; 2],
 }
 
-impl IndexBuilder {
-    /// Adds stored job `id`; `queued` when the worker may take it (queued and not gated).
-    pub(super) fn job(&mut self, id: Uuid, seq: u64, queued: Option<Origin>) {
-        self.index.order.insert(seq, id);
-        if let Some(origin) = queued {
-            self.index.queues[queue_of(origin)].insert(seq, id);
+/// Building at open, from what is stored.
+impl Index {
+    /// Adds stored `job`; `runnable` when the worker may take it (queued and not gated).
+    pub(super) fn insert_job(&mut self, job: &Job, runnable: bool) {
+        self.order.insert(job.seq, job.id);
+        if runnable {
+            self.queues[queue_of(job.origin)].insert(job.seq, job.id);
+        }
+        if let Some((key, record)) = key_of(job) {
+            self.keys.insert(key.to_string(), record);
         }
     }
 
-    /// Adds idempotency key `key`, which made `record.job`.
-    pub(super) fn key(&mut self, key: String, record: KeyRecord) {
-        self.index.keys.insert(key, record);
-    }
-
-    /// Adds the record of container `id`, which holds `addr`.
-    pub(super) fn record(&mut self, id: ContainerId, addr: AddrKey) -> Result<(), AddressTwice> {
-        match self.index.addrs.insert(addr, id) {
-            Some(other) if other != id => Err(AddressTwice {
+    /// Adds stored record `rec`, which holds its address.
+    pub(super) fn insert_record(&mut self, rec: &ContainerRecord) -> Result<(), AddressTwice> {
+        let addr = addr_of(rec);
+        match self.addrs.insert(addr, rec.id) {
+            Some(other) if other != rec.id => Err(AddressTwice {
                 addr,
-                holders: [other, id],
+                holders: [other, rec.id],
             }),
             _ => Ok(()),
         }
-    }
-
-    /// The index.
-    pub(super) fn build(self) -> Index {
-        self.index
     }
 }
 
@@ -146,39 +154,25 @@ impl Index {
 }
 
 /// Puts `changes` into `map`.
-fn apply<M, K, V>(map: &mut M, changes: impl IntoIterator<Item = (K, Option<V>)>)
-where
-    M: MapOps<K, V>,
-{
+fn apply<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: BTreeMap<K, Option<V>>) {
     for (k, v) in changes {
         match v {
-            Some(v) => map.put(k, v),
-            None => map.take(&k),
-        }
+            Some(v) => map.insert(k, v),
+            None => map.remove(&k),
+        };
     }
 }
 
-/// What [`apply`] needs of a map.
-trait MapOps<K, V> {
-    fn put(&mut self, k: K, v: V);
-    fn take(&mut self, k: &K);
-}
-
-impl<K: Ord, V> MapOps<K, V> for BTreeMap<K, V> {
-    fn put(&mut self, k: K, v: V) {
-        self.insert(k, v);
-    }
-    fn take(&mut self, k: &K) {
-        self.remove(k);
-    }
-}
-
-impl<K: std::hash::Hash + Eq, V> MapOps<K, V> for HashMap<K, V> {
-    fn put(&mut self, k: K, v: V) {
-        self.insert(k, v);
-    }
-    fn take(&mut self, k: &K) {
-        self.remove(k);
+/// `key` as `staged` says it now is, else as `committed` has it.
+fn seen<Q, K, V>(staged: &BTreeMap<K, Option<V>>, committed: &BTreeMap<K, V>, key: &Q) -> Option<V>
+where
+    Q: Ord + ?Sized,
+    K: Borrow<Q> + Ord,
+    V: Clone,
+{
+    match staged.get(key) {
+        Some(v) => v.clone(),
+        None => committed.get(key).cloned(),
     }
 }
 
@@ -189,89 +183,70 @@ pub(in crate::queue) struct View<'t> {
 }
 
 impl View<'_> {
-    /// Adds job `id` at `seq` to the enqueue order.
-    pub(super) fn add_job(&self, seq: u64, id: Uuid) {
-        self.staged.borrow_mut().order.insert(seq, Some(id));
-    }
-
-    /// Takes the job at `seq` out of the enqueue order.
-    pub(super) fn remove_job(&self, seq: u64) {
-        self.staged.borrow_mut().order.insert(seq, None);
-    }
-
-    /// Queues job `id` at `seq` for the worker.
-    pub(super) fn push(&self, origin: Origin, seq: u64, id: Uuid) {
-        let q = queue_of(origin);
-        let was = self.in_queue(q, seq);
+    /// Adds new `job` to the enqueue order, and the idempotency key that made it.
+    pub(super) fn add_job(&self, job: &Job) {
         let mut staged = self.staged.borrow_mut();
-        staged.queues[q].insert(seq, Some(id));
-        if !was {
-            staged.queued += 1;
+        staged.order.insert(job.seq, Some(job.id));
+        if let Some((key, record)) = key_of(job) {
+            staged.keys.insert(key.to_string(), Some(record));
         }
     }
 
-    /// Takes the job at `seq` out of its queue; returns whether it was there.
-    pub(super) fn take(&self, origin: Origin, seq: u64) -> bool {
-        let q = queue_of(origin);
-        if !self.in_queue(q, seq) {
-            return false;
-        }
+    /// Takes `job` out of the enqueue order, and its idempotency key if the key names it.
+    pub(super) fn remove_job(&self, job: &Job) {
+        let key = key_of(job).filter(|(k, _)| self.key(k).is_some_and(|n| n.job == job.id));
         let mut staged = self.staged.borrow_mut();
-        staged.queues[q].insert(seq, None);
-        staged.queued -= 1;
-        true
+        staged.order.insert(job.seq, None);
+        if let Some((key, _)) = key {
+            staged.keys.insert(key.to_string(), None);
+        }
     }
 
-    fn in_queue(&self, q: usize, seq: u64) -> bool {
-        match self.staged.borrow().queues[q].get(&seq) {
-            Some(v) => v.is_some(),
-            None => self.index.queues[q].contains_key(&seq),
-        }
+    /// Queues `job` for the worker.
+    pub(super) fn push(&self, job: &Job) {
+        let queue = &mut self.staged.borrow_mut().queues[queue_of(job.origin)];
+        queue.insert(job.seq, Some(job.id));
+    }
+
+    /// Takes `job` out of the worker's queue.
+    pub(super) fn take(&self, job: &Job) {
+        let queue = &mut self.staged.borrow_mut().queues[queue_of(job.origin)];
+        queue.insert(job.seq, None);
     }
 
     /// How many jobs are queued for the worker.
     pub(super) fn queued(&self) -> u64 {
-        let n = self.index.queued() as i64 + self.staged.borrow().queued;
-        n.max(0) as u64
+        let staged = self.staged.borrow();
+        let committed = &self.index.queues;
+        let change: i64 = (staged.queues.iter().zip(committed))
+            .flat_map(|(changes, queue)| {
+                changes.iter().map(move |(seq, v)| {
+                    i64::from(v.is_some()) - i64::from(queue.contains_key(seq))
+                })
+            })
+            .sum();
+        (self.index.queued() as i64 + change).max(0) as u64
     }
 
-    /// Makes container `id` the holder of `addr`.
-    pub(super) fn hold(&self, addr: AddrKey, id: ContainerId) {
-        self.staged.borrow_mut().addrs.insert(addr, Some(id));
+    /// Makes `rec` the holder of its address.
+    pub(super) fn hold(&self, rec: &ContainerRecord) {
+        let addrs = &mut self.staged.borrow_mut().addrs;
+        addrs.insert(addr_of(rec), Some(rec.id));
     }
 
-    /// Frees `addr`.
-    pub(super) fn free(&self, addr: AddrKey) {
-        self.staged.borrow_mut().addrs.insert(addr, None);
+    /// Frees the address `rec` held.
+    pub(super) fn free(&self, rec: &ContainerRecord) {
+        self.staged.borrow_mut().addrs.insert(addr_of(rec), None);
     }
 
     /// The container holding `addr`, if any.
     pub(super) fn holder(&self, addr: AddrKey) -> Option<ContainerId> {
-        match self.staged.borrow().addrs.get(&addr) {
-            Some(v) => *v,
-            None => self.index.addrs.get(&addr).copied(),
-        }
-    }
-
-    /// Records that idempotency key `key` made `record.job`.
-    pub(super) fn put_key(&self, key: &str, record: KeyRecord) {
-        self.staged
-            .borrow_mut()
-            .keys
-            .insert(key.to_string(), Some(record));
-    }
-
-    /// Forgets idempotency key `key`.
-    pub(super) fn remove_key(&self, key: &str) {
-        self.staged.borrow_mut().keys.insert(key.to_string(), None);
+        seen(&self.staged.borrow().addrs, &self.index.addrs, &addr)
     }
 
     /// What idempotency key `key` names, if anything.
     pub(super) fn key(&self, key: &str) -> Option<KeyRecord> {
-        match self.staged.borrow().keys.get(key) {
-            Some(v) => v.clone(),
-            None => self.index.keys.get(key).cloned(),
-        }
+        seen(&self.staged.borrow().keys, &self.index.keys, key)
     }
 }
 

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use super::codec::{corrupt, decode, decode_uuid, encode, hex, META_FORMAT};
-use super::index::{Index, IndexBuilder};
+use super::index::Index;
 use super::{EventClock, Trees};
-use crate::queue::job::{ContainerRecord, Job, JobState, KeyRecord};
+use crate::queue::job::{ContainerRecord, Job, JobState};
 use crate::queue::lock::wait_until_unlocked;
 use crate::queue::QueueError;
 
@@ -242,23 +242,19 @@ const META_IDEMPOTENCY_1: &[u8] = b"idem/";
 /// its name, rather than in the middle of a request; and builds the index from them.
 fn index_records(trees: &Trees) -> Result<Index, QueueError> {
     let gated: HashSet<Uuid> = trees.gated()?.into_iter().collect();
-    let mut index = IndexBuilder::default();
+    let mut index = Index::default();
     for item in trees.jobs.iter() {
         let (key, bytes) =
             item.map_err(|e| QueueError::Corrupt(format!("cannot read jobs: {e}")))?;
         let id = decode_uuid("jobs", &hex(&key), &key)?;
         let job = decode::<Job>("jobs", &id, &bytes)?;
-        let queued = job.state == JobState::Queued && !gated.contains(&id);
-        index.job(id, job.seq, queued.then_some(job.origin));
-        if let (Some(key), Some(digest)) = (job.idempotency_key, job.idempotency_digest) {
-            index.key(key, KeyRecord { job: id, digest });
-        }
+        index.insert_job(&job, job.state == JobState::Queued && !gated.contains(&id));
     }
     for item in trees.containers.iter() {
         let (key, bytes) =
             item.map_err(|e| QueueError::Corrupt(format!("cannot read containers: {e}")))?;
         let rec = decode::<ContainerRecord>("containers", &hex(&key), &bytes)?;
-        index.record(rec.id, (rec.vlan, rec.ip.addr)).map_err(|twice| {
+        index.insert_record(&rec).map_err(|twice| {
             let [a, b] = twice.holders;
             let (vlan, ip) = twice.addr;
             QueueError::Corrupt(format!(
@@ -267,7 +263,7 @@ fn index_records(trees: &Trees) -> Result<Index, QueueError> {
             ))
         })?;
     }
-    Ok(index.build())
+    Ok(index)
 }
 
 /// Why sled would not open `dir`.

@@ -68,14 +68,7 @@ impl Tx<'_> {
     /// on.
     pub fn add_job(&self, job: &Job) -> TxResult<()> {
         self.put_job(job)?;
-        self.index.add_job(job.seq, job.id);
-        if let (Some(key), Some(digest)) = (&job.idempotency_key, job.idempotency_digest) {
-            let record = KeyRecord {
-                job: job.id,
-                digest,
-            };
-            self.index.put_key(key, record);
-        }
+        self.index.add_job(job);
         Ok(())
     }
 
@@ -83,12 +76,7 @@ impl Tx<'_> {
     /// idempotency key.
     pub fn remove_job(&self, job: &Job) -> TxResult<()> {
         self.jobs.remove(job.id.as_bytes())?;
-        self.index.remove_job(job.seq);
-        if let Some(key) = &job.idempotency_key {
-            if self.key(key)?.is_some_and(|k| k.job == job.id) {
-                self.index.remove_key(key);
-            }
-        }
+        self.index.remove_job(job);
         Ok(())
     }
 
@@ -100,13 +88,13 @@ impl Tx<'_> {
     /// Puts `job` in the worker's queue at its sequence number: an operator's, or the repairs'
     /// (which wait behind every job an operator asked for). Its state says it is queued.
     pub fn push_pending(&self, job: &Job) -> TxResult<()> {
-        self.index.push(job.origin, job.seq, job.id);
+        self.index.push(job);
         Ok(())
     }
 
     /// Takes `job` out of the worker's queue.
     pub fn remove_pending(&self, job: &Job) -> TxResult<()> {
-        self.index.take(job.origin, job.seq);
+        self.index.take(job);
         Ok(())
     }
 
@@ -166,7 +154,7 @@ impl Tx<'_> {
         self.touched.set(true);
         self.containers
             .insert(&container_key(rec.id), encode(rec).or_else(abort)?)?;
-        self.index.hold((rec.vlan, rec.ip.addr), rec.id);
+        self.index.hold(rec);
         Ok(())
     }
 
@@ -174,7 +162,7 @@ impl Tx<'_> {
     pub fn remove_record(&self, rec: &ContainerRecord) -> TxResult<()> {
         self.touched.set(true);
         self.containers.remove(&container_key(rec.id))?;
-        self.index.free((rec.vlan, rec.ip.addr));
+        self.index.free(rec);
         Ok(())
     }
 
