@@ -267,10 +267,7 @@ fn run(shared: &mut Shared, rx: &mpsc::Receiver<Work>) {
         };
         let first = match rx.recv_timeout(wait) {
             Ok(work) => work,
-            // A store that cannot write flushes nothing: it probes (a flush owed to lazy
-            // writes of an instance that failed would otherwise be tried every few ms, in
-            // vain, and the probe never run).
-            Err(mpsc::RecvTimeoutError::Timeout) if shared.unflushed && !shared.refusing() => {
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.unflushed => {
                 commit_round(shared, Round::default());
                 continue;
             }

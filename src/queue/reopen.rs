@@ -45,23 +45,18 @@ impl Shared {
         let refusal = self.current.fail(cause);
         self.poisoned = true;
         drop(self.current.take());
-        // Lazy writes not yet flushed went with the instance, as in a crash: nothing is owed.
+        // Lazy writes not yet flushed went with the instance, as in a crash: no flush is owed
+        // (one still owed would take the loop's every wait, and it would never probe).
         self.unflushed = false;
         refusal
-    }
-
-    /// Whether the store refuses changes (it probes until it can write again).
-    pub(super) fn refusing(&self) -> bool {
-        self.current.unavailable().is_some()
     }
 
     /// While the store cannot write: accepts again once the probe file, a reopen if sled failed
     /// since its last open, and a flush of the open instance all succeed.
     pub(super) fn probe(&mut self) {
-        if !self.refusing() {
+        if self.current.unavailable().is_none() {
             return;
         }
-        self.unflushed = false;
         if let Err(cause) = probe_space(&self.dir) {
             self.current.fail(&cause);
             return;
