@@ -391,15 +391,11 @@ pub fn fingerprint_digest(fingerprint: &str) -> [u8; 16] {
 /// A digest as 32 hex digits in JSON.
 mod digest_hex {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
-    use std::fmt::Write;
 
     #[allow(clippy::ref_option)] // serde's `with` passes the field by reference
     pub fn serialize<S: Serializer>(d: &Option<[u8; 16]>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&d.iter().fold(String::new(), |mut out, b| {
-                let _ = write!(out, "{b:02x}");
-                out
-            })),
+            Some(d) => s.serialize_str(&format!("{:032x}", u128::from_be_bytes(*d))),
             None => s.serialize_none(),
         }
     }

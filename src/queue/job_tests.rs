@@ -221,6 +221,28 @@ fn stored_json_is_lowercase_and_round_trips() {
 }
 
 #[test]
+fn an_idempotency_digest_is_32_hex_digits_and_nothing_else_decodes() {
+    let t = datetime!(2024-01-02 3:04:05 UTC);
+    let mut job = Job::new(JobRequest::Create(spec(5, 2, 5)), Origin::Operator, 9, t);
+    job.idempotency_key = Some("k".into());
+    job.idempotency_digest = Some([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 1]);
+    let mut v = serde_json::to_value(&job).unwrap();
+    assert_eq!(v["idempotency_digest"], "0000000000000000000000000000ab01");
+    assert_eq!(serde_json::from_value::<Job>(v.clone()).unwrap(), job);
+    for bad in [
+        "ab01",
+        "+000000000000000000000000000ab01",
+        "0000000000000000000000000000ab0g",
+    ] {
+        v["idempotency_digest"] = bad.into();
+        assert!(
+            serde_json::from_value::<Job>(v.clone()).is_err(),
+            "{bad} decoded"
+        );
+    }
+}
+
+#[test]
 fn a_job_stored_by_the_first_release_still_decodes() {
     let stored = r#"{"id":"5f0c7d7e-1a0b-4c55-9d53-6f4f2a0b7a11","seq":7,"kind":"destroy",
         "container_id":21,"request":{"kind":"destroy","id":21},"state":"succeeded",
