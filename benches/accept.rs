@@ -317,7 +317,7 @@ async fn level(
 /// level, then the keys comparison's rounds without), against ≥ 10,000 accepts/s with p99 ≤ 5
 /// ms, by the median round, next to the raw fsync rate of the same run.
 fn rounds_report(rounds: &[&Level], raw: Raw) {
-    let fsync = (raw[0].0 .0 + raw[1].0 .0) / 2.0;
+    let fsync = mean_fsync(&raw);
     let mut out = String::from(
         "## 32 clients over HTTP, every round without keys (issue 17 item 5)\n\n\
          | round | accepted/s | vs raw fsync/s | p50 ms | p99 ms | max ms | errors |\n\
@@ -331,15 +331,13 @@ fn rounds_report(rounds: &[&Level], raw: Raw) {
             l.errors
         );
     }
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
-    };
-    let rate = mid(rounds.iter().map(|l| l.rate).collect());
-    let p99 = mid(rounds
-        .iter()
-        .map(|l| l.lat.p99.as_secs_f64() * 1e3)
-        .collect());
+    let rate = median(rounds.iter().map(|l| l.rate).collect());
+    let p99 = median(
+        rounds
+            .iter()
+            .map(|l| l.lat.p99.as_secs_f64() * 1e3)
+            .collect(),
+    );
     out += &format!(
         "\nmedian of {} rounds: {rate:.0} accepts/s (target ≥ 10,000: **{}**), p99 {p99:.2} ms \
          (target ≤ 5 ms: **{}**); raw 4 KiB write + fsync {fsync:.0}/s in the same run\n",
@@ -348,6 +346,17 @@ fn rounds_report(rounds: &[&Level], raw: Raw) {
         verdict(p99 <= 5.0),
     );
     common::emit(BENCH, &out);
+}
+
+/// The median of `v` (of the middle two when even).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+}
+
+/// The raw `fsync` rate, the mean of the probes before and after.
+fn mean_fsync(raw: &Raw) -> f64 {
+    (raw[0].0 .0 + raw[1].0 .0) / 2.0
 }
 
 fn keys_report(what: &str, without: &[Level], with: &[Level]) {
@@ -379,18 +388,14 @@ fn compare_report(what: &str, labels: [&str; 2], a: &[Level], b: &[Level], targe
             );
         }
     }
-    let median = |ls: &[Level]| {
-        let mut r: Vec<f64> = ls.iter().map(|l| l.rate).collect();
-        r.sort_by(f64::total_cmp);
-        (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0
-    };
+    let median_rate = |ls: &[Level]| median(ls.iter().map(|l| l.rate).collect());
     let p99 = |ls: &[Level]| {
         let mut r: Vec<Duration> = ls.iter().map(|l| l.lat.p99).collect();
         r.sort();
         r[(r.len() - 1) / 2]
     };
     let (ma, mb) = (mean(a), mean(b));
-    let (da, db) = (median(a), median(b));
+    let (da, db) = (median_rate(a), median_rate(b));
     let [la, lb] = labels;
     out += &format!(
         "\nmean: {la} {ma:.0}/s, {lb} {mb:.0}/s = {:.3}× (median {da:.0} and {db:.0}/s = {:.3}×); \
@@ -426,7 +431,7 @@ fn level_row(label: &str, l: &Level, fsync: f64) -> String {
 }
 
 fn report(levels: &[Level], library: &(Level, u64), raw: Raw, secs: Duration) {
-    let fsync = (raw[0].0 .0 + raw[1].0 .0) / 2.0;
+    let fsync = mean_fsync(&raw);
     let range = (raw[0].1 .0 + raw[1].1 .0) / 2.0;
     type Pick = fn(&((f64, Duration), (f64, Duration))) -> (f64, Duration);
     let line = |name: &str, pick: Pick| {
