@@ -2,29 +2,16 @@
 //! open, a format-1 store's trees and key entries replaced by it, a transaction that aborts
 //! leaving it as it was.
 
-use super::test_support::{cid, open, raw_sled, refused_as_corrupt, spec, TempDir};
-use super::{IdempotencyKey, JobState, JobStore, Lifecycle, Origin, QueueError};
+use super::test_support::{cid, created, key, open, raw_sled, refused_as_corrupt, spec, TempDir};
+use super::{JobState, JobStore, Lifecycle, Origin, QueueError};
 
-fn key(k: &str, fingerprint: &str) -> Option<IdempotencyKey> {
-    Some(IdempotencyKey {
-        key: k.into(),
-        fingerprint: fingerprint.into(),
-    })
-}
-
-/// Runs a create through the worker's path to success, leaving an active container.
-async fn created(store: &JobStore, id: u64, host: u8) {
-    let job = store.enqueue_create(spec(id, 2, host)).await.unwrap();
-    store.start(job.id).await.unwrap();
-    store.finish(job.id, Ok(())).await.unwrap();
-}
-
-fn queue(store: &JobStore) -> Vec<uuid::Uuid> {
+/// The queue in the order the worker takes it (each job cancelled once seen, so the next
+/// one shows).
+async fn queue(store: &JobStore) -> Vec<uuid::Uuid> {
     let mut taken = Vec::new();
     while let Some(job) = store.next_queued().unwrap() {
         taken.push(job.id);
-        // Out of the queue without running it: the next one shows.
-        futures::executor::block_on(store.cancel(job.id)).unwrap();
+        store.cancel(job.id).await.unwrap();
     }
     taken
 }
@@ -33,7 +20,7 @@ fn queue(store: &JobStore) -> Vec<uuid::Uuid> {
 async fn a_reopen_rebuilds_the_queues_the_order_and_the_address_holders() {
     let dir = TempDir::new("index-reopen");
     let store = open(&dir);
-    created(&store, 1, 1).await;
+    created(&store, 1, 2, 1).await;
     let repair = store
         .enqueue_lifecycle(cid(1), Lifecycle::Repair, Origin::Reconcile)
         .await
@@ -72,7 +59,7 @@ async fn a_reopen_rebuilds_the_queues_the_order_and_the_address_holders() {
         );
     }
     // The operator's create first, though queued after the repair.
-    assert_eq!(queue(&store), [queued.id, repair.id]);
+    assert_eq!(queue(&store).await, [queued.id, repair.id]);
     assert!(store.is_gated(gated.id).unwrap());
     assert_eq!(
         store.get(running.id).unwrap().map(|j| j.state),

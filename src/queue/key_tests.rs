@@ -3,15 +3,8 @@
 
 use std::sync::Arc;
 
-use super::test_support::{open, open_with, spec, TempDir};
-use super::{IdempotencyKey, JobStore, QueueError, StoreOptions};
-
-fn key(k: &str, fingerprint: &str) -> Option<IdempotencyKey> {
-    Some(IdempotencyKey {
-        key: k.into(),
-        fingerprint: fingerprint.into(),
-    })
-}
+use super::test_support::{key, open, open_with, spec, TempDir};
+use super::{JobStore, QueueError, StoreOptions};
 
 #[tokio::test]
 async fn a_retry_with_the_key_answers_the_first_job_and_another_request_is_refused() {

@@ -1,16 +1,9 @@
 //! Store tests: durability across reopen, the reservation ledger, the lifecycle through the
 //! store, the queue bound, and the directory lock.
 
-use super::test_support::{cid, open, open_with, record_ids, spec, TempDir};
-use super::{ContainerRecordState, JobState, JobStore, QueueError, StepState, StoreOptions};
+use super::test_support::{cid, created, open, open_with, record_ids, spec, TempDir};
+use super::{ContainerRecordState, JobState, QueueError, StepState, StoreOptions};
 use crate::spec::{StepEvent, StepName};
-
-/// Runs `create` through the worker's path to success, leaving an active container.
-async fn created(store: &JobStore, id: u64, vlan: u8, host: u8) {
-    let job = store.enqueue_create(spec(id, vlan, host)).await.unwrap();
-    store.start(job.id).await.unwrap();
-    store.finish(job.id, Ok(())).await.unwrap();
-}
 
 fn conflict(r: Result<impl std::fmt::Debug, QueueError>) -> String {
     match r {

@@ -27,6 +27,22 @@ pub(super) fn open_with(dir: &TempDir, opts: StoreOptions) -> JobStore {
     JobStore::open(dir.path(), opts).expect("open store")
 }
 
+/// Idempotency key `k` on a request whose fingerprint is `fingerprint`.
+pub(super) fn key(k: &str, fingerprint: &str) -> Option<super::IdempotencyKey> {
+    Some(super::IdempotencyKey {
+        key: k.into(),
+        fingerprint: fingerprint.into(),
+    })
+}
+
+/// Runs a create of container `id` at `192.168.<vlan>.<host>` through the worker's path to
+/// success, leaving an active container.
+pub(super) async fn created(store: &JobStore, id: u64, vlan: u8, host: u8) {
+    let job = store.enqueue_create(spec(id, vlan, host)).await.unwrap();
+    store.start(job.id).await.unwrap();
+    store.finish(job.id, Ok(())).await.unwrap();
+}
+
 /// A container ID.
 pub(super) fn cid(n: u64) -> ContainerId {
     ContainerId::new(n).unwrap()
